@@ -1,0 +1,3 @@
+from jaxsim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reads checkpoints and metrics: algorithm predictors, phase labels, plateau detection."""

@@ -1,0 +1,337 @@
+"""Typed, frozen configuration: YAML load, dotted KEY=VALUE overrides, validation.
+
+A config has four sections (`task`, `model`, `train`, `sweep`). Every field of the first three
+is either *static* (changes array shapes or control flow: part of the compile-time `Spec`) or
+*dynamic* (a per-run scalar that lives in the vmapped `Hparams` pytree). Dynamic fields are
+marked with ``dynamic=True`` in their metadata; ``dynamic="max"`` additionally keeps the group
+maximum in the static spec (e.g. ``task.num_chains``: the bank size is static, the number of
+active chains is a per-run mask).
+
+Every validation failure raises `ConfigError` with one line naming the key and what is allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the key and what is allowed."""
+
+
+def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = None,
+       min: float | None = None, min_exclusive: bool = False, max: float | None = None,
+       doc: str = "") -> Any:
+    meta = dict(dynamic=dynamic, choices=choices, min=min, min_exclusive=min_exclusive,
+                max=max, doc=doc)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = _f("markov_mixture", choices=("markov_mixture",), doc="task generator")
+    num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
+    alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
+                      doc="Dirichlet concentration of each transition row")
+    num_chains: int = _f(64, dynamic="max", min=1, doc="N, chains in the training mixture")
+    weights: str = _f("uniform", choices=("uniform", "random"), doc="mixture weights")
+    context_length: int = _f(64, min=2, doc="tokens per sequence")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _f("gpt", choices=("gpt",), doc="model family")
+    num_layers: int = _f(2, min=1)
+    d_model: int = _f(64, min=1)
+    num_heads: int = _f(4, min=1)
+    d_mlp: int = _f(256, min=1)
+    positional: str = _f("learned", choices=("learned", "rope"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _f(2000, min=1)
+    batch_size: int = _f(32, min=1)
+    lr: float = _f(6e-4, dynamic=True, min=0.0, min_exclusive=True)
+    weight_decay: float = _f(0.1, dynamic=True, min=0.0)
+    beta1: float = _f(0.9, dynamic=True, min=0.0, max=1.0)
+    beta2: float = _f(0.95, dynamic=True, min=0.0, max=1.0)
+    grad_clip: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
+                          doc="global gradient-norm clip")
+    eval_every: int = _f(100, min=1, doc="steps between evaluations")
+    eval_batch_size: int = _f(128, min=1, doc="held-out sequences per evaluation split")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    seeds: int = _f(2, min=1, doc="seeds 0..seeds-1 per grid point")
+    axes: dict = _f({}, doc="dotted key -> list of values")
+    chunk_size: int = _f(0, min=0, doc="runs per compiled call; 0 = a whole shape group")
+    checkpoint_every: int = _f(500, min=1, doc="steps between resumable checkpoints")
+    save_steps: Any = _f(None, doc="steps kept for analysis; null = ~20 log-spaced")
+    plot: bool = _f(True, doc="draw figures at the end of the sweep")
+
+
+SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig}
+SWEEPABLE = ("task", "model", "train")
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def field_info(key: str) -> dataclasses.Field:
+    section, name = key.split(".", 1)
+    return {f.name: f for f in dataclasses.fields(SECTIONS[section])}[name]
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unknown(key: str, options: list[str], what: str = "key") -> ConfigError:
+    return ConfigError(f"unknown {what} '{key}'{_suggest(key, options)}; "
+                       f"valid: {', '.join(options)}")
+
+
+def coerce(key: str, value: Any, where: str | None = None) -> Any:
+    """Check `value` against the type and range of field `key`; returns the typed value."""
+    f = field_info(key)
+    where = where or key
+    kind = type(f.default) if f.default is not None else None
+    meta = f.metadata
+    if key == "sweep.save_steps":
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+            raise ConfigError(f"{where} must be null or a list of positive integers, got {value!r}")
+        return tuple(sorted(set(value)))
+    if key == "sweep.axes":
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        value = float(value)
+    elif kind is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    lo, hi = meta["min"], meta["max"]
+    if lo is not None and (value < lo or (meta["min_exclusive"] and value == lo)):
+        rel = ">" if meta["min_exclusive"] else ">="
+        raise ConfigError(f"{where} must be {rel} {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where} must be <= {hi}, got {value!r}")
+    return value
+
+
+def _check_axes(axes: Any) -> dict:
+    if axes is None:
+        return {}
+    if not isinstance(axes, dict):
+        raise ConfigError(f"sweep.axes must be a mapping of dotted keys to lists, got {axes!r}")
+    sweepable = [k for k in all_keys() if k.split(".")[0] in SWEEPABLE]
+    out = {}
+    for key, values in axes.items():
+        if key not in sweepable:
+            raise _unknown(key, sweepable, "axis key")
+        if not isinstance(values, list) or len(values) == 0:
+            raise ConfigError(f"sweep.axes.{key} must be a non-empty list of values, got {values!r}")
+        typed = [coerce(key, v, where=f"sweep.axes.{key}") for v in values]
+        if len(set(typed)) != len(typed):
+            raise ConfigError(f"sweep.axes.{key} has repeated values: {values!r}")
+        out[key] = typed
+    return out
+
+
+def from_dict(raw: dict) -> Config:
+    """Build and validate a `Config` from a nested mapping (missing keys take defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("config must be a mapping with sections task, model, train, sweep")
+    sections = {}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise _unknown(section, list(SECTIONS), "section")
+        body = body or {}
+        if not isinstance(body, dict):
+            raise ConfigError(f"section '{section}' must be a mapping, got {body!r}")
+        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        values = {}
+        for name, value in body.items():
+            if name not in names:
+                raise _unknown(f"{section}.{name}", [f"{section}.{n}" for n in names])
+            values[name] = coerce(f"{section}.{name}", value)
+        if section == "sweep" and "axes" in values:
+            values["axes"] = _check_axes(values["axes"])
+        sections[section] = SECTIONS[section](**values)
+    cfg = Config(**sections)
+    check_consistency(cfg)
+    for key, values in cfg.sweep.axes.items():
+        for v in values:
+            check_consistency(replace_key(cfg, key, v), where=f"sweep.axes.{key}={v!r}: ")
+    return cfg
+
+
+def check_consistency(cfg: Config, where: str = "") -> None:
+    """Cross-field rules that no single field can check."""
+    m, t, s = cfg.model, cfg.train, cfg.sweep
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"{where}model.d_model ({m.d_model}) must be divisible by "
+                          f"model.num_heads ({m.num_heads})")
+    if m.positional == "rope" and (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"{where}model.positional=rope needs an even head size "
+                          f"(d_model/num_heads = {m.d_model // m.num_heads})")
+    if t.steps % t.eval_every:
+        raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
+                          f"train.eval_every ({t.eval_every})")
+    if s.checkpoint_every % t.eval_every:
+        raise ConfigError(f"{where}sweep.checkpoint_every ({s.checkpoint_every}) must be a "
+                          f"multiple of train.eval_every ({t.eval_every})")
+
+
+def replace_key(cfg: Config, key: str, value: Any) -> Config:
+    section, name = key.split(".", 1)
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
+                                                                     **{name: value})})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like KEY=VALUE (e.g. train.steps=500)")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key}: cannot parse value {value!r} as YAML") from None
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply KEY=VALUE overrides to a raw nested dict. `sweep.axes.a.b=[..]` sets one axis."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
+    for text in overrides:
+        parts, value = parse_override(text)
+        if parts[:2] == ["sweep", "axes"] and len(parts) > 2:
+            sweep = raw.setdefault("sweep", {}) or {}
+            raw["sweep"] = sweep
+            axes = dict(sweep.get("axes") or {})
+            axes[".".join(parts[2:])] = value
+            sweep["axes"] = axes
+            continue
+        if len(parts) != 2:
+            raise _unknown(".".join(parts), all_keys())
+        section, name = parts
+        if section not in SECTIONS:
+            raise _unknown(".".join(parts), all_keys())
+        body = raw.get(section) or {}
+        raw[section] = {**body, name: value}
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
+    return from_dict(apply_overrides(raw, list(overrides)))
+
+
+def dump(cfg: Config) -> str:
+    d = cfg.to_dict()
+    d["sweep"]["save_steps"] = list(d["sweep"]["save_steps"]) if d["sweep"]["save_steps"] else None
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The static (shape-determining) part of a run's config: hashable, a jit static argument.
+
+    Dynamic fields are set to None, except ``dynamic="max"`` fields, which hold the maximum over
+    the runs compiled together (the size of a bank that per-run values mask into).
+    """
+    task: TaskConfig
+    model: ModelConfig
+    train: TrainConfig
+
+
+def dynamic_keys() -> list[str]:
+    return [k for k in all_keys() if k.split(".")[0] in SWEEPABLE and field_info(k).metadata["dynamic"]]
+
+
+def spec_of(cfg: Config) -> Spec:
+    """The static spec of one run (a "max" field keeps the run's own value)."""
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(cfg, section)
+        drop = {f.name: None for f in dataclasses.fields(body) if f.metadata["dynamic"] is True}
+        parts[section] = dataclasses.replace(body, **drop)
+    return Spec(**parts)
+
+
+def merge_specs(specs: list[Spec]) -> Spec:
+    """One spec for runs compiled together: "max" fields take the maximum, the rest must agree."""
+    first = specs[0]
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(first, section)
+        maxed = {f.name: max(getattr(getattr(s, section), f.name) for s in specs)
+                 for f in dataclasses.fields(body) if f.metadata["dynamic"] == "max"}
+        parts[section] = dataclasses.replace(body, **maxed)
+    return Spec(**parts)
+
+
+def group_key(spec: Spec) -> Spec:
+    """Runs with equal group keys share array shapes (their "max" fields are merged)."""
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(spec, section)
+        maxed = {f.name: None for f in dataclasses.fields(body) if f.metadata["dynamic"] == "max"}
+        parts[section] = dataclasses.replace(body, **maxed)
+    return Spec(**parts)
+
+
+def hparams_of(cfg: Config) -> dict:
+    """The dynamic per-run values as a nested dict of Python scalars ({'task': {...}, ...})."""
+    out: dict = {}
+    for key in dynamic_keys():
+        section, name = key.split(".")
+        out.setdefault(section, {})[name] = getattr(getattr(cfg, section), name)
+    return out

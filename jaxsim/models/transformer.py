@@ -1,0 +1,106 @@
+"""A pre-LayerNorm GPT decoder (nanoGPT layout) in flax.linen.
+
+Tied input/output embeddings, GELU MLP, causal self-attention with learned absolute positions
+or rotary embeddings (interleaved pairs, base 10000). Init N(0, 0.02); residual projections
+N(0, 0.02 / sqrt(2 * num_layers)) as in GPT-2.
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxsim.config import ModelConfig
+
+INIT_STD = 0.02
+
+
+def rope(x_BxTxHxD: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotate interleaved pairs (x[2i], x[2i+1]) by angle t * base^(-2i/D)."""
+    _, length, _, dim = x_BxTxHxD.shape
+    inv_freq = base ** (-jnp.arange(0, dim, 2, dtype=jnp.float32) / dim)
+    angle_TxD2 = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    cos, sin = jnp.cos(angle_TxD2)[None, :, None, :], jnp.sin(angle_TxD2)[None, :, None, :]
+    even, odd = x_BxTxHxD[..., 0::2], x_BxTxHxD[..., 1::2]
+    rotated = jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1)
+    return rotated.reshape(x_BxTxHxD.shape).astype(x_BxTxHxD.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    num_heads: int
+    use_rope: bool
+    residual_std: float
+
+    @nn.compact
+    def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+        batch, length, width = x_BxTxC.shape
+        head = width // self.num_heads
+        qkv = nn.Dense(3 * width, kernel_init=nn.initializers.normal(INIT_STD), name="qkv")(x_BxTxC)
+        q, k, v = jnp.split(qkv.reshape(batch, length, 3 * self.num_heads, head), 3, axis=2)
+        if self.use_rope:
+            q, k = rope(q), rope(k)
+        scores_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head)
+        causal_TxT = jnp.tril(jnp.ones((length, length), bool))
+        scores_BxHxTxT = jnp.where(causal_TxT[None, None], scores_BxHxTxT,
+                                   jnp.finfo(scores_BxHxTxT.dtype).min)
+        attn_BxHxTxT = jax.nn.softmax(scores_BxHxTxT, axis=-1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", attn_BxHxTxT, v).reshape(batch, length, width)
+        out = nn.Dense(width, kernel_init=nn.initializers.normal(self.residual_std), name="out")(out)
+        return out, attn_BxHxTxT
+
+
+class Block(nn.Module):
+    num_heads: int
+    d_mlp: int
+    use_rope: bool
+    residual_std: float
+
+    @nn.compact
+    def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+        width = x_BxTxC.shape[-1]
+        attn_out, attn = CausalSelfAttention(self.num_heads, self.use_rope, self.residual_std,
+                                             name="attn")(nn.LayerNorm(name="ln1")(x_BxTxC))
+        x_BxTxC = x_BxTxC + attn_out
+        h = nn.Dense(self.d_mlp, kernel_init=nn.initializers.normal(INIT_STD), name="fc")(
+            nn.LayerNorm(name="ln2")(x_BxTxC))
+        h = nn.Dense(width, kernel_init=nn.initializers.normal(self.residual_std), name="proj")(
+            jax.nn.gelu(h, approximate=True))
+        return x_BxTxC + h, attn
+
+
+class GPT(nn.Module):
+    """tokens [B, T] int -> logits [B, T, V] (and, on request, per-layer activations)."""
+    vocab_size: int
+    max_length: int
+    num_layers: int
+    d_model: int
+    num_heads: int
+    d_mlp: int
+    positional: str = "learned"
+
+    @nn.compact
+    def __call__(self, tokens_BxT: jax.Array, return_activations: bool = False):
+        embed = nn.Embed(self.vocab_size, self.d_model,
+                         embedding_init=nn.initializers.normal(INIT_STD), name="embed")
+        x = embed(tokens_BxT)
+        if self.positional == "learned":
+            pos_TxC = self.param("pos_embed", nn.initializers.normal(INIT_STD),
+                                 (self.max_length, self.d_model))
+            x = x + pos_TxC[None, : tokens_BxT.shape[1]]
+        residual_std = INIT_STD / math.sqrt(2 * self.num_layers)
+        activations = {"embed": x}
+        for i in range(self.num_layers):
+            x, attn = Block(self.num_heads, self.d_mlp, self.positional == "rope", residual_std,
+                            name=f"block{i}")(x)
+            activations[f"block{i}"] = x
+            activations[f"attn{i}"] = attn
+        logits = embed.attend(nn.LayerNorm(name="ln_f")(x))
+        return (logits, activations) if return_activations else logits
+
+
+def build(model: ModelConfig, vocab_size: int, max_length: int) -> GPT:
+    return GPT(vocab_size=vocab_size, max_length=max_length, num_layers=model.num_layers,
+               d_model=model.d_model, num_heads=model.num_heads, d_mlp=model.d_mlp,
+               positional=model.positional)

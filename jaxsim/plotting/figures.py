@@ -1,0 +1,130 @@
+"""Figures drawn from a results directory's saved files only (never re-trains).
+
+- figures/loss_curves.png: held-out loss (in-distribution and out-of-distribution) over
+  training, one line per value of the leading axis (mean over seeds and other axes), with the
+  oracle loss of the true chains dashed.
+- figures/ood_gap_heatmap.png: final out-of-distribution loss minus oracle loss over the two
+  leading axes; with a single axis, over that axis x training step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import config as cfglib  # noqa: E402
+from jaxsim.sweeps import results  # noqa: E402
+
+LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
+          "train.weight_decay": "weight decay", "task.context_length": "context length"}
+
+
+def _label(key: str) -> str:
+    return LABELS.get(key, key)
+
+
+def _axis_values(rows: list[dict], key: str) -> tuple[list, np.ndarray]:
+    """Sorted distinct values of an axis column and each run's index into them."""
+    raw = [r[key] for r in rows]
+    try:
+        parsed = [float(v) for v in raw]
+    except ValueError:
+        parsed = raw
+    values = sorted(set(parsed), key=lambda v: (isinstance(v, str), v))
+    return [_fmt(v) for v in values], np.array([values.index(v) for v in parsed])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{int(v)}" if v.is_integer() and abs(v) < 1e6 else f"{v:g}"
+    return str(v)
+
+
+def _group_mean(values_RxE: np.ndarray, index_R: np.ndarray, count: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.stack([np.nanmean(values_RxE[index_R == i], axis=0) for i in range(count)])
+
+
+def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    steps = metrics["step"]
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    if axes:
+        names, index = _axis_values(rows, axes[0])
+        title = _label(axes[0])
+    else:
+        names, index = ["all runs"], np.zeros(len(rows), int)
+        title = None
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+    for panel, split, what in zip(panels, ("id", "ood"),
+                                  ("training chains (in-distribution)",
+                                   "fresh chains (out-of-distribution)")):
+        model = _group_mean(metrics[f"eval_loss_{split}"], index, len(names))
+        oracle = np.nanmean(metrics[f"oracle_loss_{split}"])
+        for i, name in enumerate(names):
+            panel.plot(steps, model[i], color=colours[i], label=name, lw=1.8)
+        panel.axhline(oracle, color="k", ls="--", lw=1, label="oracle (true chain)")
+        panel.set_xscale("log")
+        panel.set_xlabel("training step")
+        panel.set_title(f"held-out loss, {what}", fontsize=10)
+        panel.grid(alpha=0.3)
+    panels[0].set_ylabel("next-token cross-entropy (nats)")
+    panels[1].legend(title=title, fontsize=8, title_fontsize=8, loc="upper right")
+    fig.tight_layout()
+    path = out / results.FIGURES / "loss_curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path | None:
+    gap_RxE = metrics["eval_loss_ood"] - metrics["oracle_loss_ood"]
+    if not axes:
+        return None
+    y_names, y_index = _axis_values(rows, axes[0])
+    if len(axes) >= 2:
+        x_names, x_index = _axis_values(rows, axes[1])
+        grid = np.full((len(y_names), len(x_names)), np.nan)
+        final = np.array([g[np.isfinite(g)][-1] if np.isfinite(g).any() else np.nan
+                          for g in gap_RxE])
+        for yi in range(len(y_names)):
+            for xi in range(len(x_names)):
+                sel = (y_index == yi) & (x_index == xi)
+                if sel.any():
+                    grid[yi, xi] = np.nanmean(final[sel])
+        x_label, title = _label(axes[1]), "final OOD loss − oracle loss"
+    else:
+        grid = _group_mean(gap_RxE, y_index, len(y_names))
+        x_names = [str(s) for s in metrics["step"]]
+        x_label, title = "training step", "OOD loss − oracle loss over training"
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(x_names) + 3), max(3.5, 0.5 * len(y_names) + 2)))
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma_r")
+    fig.colorbar(image, ax=ax, label="nats (lower is better)")
+    stride = max(1, len(x_names) // 12)
+    ax.set_xticks(range(0, len(x_names), stride), x_names[::stride], rotation=45, ha="right")
+    ax.set_yticks(range(len(y_names)), y_names)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(_label(axes[0]))
+    ax.set_title(title + " (mean over seeds)")
+    fig.tight_layout()
+    path = out / results.FIGURES / "ood_gap_heatmap.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw_all(out: Path) -> list[Path]:
+    out = Path(out)
+    cfg = cfglib.load(out / results.CONFIG)
+    rows = results.read_runs(out)
+    metrics = results.read_metrics(out)
+    healthy = np.array([r["status"] != "diverged" for r in rows])
+    metrics = {k: (np.where(healthy[:, None], v, np.nan) if v.ndim == 2 else v)
+               for k, v in metrics.items()}
+    axes = [a for a in cfg.sweep.axes if len(cfg.sweep.axes[a]) > 1] or list(cfg.sweep.axes)
+    (out / results.FIGURES).mkdir(exist_ok=True)
+    paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
+    return [p for p in paths if p is not None]

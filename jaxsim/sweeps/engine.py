@@ -1,0 +1,152 @@
+"""The compiled sweep program: jit(vmap(train_interval)) over a chunk of runs, the run axis
+sharded over every device, with orbax checkpoints of the stacked state and bit-exact resume.
+
+One compile per shape group: the jitted functions take the `Spec` as their only static
+argument; seeds and hyperparameters are traced arrays with a leading run axis.
+"""
+from __future__ import annotations
+
+import collections
+import functools
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxsim import config as cfglib
+from jaxsim import training
+from jaxsim.config import Spec
+from jaxsim.sweeps.grid import Chunk
+
+TRACE_COUNTS: collections.Counter = collections.Counter()  # (function, spec) -> traces
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+def _run_keys(seeds_R: jax.Array) -> jax.Array:
+    return jax.vmap(jax.random.key)(seeds_R)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
+    TRACE_COUNTS["init", spec] += 1
+    return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
+    """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
+    TRACE_COUNTS["interval", spec] += 1
+    return jax.vmap(training.train_interval, (0, 0, None, 0))(state, _run_keys(seeds_R), spec,
+                                                              hparams)
+
+
+def run_sharding() -> NamedSharding:
+    """Leading (run) axis split over all devices; everything else replicated."""
+    return NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), P("runs"))
+
+
+def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
+    """Seeds [C] and hparams pytree [C] of a chunk, padded with repeats of its last run."""
+    runs = chunk.runs + [chunk.runs[-1]] * (chunk.size - len(chunk.runs))
+    sharding = run_sharding()
+    seeds = jax.device_put(np.array([r.seed for r in runs], np.int32), sharding)
+    per_run = [cfglib.hparams_of(r.config) for r in runs]
+    hparams = jax.tree.map(lambda *vs: np.stack([np.asarray(training.as_arrays(v)) for v in vs]),
+                           *per_run)
+    return seeds, jax.device_put(hparams, sharding)
+
+
+class ChunkCheckpoints:
+    """step_XXXXXXXX folders of one chunk: {'state': stacked state, 'metrics': {name: [C, E]}}.
+
+    Orbax writes into a temporary folder and renames it when complete, so a folder matching
+    STEP_DIR is always whole; a kill mid-write leaves only a temporary folder, removed here.
+    """
+
+    def __init__(self, directory: Path, keep_steps: list[int]):
+        self.directory = directory
+        self.keep = set(keep_steps)
+        self.checkpointer = ocp.StandardCheckpointer()
+
+    def steps(self) -> list[int]:
+        if not self.directory.exists():
+            return []
+        return sorted(int(m.group(1)) for p in self.directory.iterdir()
+                      if (m := STEP_DIR.match(p.name)))
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:08d}"
+
+    def clean_partial(self) -> None:
+        if self.directory.exists():
+            for p in self.directory.iterdir():
+                if not STEP_DIR.match(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def save(self, step: int, state, metrics: dict[str, np.ndarray]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.checkpointer.save(self.path(step), {"state": state, "metrics": metrics})
+        self.checkpointer.wait_until_finished()
+        for old in self.steps():
+            if old < step and old not in self.keep:
+                shutil.rmtree(self.path(old), ignore_errors=True)
+
+    def restore(self, step: int, target):
+        return self.checkpointer.restore(self.path(step), target)
+
+
+def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
+    """Shapes, dtypes and shardings of a chunk checkpoint (the orbax restore target)."""
+    sharding = run_sharding()
+    state = jax.eval_shape(functools.partial(init_chunk, spec), seeds, hparams)
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
+    return {"state": state, "metrics": metrics}
+
+
+def train_chunk(spec: Spec, chunk: Chunk, checkpoints: ChunkCheckpoints, checkpoint_every: int,
+                on_interval: Callable[[int, dict[str, np.ndarray]], None]) -> dict[str, np.ndarray]:
+    """Train every run of a chunk to the end, resuming from its latest checkpoint.
+
+    Returns metrics {name: [C, E]} (padding rows included). `on_interval(step, row)` is called
+    with each evaluation's metrics ([C] arrays) as soon as they reach the host.
+    """
+    every, total = spec.train.eval_every, spec.train.steps
+    seeds, hparams = chunk_inputs(chunk)
+    num_evals = total // every
+    metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
+               for n in training.metric_names(spec)}
+    checkpoints.clean_partial()
+    done = checkpoints.steps()
+    if done:
+        restored = checkpoints.restore(done[-1], abstract_chunk(spec, seeds, hparams, metrics))
+        state, metrics, start = restored["state"], dict(restored["metrics"]), done[-1]
+    else:
+        state, start = init_chunk(spec, seeds, hparams), 0
+
+    pending = None  # metrics of the previous interval, fetched after the next one is dispatched
+
+    def flush():
+        step, row = pending
+        row = jax.device_get(row)
+        for name, values in row.items():
+            metrics[name][:, step // every - 1] = values
+        on_interval(step, row)
+
+    for step in range(start + every, total + 1, every):
+        state, row = interval_chunk(spec, state, seeds, hparams)
+        if pending is not None:
+            flush()
+        pending = (step, row)
+        if step % checkpoint_every == 0 or step in checkpoints.keep:
+            flush()
+            pending = None
+            checkpoints.save(step, state, metrics)
+    if pending is not None:
+        flush()
+    return metrics

@@ -1,0 +1,87 @@
+"""Expand a config into its runs table and group the runs by compile-time shape."""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from jaxsim import config as cfglib
+from jaxsim.config import Config, Spec
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: int
+    seed: int
+    values: dict            # axis key -> this run's value
+    config: Config          # the run's own resolved config
+
+
+@dataclass
+class Chunk:
+    """Runs trained by one call of the compiled program (padded to `size` with repeats)."""
+    index: int
+    runs: list[Run]
+    size: int
+
+    @property
+    def name(self) -> str:
+        return f"chunk_{self.index:03d}"
+
+
+@dataclass
+class Group:
+    """Runs that share array shapes: one compile, trained in chunks."""
+    index: int
+    spec: Spec
+    runs: list[Run] = field(default_factory=list)
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+def expand(cfg: Config) -> list[Run]:
+    """Product of the axes (in config order) times the seeds (innermost)."""
+    axes = cfg.sweep.axes
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        run_cfg = cfg
+        values = dict(zip(axes, combo))
+        for key, value in values.items():
+            run_cfg = cfglib.replace_key(run_cfg, key, value)
+        where = "sweep.axes combination " + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ": "
+        cfglib.check_consistency(run_cfg, where=where if values else "")
+        for seed in range(cfg.sweep.seeds):
+            runs.append(Run(len(runs), seed, values, run_cfg))
+    return runs
+
+
+def plan(cfg: Config, runs: list[Run], num_devices: int) -> list[Group]:
+    """Group runs by shape; split each group into equal chunks whose size divides by devices."""
+    by_key: dict[Spec, list[Run]] = {}
+    for run in runs:
+        by_key.setdefault(cfglib.group_key(cfglib.spec_of(run.config)), []).append(run)
+    groups = []
+    for index, members in enumerate(by_key.values()):
+        spec = cfglib.merge_specs([cfglib.spec_of(r.config) for r in members])
+        size = cfg.sweep.chunk_size or len(members)
+        size = min(size, len(members))
+        size = math.ceil(size / num_devices) * num_devices
+        chunks = [Chunk(i, members[start:start + size], size)
+                  for i, start in enumerate(range(0, len(members), size))]
+        groups.append(Group(index, spec, members, chunks))
+    return groups
+
+
+def save_steps(cfg: Config, spec: Spec) -> list[int]:
+    """Checkpoint steps kept for analysis, on evaluation boundaries, always with the last step.
+
+    `sweep.save_steps: null` gives ~20 log-spaced steps from the first evaluation to the end.
+    """
+    every, total = spec.train.eval_every, spec.train.steps
+    if cfg.sweep.save_steps is None:
+        count = 20
+        lo, hi = math.log(every), math.log(total)
+        raw = [math.exp(lo + (hi - lo) * i / (count - 1)) for i in range(count)] if total > every else [total]
+    else:
+        raw = [s for s in cfg.sweep.save_steps if s <= total]
+    rounded = {min(total, max(every, every * round(s / every))) for s in raw}
+    return sorted(rounded | {total})

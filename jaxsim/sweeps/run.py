@@ -1,0 +1,88 @@
+"""Start or resume a sweep: plan the runs, train every chunk, write the results directory."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxsim import config as cfglib
+from jaxsim.config import Config, ConfigError
+from jaxsim.sweeps import engine, grid, results
+
+
+def _log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+def start(cfg: Config, out: Path, progress: bool = True) -> Path:
+    """Train a new sweep into `out` (which must not exist or be empty)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output directory '{out}' is not empty; continue it with "
+                          f"`jaxsim resume {out}` or choose another --out")
+    runs = grid.expand(cfg)
+    groups = grid.plan(cfg, runs, jax.device_count())
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_config(out, cfg)
+    results.write_runs(out, cfg, groups, {})
+    return _train(cfg, out, runs, groups, progress)
+
+
+def resume(out: Path, progress: bool = True) -> Path:
+    """Continue an interrupted sweep from each chunk's latest checkpoint."""
+    out = Path(out)
+    if not (out / results.CONFIG).is_file():
+        raise ConfigError(f"'{out}' is not a sweep directory (no {results.CONFIG}); "
+                          f"start one with `jaxsim sweep CONFIG --out {out}`")
+    cfg = cfglib.load(out / results.CONFIG)
+    runs = grid.expand(cfg)
+    groups = grid.plan(cfg, runs, jax.device_count())
+    return _train(cfg, out, runs, groups, progress)
+
+
+def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],
+           progress: bool) -> Path:
+    total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
+    bar = tqdm(total=total_steps, unit="step", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
+    _log(f"jaxsim: {len(runs)} runs in {len(groups)} shape group(s), "
+         f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
+    per_chunk, status = {}, {}
+    t0, run_steps = time.perf_counter(), 0
+    for group in groups:
+        spec = group.spec
+        keep = grid.save_steps(cfg, spec)
+        tokens_per_step = spec.train.batch_size * spec.task.context_length
+        for chunk in group.chunks:
+            ckpt = engine.ChunkCheckpoints(results.chunk_dir(out, group, chunk.index), keep)
+            resumed_at = (ckpt.steps() or [0])[-1]
+            bar.update(resumed_at)
+            real = len(chunk.runs)
+
+            def on_interval(step, row, chunk=chunk, real=real):
+                nonlocal run_steps
+                bar.update(spec.train.eval_every)
+                run_steps += real * spec.train.eval_every
+                rate = run_steps / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix_str(f"{rate:.0f} runs·steps/s, {rate * tokens_per_step:.3g} tok/s")
+                means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
+                _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
+                     + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
+
+            metrics = engine.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every, on_interval)
+            per_chunk[group.index, chunk.index] = metrics
+            for i, run in enumerate(chunk.runs):
+                status[run.run_id] = results.run_status(metrics, i)
+            results.write_runs(out, cfg, groups, status)
+    bar.close()
+    steps, arrays = results.assemble(runs, groups, per_chunk)
+    results.write_metrics(out, steps, arrays)
+    diverged = [r for r, s in status.items() if s == "diverged"]
+    elapsed = time.perf_counter() - t0
+    _log(f"jaxsim: done in {elapsed:.1f}s ({run_steps / max(elapsed, 1e-9):.1f} runs·steps/s); "
+         f"{len(diverged)} diverged run(s){': ' + str(diverged) if diverged else ''}")
+    return out

@@ -138,15 +138,17 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: ChunkCheckpoints, checkpo
             metrics[name][:, step // every - 1] = values
         on_interval(step, row)
 
+    last_saved = start
     for step in range(start + every, total + 1, every):
         state, row = interval_chunk(spec, state, seeds, hparams)
         if pending is not None:
             flush()
         pending = (step, row)
-        if step % checkpoint_every == 0 or step in checkpoints.keep:
+        if step // checkpoint_every > last_saved // checkpoint_every or step in checkpoints.keep:
             flush()
             pending = None
             checkpoints.save(step, state, metrics)
+            last_saved = step
     if pending is not None:
         flush()
     return metrics

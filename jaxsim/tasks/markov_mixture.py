@@ -42,10 +42,10 @@ def sample_chains(key: jax.Array, num_chains: int, num_states: int, alpha: jax.A
 def stationary(transition_NxKxK: jax.Array) -> jax.Array:
     """[N, K] stationary distributions: solve pi (T - I) = 0 with sum(pi) = 1."""
     k = transition_NxKxK.shape[-1]
-    eye = jnp.eye(k, dtype=transition_NxKxK.dtype)
+    eye = jnp.broadcast_to(jnp.eye(k, dtype=transition_NxKxK.dtype), transition_NxKxK.shape)
     system = jnp.swapaxes(transition_NxKxK, -1, -2) - eye
     system = system.at[..., -1, :].set(1.0)
-    rhs = jnp.broadcast_to(eye[-1], transition_NxKxK.shape[:-1])
+    rhs = eye[..., -1, :]
     pi = jnp.linalg.solve(system, rhs[..., None])[..., 0]
     pi = jnp.clip(pi, 0.0, None)
     return pi / pi.sum(-1, keepdims=True)

@@ -1,0 +1,35 @@
+"""Test settings: 2 forced CPU devices, rank promotion raises, float32, tiny shapes."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 2)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_enable_x64", False)
+
+import pytest  # noqa: E402
+
+from jaxsim import config  # noqa: E402
+
+TINY = {
+    "task": {"num_states": 5, "num_chains": 4, "context_length": 16},
+    "model": {"num_layers": 1, "d_model": 16, "num_heads": 2, "d_mlp": 32},
+    "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batch_size": 16,
+              "lr": 3e-3},
+    "sweep": {"seeds": 1, "checkpoint_every": 10, "plot": False},
+}
+
+
+def tiny_raw(**sections) -> dict:
+    """TINY with per-section updates, e.g. tiny_raw(train={"steps": 40})."""
+    raw = {k: dict(v) for k, v in TINY.items()}
+    for section, body in sections.items():
+        raw[section] = {**raw.get(section, {}), **body}
+    return raw
+
+
+@pytest.fixture
+def tiny_cfg():
+    return config.from_dict(tiny_raw())

@@ -1,0 +1,82 @@
+"""Config parsing, overrides and the one-line errors of bad input."""
+import pytest
+
+from jaxsim import config
+from jaxsim.config import ConfigError
+
+from conftest import tiny_raw
+
+
+def test_defaults_follow_the_paper_model():
+    cfg = config.Config()
+    assert (cfg.model.num_layers, cfg.model.d_model, cfg.model.num_heads, cfg.model.d_mlp) == (2, 64, 4, 256)
+    assert (cfg.train.beta1, cfg.train.beta2, cfg.train.lr) == (0.9, 0.95, 6e-4)
+    assert cfg.task.num_states == 10 and cfg.task.alpha == 1.0 and cfg.task.weights == "uniform"
+
+
+def test_overrides_set_fields_and_axes():
+    raw = config.apply_overrides(tiny_raw(), ["train.steps=40", "train.lr=1e-3",
+                                              "sweep.axes.task.num_chains=[4,64]",
+                                              "sweep.axes.train.lr=[1e-3, 3e-4]"])
+    cfg = config.from_dict(raw)
+    assert cfg.train.steps == 40 and cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.sweep.axes == {"task.num_chains": [4, 64], "train.lr": [1e-3, 3e-4]}
+    cleared = config.from_dict(config.apply_overrides(raw, ["sweep.axes={}"]))
+    assert cleared.sweep.axes == {}
+
+
+def test_yaml_style_exponent_strings_are_numbers():
+    cfg = config.from_dict(tiny_raw(train={"lr": "6e-4"}))
+    assert cfg.train.lr == pytest.approx(6e-4)
+
+
+def test_static_and_dynamic_split():
+    cfg = config.from_dict(tiny_raw(task={"num_chains": 7}, train={"lr": 0.01}))
+    spec = config.spec_of(cfg)
+    assert spec.train.lr is None and spec.task.alpha is None
+    assert spec.task.num_chains == 7  # the bank size stays static
+    hp = config.hparams_of(cfg)
+    assert hp["train"]["lr"] == 0.01 and hp["task"]["num_chains"] == 7
+    small = config.spec_of(config.from_dict(tiny_raw(task={"num_chains": 3})))
+    assert config.group_key(small) == config.group_key(spec)
+    assert config.merge_specs([small, spec]).task.num_chains == 7
+    hash(spec)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (tiny_raw(train={"lrr": 1e-3}), "did you mean 'train.lr'"),
+    (tiny_raw(trian={}), "unknown section 'trian'"),
+    (tiny_raw(train={"steps": "many"}), "train.steps must be an integer"),
+    (tiny_raw(train={"steps": 2.5}), "train.steps must be an integer"),
+    (tiny_raw(model={"d_model": 30, "num_heads": 4}), "model.d_model (30) must be divisible by model.num_heads (4)"),
+    (tiny_raw(sweep={"axes": {"task.num_chains": []}}), "sweep.axes.task.num_chains must be a non-empty list"),
+    (tiny_raw(task={"num_states": 1}), "task.num_states must be >= 2"),
+    (tiny_raw(task={"num_chains": 0}), "task.num_chains must be >= 1"),
+    (tiny_raw(train={"lr": 0.0}), "train.lr must be > 0.0"),
+    (tiny_raw(train={"lr": -1e-3}), "train.lr must be > 0.0"),
+    (tiny_raw(sweep={"axes": {"train.lr": [1e-3, -1.0]}}), "sweep.axes.train.lr must be > 0.0"),
+    (tiny_raw(sweep={"axes": {"task.num_chain": [4]}}), "did you mean 'task.num_chains'"),
+    (tiny_raw(model={"positional": "alibi"}), "model.positional must be one of learned, rope"),
+    (tiny_raw(train={"steps": 25, "eval_every": 10}), "multiple of train.eval_every"),
+    (tiny_raw(sweep={"axes": {"model.num_heads": [2, 3]}}), "sweep.axes.model.num_heads=3"),
+])
+def test_bad_config_names_the_key(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(raw)
+    message = str(err.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        config.apply_overrides({}, ["train.steps"])
+    with pytest.raises(ConfigError, match="unknown key 'nope.x'"):
+        config.apply_overrides({}, ["nope.x=1"])
+
+
+def test_dump_roundtrip(tmp_path):
+    cfg = config.from_dict(tiny_raw(sweep={"axes": {"train.lr": [1e-3, 2e-3]}, "save_steps": [10, 20]}))
+    path = tmp_path / "c.yaml"
+    path.write_text(config.dump(cfg))
+    assert config.load(path) == cfg

@@ -1,0 +1,98 @@
+"""The command line end to end: sweep -> results dir -> figures; resume after SIGKILL; bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jaxsim import cli
+from jaxsim.sweeps import results
+
+from conftest import tiny_raw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, raw, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_end_to_end_sweep_writes_results_and_figures(tmp_path):
+    cfg = _write(tmp_path, tiny_raw(sweep={"axes": {"task.num_chains": [1, 8]}, "seeds": 2}))
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(cfg), "sweep.plot=true", "train.steps=30", "--out", str(out),
+                     "--no-progress"]) == 0
+    for name in ["config.yaml", "runs.csv", "metrics.npz"]:
+        assert (out / name).is_file()
+    assert results.read_metrics(out)["step"].tolist() == [10, 20, 30]
+    for png in ["loss_curves.png", "ood_gap_heatmap.png"]:
+        data = (out / "figures" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    (out / "figures" / "loss_curves.png").unlink()
+    assert cli.main(["plot", str(out)]) == 0
+    assert (out / "figures" / "loss_curves.png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train.lrr=1e-3"], "did you mean 'train.lr'"),
+    (["model.d_model=15"], "must be divisible by model.num_heads"),
+    (["sweep.axes.task.num_chains=[]"], "non-empty list"),
+    (["task.num_states=1"], "task.num_states must be >= 2"),
+    (["task.num_chains=0"], "task.num_chains must be >= 1"),
+    (["train.lr=0"], "train.lr must be > 0.0"),
+    (["train.steps=abc"], "train.steps must be an integer"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
+    cfg = _write(tmp_path, tiny_raw())
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(cfg), *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_paths(tmp_path, capsys):
+    assert cli.main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["resume", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path)]) == 2
+    assert "no metrics.npz" in capsys.readouterr().err
+
+
+def _jaxsim(*args, **kw):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    return subprocess.Popen([sys.executable, "-m", "jaxsim", *args, "--no-progress"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    raw = tiny_raw(task={"context_length": 32}, train={"steps": 400, "batch_size": 64},
+                   sweep={"axes": {"task.num_chains": [2, 8]}, "seeds": 1, "checkpoint_every": 20})
+    cfg = _write(tmp_path, raw)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = _jaxsim("sweep", str(cfg), "--out", str(killed))
+    chunk = killed / "checkpoints" / "group_000" / "chunk_000"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if chunk.is_dir() and any(p.name.startswith("step_") for p in chunk.iterdir()):
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.npz").exists(), "the sweep finished before it could be killed"
+    assert cli.main(["sweep", str(cfg), "--out", str(killed)]) == 2  # refuses, names resume
+    assert _jaxsim("resume", str(killed)).wait() == 0
+    assert _jaxsim("sweep", str(cfg), "--out", str(clean)).wait() == 0
+    a, b = results.read_metrics(killed), results.read_metrics(clean)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert (killed / "runs.csv").read_text() == (clean / "runs.csv").read_text()

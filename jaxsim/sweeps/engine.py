@@ -10,6 +10,7 @@ import collections
 import functools
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -32,18 +33,48 @@ def _run_keys(seeds_R: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.key)(seeds_R)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
+def _init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
     TRACE_COUNTS["init", spec] += 1
     return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
-def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
+def _interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
     """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
     TRACE_COUNTS["interval", spec] += 1
     return jax.vmap(training.train_interval, (0, 0, None, 0))(state, _run_keys(seeds_R), spec,
                                                               hparams)
+
+
+@functools.cache
+def _jitted(devices: tuple) -> tuple:
+    """jit with every output's run axis sharded over `devices` (built lazily: devices exist)."""
+    sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), P("runs"))
+    return (jax.jit(_init_chunk, static_argnums=0, out_shardings=sharding),
+            jax.jit(_interval_chunk, static_argnums=0, donate_argnums=1, out_shardings=sharding))
+
+
+def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
+    """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
+    return _jitted(tuple(jax.devices()))[0](spec, seeds_R, hparams)
+
+
+def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
+    """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
+    return _jitted(tuple(jax.devices()))[1](spec, state, seeds_R, hparams)
+
+
+COMPILE_SECONDS: dict[Spec, float] = {}   # wall time of each shape group's compile
+_COMPILED: dict = {}
+
+
+def compiled_interval(spec: Spec, state, seeds_R, hparams):
+    """The compiled `interval_chunk` of a shape group (lowered and compiled once, timed)."""
+    if spec not in _COMPILED:
+        t0 = time.perf_counter()
+        jitted = _jitted(tuple(jax.devices()))[1]
+        _COMPILED[spec] = jitted.lower(spec, state, seeds_R, hparams).compile()
+        COMPILE_SECONDS[spec] = time.perf_counter() - t0
+    return _COMPILED[spec]
 
 
 def run_sharding() -> NamedSharding:
@@ -104,7 +135,7 @@ class ChunkCheckpoints:
 def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     """Shapes, dtypes and shardings of a chunk checkpoint (the orbax restore target)."""
     sharding = run_sharding()
-    state = jax.eval_shape(functools.partial(init_chunk, spec), seeds, hparams)
+    state = jax.eval_shape(functools.partial(_init_chunk, spec), seeds, hparams)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
     return {"state": state, "metrics": metrics}
 
@@ -139,8 +170,9 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: ChunkCheckpoints, checkpo
         on_interval(step, row)
 
     last_saved = start
+    step_fn = compiled_interval(spec, state, seeds, hparams)
     for step in range(start + every, total + 1, every):
-        state, row = interval_chunk(spec, state, seeds, hparams)
+        state, row = step_fn(state, seeds, hparams)
         if pending is not None:
             flush()
         pending = (step, row)

@@ -79,6 +79,10 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 status[run.run_id] = results.run_status(metrics, i)
             results.write_runs(out, cfg, groups, status)
     bar.close()
+    for group in groups:
+        if group.spec in engine.COMPILE_SECONDS:
+            _log(f"jaxsim: shape group {group.index} compiled in "
+                 f"{engine.COMPILE_SECONDS[group.spec]:.1f}s")
     steps, arrays = results.assemble(runs, groups, per_chunk)
     results.write_metrics(out, steps, arrays)
     diverged = [r for r, s in status.items() if s == "diverged"]

@@ -66,7 +66,7 @@ class TrainConfig:
     beta2: float = _f(0.95, dynamic=True, min=0.0, max=1.0)
     grad_clip: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
                           doc="global gradient-norm clip")
-    eval_every: int = _f(100, min=1, doc="steps between evaluations")
+    eval_every: int = _f(100, min=1, doc="steps between evaluations (at most train.steps)")
     eval_batch_size: int = _f(128, min=1, doc="held-out sequences per evaluation split")
 
 
@@ -200,11 +200,18 @@ def from_dict(raw: dict) -> Config:
         if section == "sweep" and "axes" in values:
             values["axes"] = _check_axes(values["axes"])
         sections[section] = SECTIONS[section](**values)
-    cfg = Config(**sections)
+    cfg = resolve(Config(**sections))
     check_consistency(cfg)
     for key, values in cfg.sweep.axes.items():
         for v in values:
-            check_consistency(replace_key(cfg, key, v), where=f"sweep.axes.{key}={v!r}: ")
+            check_consistency(resolve(replace_key(cfg, key, v)), where=f"sweep.axes.{key}={v!r}: ")
+    return cfg
+
+
+def resolve(cfg: Config) -> Config:
+    """Derived defaults: a run shorter than `eval_every` evaluates once, at its end."""
+    if cfg.train.eval_every > cfg.train.steps:
+        return replace_key(cfg, "train.eval_every", cfg.train.steps)
     return cfg
 
 

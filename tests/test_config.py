@@ -68,6 +68,11 @@ def test_bad_config_names_the_key(raw, needle):
     assert "\n" not in message
 
 
+def test_short_runs_evaluate_once_at_the_end():
+    cfg = config.from_dict(config.apply_overrides(tiny_raw(), ["train.steps=5"]))
+    assert cfg.train.eval_every == 5
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         config.apply_overrides({}, ["train.steps"])

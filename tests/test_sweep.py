@@ -123,3 +123,11 @@ def test_save_steps_are_log_spaced_and_kept(tmp_path):
     sweeps.start(cfg, tmp_path / "s", progress=False)
     ckpt = engine.ChunkCheckpoints(results.chunk_dir(tmp_path / "s", group, 0), keep)
     assert ckpt.steps() == keep
+
+
+def test_same_spec_in_chunks_of_different_sizes(tmp_path):
+    """The compiled program is cached per (shape group, chunk size), never reused across sizes."""
+    raw = {"train": {"eval_batch_size": 11}}
+    _, two = _sweep(tmp_path, "two", **raw, sweep={"seeds": 2})
+    _, four = _sweep(tmp_path, "four", **raw, sweep={"seeds": 4})
+    np.testing.assert_allclose(two["train_loss"], four["train_loss"][:2], rtol=2e-5, atol=2e-5)

@@ -46,40 +46,41 @@ def _interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, 
 
 
 @functools.cache
-def _jitted(devices: tuple) -> tuple:
-    """jit with every output's run axis sharded over `devices` (built lazily: devices exist)."""
-    sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), P("runs"))
-    return (jax.jit(_init_chunk, static_argnums=0, out_shardings=sharding),
-            jax.jit(_interval_chunk, static_argnums=0, donate_argnums=1, out_shardings=sharding))
+def run_sharding() -> NamedSharding:
+    """Leading (run) axis split over all devices; everything else replicated."""
+    return NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), P("runs"))
+
+
+@functools.cache
+def _jitted() -> tuple:
+    """jit with every output's run axis sharded (built lazily, once the devices exist)."""
+    return (jax.jit(_init_chunk, static_argnums=0, out_shardings=run_sharding()),
+            jax.jit(_interval_chunk, static_argnums=0, donate_argnums=1,
+                    out_shardings=run_sharding()))
 
 
 def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
     """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
-    return _jitted(tuple(jax.devices()))[0](spec, seeds_R, hparams)
+    return _jitted()[0](spec, seeds_R, hparams)
 
 
 def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
     """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
-    return _jitted(tuple(jax.devices()))[1](spec, state, seeds_R, hparams)
+    return _jitted()[1](spec, state, seeds_R, hparams)
 
 
-COMPILE_SECONDS: dict[Spec, float] = {}   # wall time of each shape group's compile
+COMPILE_SECONDS: dict[tuple[Spec, int], float] = {}  # (spec, chunk size) -> compile wall time
 _COMPILED: dict = {}
 
 
 def compiled_interval(spec: Spec, state, seeds_R, hparams):
-    """The compiled `interval_chunk` of a shape group (lowered and compiled once, timed)."""
-    if spec not in _COMPILED:
+    """The compiled `interval_chunk` for a shape group and chunk size (compiled once, timed)."""
+    key = (spec, seeds_R.shape[0])
+    if key not in _COMPILED:
         t0 = time.perf_counter()
-        jitted = _jitted(tuple(jax.devices()))[1]
-        _COMPILED[spec] = jitted.lower(spec, state, seeds_R, hparams).compile()
-        COMPILE_SECONDS[spec] = time.perf_counter() - t0
-    return _COMPILED[spec]
-
-
-def run_sharding() -> NamedSharding:
-    """Leading (run) axis split over all devices; everything else replicated."""
-    return NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), P("runs"))
+        _COMPILED[key] = _jitted()[1].lower(spec, state, seeds_R, hparams).compile()
+        COMPILE_SECONDS[key] = time.perf_counter() - t0
+    return _COMPILED[key]
 
 
 def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:

@@ -47,6 +47,7 @@ def expand(cfg: Config) -> list[Run]:
         values = dict(zip(axes, combo))
         for key, value in values.items():
             run_cfg = cfglib.replace_key(run_cfg, key, value)
+        run_cfg = cfglib.resolve(run_cfg)
         where = "sweep.axes combination " + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ": "
         cfglib.check_consistency(run_cfg, where=where if values else "")
         for seed in range(cfg.sweep.seeds):

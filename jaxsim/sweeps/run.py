@@ -80,12 +80,13 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 status[run.run_id] = results.run_status(metrics, i)
             results.write_runs(out, cfg, groups, status)
     bar.close()
-    fresh = {g.spec for g in groups if g.spec in engine.COMPILE_SECONDS} - compiled_before
-    compile_s = sum(engine.COMPILE_SECONDS[spec] for spec in fresh)
+    fresh = set(engine.COMPILE_SECONDS) - compiled_before
+    compile_s = sum(engine.COMPILE_SECONDS[key] for key in fresh)
     for group in groups:
-        if group.spec in fresh:
+        key = (group.spec, group.chunks[0].size)
+        if key in fresh:
             _log(f"jaxsim: shape group {group.index} compiled in "
-                 f"{engine.COMPILE_SECONDS[group.spec]:.1f}s")
+                 f"{engine.COMPILE_SECONDS[key]:.1f}s")
     steps, arrays = results.assemble(runs, groups, per_chunk)
     results.write_metrics(out, steps, arrays)
     diverged = [r for r, s in status.items() if s == "diverged"]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from jaxsim import cli
-from jaxsim.sweeps import results
+from jaxsim import results
 
 from conftest import tiny_raw
 

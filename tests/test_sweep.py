@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from jaxsim import config, sweeps, training
-from jaxsim.sweeps import engine, grid, results
+from jaxsim import results
+from jaxsim import grid
+from jaxsim.sweeps import engine
 
 from conftest import tiny_raw
 
@@ -121,7 +123,7 @@ def test_save_steps_are_log_spaced_and_kept(tmp_path):
     gaps = np.diff(keep)
     assert gaps[-1] > gaps[0]  # log-spaced: denser early
     sweeps.start(cfg, tmp_path / "s", progress=False)
-    ckpt = engine.ChunkCheckpoints(results.chunk_dir(tmp_path / "s", group, 0), keep)
+    ckpt = results.ChunkCheckpoints(results.chunk_dir(tmp_path / "s", group.index, 0), keep)
     assert ckpt.steps() == keep
 
 

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim import config as cfglib  # noqa: E402
-from jaxsim.sweeps import results  # noqa: E402
+from jaxsim import results  # noqa: E402
 
 LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
           "train.weight_decay": "weight decay", "task.context_length": "context length"}

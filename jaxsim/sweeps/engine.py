@@ -8,25 +8,21 @@ from __future__ import annotations
 
 import collections
 import functools
-import re
-import shutil
 import time
-from pathlib import Path
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import config as cfglib
 from jaxsim import training
 from jaxsim.config import Spec
-from jaxsim.sweeps.grid import Chunk
+from jaxsim import results
+from jaxsim.grid import Chunk
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # (function, spec) -> traces
-STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
 def _run_keys(seeds_R: jax.Array) -> jax.Array:
@@ -92,45 +88,6 @@ def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
     hparams = jax.tree.map(lambda *vs: np.stack([np.asarray(training.as_arrays(v)) for v in vs]),
                            *per_run)
     return seeds, jax.device_put(hparams, sharding)
-
-
-class ChunkCheckpoints:
-    """step_XXXXXXXX folders of one chunk: {'state': stacked state, 'metrics': {name: [C, E]}}.
-
-    Orbax writes into a temporary folder and renames it when complete, so a folder matching
-    STEP_DIR is always whole; a kill mid-write leaves only a temporary folder, removed here.
-    """
-
-    def __init__(self, directory: Path, keep_steps: list[int]):
-        self.directory = directory
-        self.keep = set(keep_steps)
-        self.checkpointer = ocp.StandardCheckpointer()
-
-    def steps(self) -> list[int]:
-        if not self.directory.exists():
-            return []
-        return sorted(int(m.group(1)) for p in self.directory.iterdir()
-                      if (m := STEP_DIR.match(p.name)))
-
-    def path(self, step: int) -> Path:
-        return self.directory / f"step_{step:08d}"
-
-    def clean_partial(self) -> None:
-        if self.directory.exists():
-            for p in self.directory.iterdir():
-                if not STEP_DIR.match(p.name):
-                    shutil.rmtree(p, ignore_errors=True)
-
-    def save(self, step: int, state, metrics: dict[str, np.ndarray]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.checkpointer.save(self.path(step), {"state": state, "metrics": metrics})
-        self.checkpointer.wait_until_finished()
-        for old in self.steps():
-            if old < step and old not in self.keep:
-                shutil.rmtree(self.path(old), ignore_errors=True)
-
-    def restore(self, step: int, target):
-        return self.checkpointer.restore(self.path(step), target)
 
 
 def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):

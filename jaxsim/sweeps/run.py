@@ -11,7 +11,9 @@ from tqdm.auto import tqdm
 
 from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
-from jaxsim.sweeps import engine, grid, results
+from jaxsim import results
+from jaxsim import grid
+from jaxsim.sweeps import engine
 
 
 def _log(message: str) -> None:
@@ -59,7 +61,7 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
         keep = grid.save_steps(cfg, spec)
         tokens_per_step = spec.train.batch_size * spec.task.context_length
         for chunk in group.chunks:
-            ckpt = engine.ChunkCheckpoints(results.chunk_dir(out, group, chunk.index), keep)
+            ckpt = results.ChunkCheckpoints(results.chunk_dir(out, group.index, chunk.index), keep)
             resumed_at = (ckpt.steps() or [0])[-1]
             bar.update(resumed_at)
             real = len(chunk.runs)

@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
+import orbax.checkpoint as ocp
 
 from jaxsim import config as cfglib
-from jaxsim.sweeps.grid import Group, Run
 
-CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES = ("config.yaml", "runs.csv", "metrics.npz",
-                                               "checkpoints", "figures")
+CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS = (
+    "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json")
+STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -34,7 +37,8 @@ def write_config(out: Path, cfg: cfglib.Config) -> None:
     _atomic_write(out / CONFIG, lambda p: p.write_text(cfglib.dump(cfg)))
 
 
-def write_runs(out: Path, cfg: cfglib.Config, groups: list[Group], status: dict[int, str]) -> None:
+def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str]) -> None:
+    """runs.csv from the planned groups (`sweeps.grid.Group`) and each run's status."""
     axes = list(cfg.sweep.axes)
     rows = []
     for group in groups:
@@ -75,11 +79,11 @@ def read_metrics(out: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def chunk_dir(out: Path, group: Group, chunk_index: int) -> Path:
-    return out / CHECKPOINTS / f"group_{group.index:03d}" / f"chunk_{chunk_index:03d}"
+def chunk_dir(out: Path, group_index: int, chunk_index: int) -> Path:
+    return Path(out) / CHECKPOINTS / f"group_{group_index:03d}" / f"chunk_{chunk_index:03d}"
 
 
-def assemble(runs: list[Run], groups: list[Group], per_chunk: dict[tuple[int, int], dict]
+def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per-chunk metrics [C, E_g] -> global step grid [E] and [R, E] arrays in run order."""
     steps = sorted({s for g in groups for s in range(g.spec.train.eval_every,
@@ -104,3 +108,42 @@ def run_status(chunk_metrics: dict[str, np.ndarray], index: int) -> str:
     finite = all(np.isfinite(a[index]).all() for n, a in chunk_metrics.items()
                  if n.startswith(("train", "eval")))
     return "done" if finite else "diverged"
+
+
+class ChunkCheckpoints:
+    """step_XXXXXXXX folders of one chunk: {'state': stacked state, 'metrics': {name: [C, E]}}.
+
+    Orbax writes into a temporary folder and renames it when complete, so a folder matching
+    STEP_DIR is always whole; a kill mid-write leaves only a temporary folder, removed here.
+    """
+
+    def __init__(self, directory: Path, keep_steps: list[int]):
+        self.directory = directory
+        self.keep = set(keep_steps)
+        self.checkpointer = ocp.StandardCheckpointer()
+
+    def steps(self) -> list[int]:
+        if not self.directory.exists():
+            return []
+        return sorted(int(m.group(1)) for p in self.directory.iterdir()
+                      if (m := STEP_DIR.match(p.name)))
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"step_{step:08d}"
+
+    def clean_partial(self) -> None:
+        if self.directory.exists():
+            for p in self.directory.iterdir():
+                if not STEP_DIR.match(p.name):
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def save(self, step: int, state, metrics: dict[str, np.ndarray]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.checkpointer.save(self.path(step), {"state": state, "metrics": metrics})
+        self.checkpointer.wait_until_finished()
+        for old in self.steps():
+            if old < step and old not in self.keep:
+                shutil.rmtree(self.path(old), ignore_errors=True)
+
+    def restore(self, step: int, target):
+        return self.checkpointer.restore(self.path(step), target)

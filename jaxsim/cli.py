@@ -24,14 +24,23 @@ def _parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted sweep from its checkpoints")
     resume.add_argument("dir")
     resume.add_argument("--no-progress", action="store_true")
+    analyze = sub.add_parser("analyze", help="compare saved checkpoints with the four ICL "
+                                                 "algorithms; writes DIR/analysis.json")
+    analyze.add_argument("dir")
+    analyze.add_argument("--sequences", type=int, default=64,
+                         help="analysis sequences per run and split (default 64)")
+    analyze.add_argument("--context-lengths", help="comma-separated context lengths "
+                                                   "(default: ~12 log-spaced up to the trained context)")
     plot = sub.add_parser("plot", help="draw the figures of a results directory")
     plot.add_argument("dir")
+    plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
+                                                     "(default: the middle value)")
     return p
 
 
-def _plot(out: Path) -> None:
+def _plot(out: Path, num_chains: int | None = None) -> None:
     from jaxsim.plotting import figures
-    for path in figures.draw_all(out):
+    for path in figures.draw_all(out, num_chains):
         print(f"jaxsim: wrote {path}", file=sys.stderr)
 
 
@@ -50,12 +59,25 @@ def main(argv: list[str] | None = None) -> int:
             out = sweeps.resume(Path(args.dir), progress=not args.no_progress)
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)
+        elif args.command == "analyze":
+            from jaxsim.analysis import report
+            lengths = None
+            if args.context_lengths:
+                try:
+                    lengths = sorted({int(v) for v in args.context_lengths.split(",")})
+                except ValueError:
+                    raise ConfigError(f"--context-lengths must be comma-separated integers, "
+                                      f"got {args.context_lengths!r}") from None
+            if args.sequences < 1:
+                raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
+            print(f"jaxsim: wrote {report.analyze(Path(args.dir), args.sequences, lengths)}",
+                  file=sys.stderr)
         elif args.command == "plot":
             out = Path(args.dir)
             if not (out / "metrics.npz").is_file():
                 raise ConfigError(f"'{out}' has no metrics.npz; finish the sweep first "
                                   f"(`jaxsim resume {out}`)")
-            _plot(out)
+            _plot(out, args.num_chains)
     except ConfigError as e:
         print(f"jaxsim: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results  # noqa: E402
+from jaxsim.plotting import phases  # noqa: E402
 
 LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
           "train.weight_decay": "weight decay", "task.context_length": "context length"}
@@ -116,7 +117,7 @@ def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict)
     return path
 
 
-def draw_all(out: Path) -> list[Path]:
+def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     out = Path(out)
     cfg = cfglib.load(out / results.CONFIG)
     rows = results.read_runs(out)
@@ -127,4 +128,5 @@ def draw_all(out: Path) -> list[Path]:
     axes = [a for a in cfg.sweep.axes if len(cfg.sweep.axes[a]) > 1] or list(cfg.sweep.axes)
     (out / results.FIGURES).mkdir(exist_ok=True)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
+    paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]

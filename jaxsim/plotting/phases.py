@@ -1,0 +1,112 @@
+"""Phase diagrams of the four ICL algorithms, drawn from DIR/analysis.json only.
+
+- figures/phase_diagram.png: the dominant algorithm (colour) over task diversity N × training
+  step (at the longest analysed context) and over N × context length (at the last checkpoint),
+  for training-chain (id) and fresh-chain (ood) contexts. Distances are averaged over seeds and
+  any other axes before the argmin.
+- figures/algorithm_distances.png: KL(algorithm ‖ model) of each algorithm over training for one
+  N (solid), and the fitted mixture weights (dashed), at the longest analysed context.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+
+AXIS = "task.num_chains"
+COLOURS = {"unigram_retrieval": "#4477aa", "bigram_retrieval": "#66ccee",
+           "unigram_inference": "#ee6677", "bigram_inference": "#ccbb44"}
+
+
+def _by_n(doc: dict, split: str, key: str) -> tuple[list[int], np.ndarray]:
+    """Mean over the runs of each N of `key`: [num_N, S, G, ...]."""
+    values = sorted({int(r["axes"][AXIS]) for r in doc["runs"]})
+    stacked = []
+    for n in values:
+        arrays = [np.array(r[split][key], dtype=float) for r in doc["runs"]
+                  if int(r["axes"][AXIS]) == n]
+        stacked.append(np.nanmean(np.stack(arrays), axis=0))
+    return values, np.stack(stacked)
+
+
+def _phase_panel(ax, dominant_YxX: np.ndarray, x_labels: list, y_labels: list, x_title: str):
+    names = list(COLOURS)
+    ax.imshow(dominant_YxX, aspect="auto", origin="lower", vmin=-0.5, vmax=3.5,
+              cmap=ListedColormap([COLOURS[n] for n in names]), interpolation="nearest")
+    stride = max(1, len(x_labels) // 10)
+    ax.set_xticks(range(0, len(x_labels), stride), [str(v) for v in x_labels[::stride]],
+                  rotation=45, ha="right")
+    ax.set_yticks(range(len(y_labels)), [str(v) for v in y_labels])
+    ax.set_xlabel(x_title)
+    ax.set_ylabel("task diversity N")
+
+
+def phase_diagram(out: Path, doc: dict) -> Path:
+    steps, lengths = doc["runs"][0]["steps"], doc["context_lengths"]
+    fig, axes = plt.subplots(len(doc["splits"]), 2, figsize=(12, 4.2 * len(doc["splits"])),
+                             squeeze=False)
+    for row, split in zip(axes, doc["splits"]):
+        ns, kl = _by_n(doc, split, "kl_alg_to_model")        # [N, S, G, A]
+        what = "training chains" if split == "id" else "fresh chains"
+        _phase_panel(row[0], np.argmin(kl[:, :, -1], axis=-1), steps, ns, "training step")
+        row[0].set_title(f"{what}: dominant algorithm, context {lengths[-1]}")
+        _phase_panel(row[1], np.argmin(kl[:, -1], axis=-1), lengths, ns, "context length")
+        row[1].set_title(f"{what}: dominant algorithm, step {steps[-1]}")
+    handles = [Patch(color=c, label=n.replace("_", " ")) for n, c in COLOURS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    path = out / results.FIGURES / "phase_diagram.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
+    steps = doc["runs"][0]["steps"]
+    fig, axes = plt.subplots(1, len(doc["splits"]), figsize=(6 * len(doc["splits"]), 4.2),
+                             squeeze=False)
+    for ax, split in zip(axes[0], doc["splits"]):
+        ns, kl = _by_n(doc, split, "kl_alg_to_model")
+        _, weights = _by_n(doc, split, "mixture_weights")
+        n = num_chains if num_chains in ns else ns[len(ns) // 2]
+        i = ns.index(n)
+        twin = ax.twinx()
+        for a, name in enumerate(doc["algorithms"]):
+            ax.plot(steps, kl[i, :, -1, a], color=COLOURS[name], lw=2, label=name.replace("_", " "))
+            twin.plot(steps, weights[i, :, -1, a], color=COLOURS[name], lw=1, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("KL(algorithm ‖ model), nats (solid)")
+        twin.set_ylabel("mixture weight (dashed)")
+        twin.set_ylim(0, 1)
+        what = "training chains" if split == "id" else "fresh chains"
+        ax.set_title(f"N = {n}, {what}, context {doc['context_lengths'][-1]}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / results.FIGURES / "algorithm_distances.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def draw(out: Path, num_chains: int | None = None) -> list[Path]:
+    """Both figures, if DIR/analysis.json exists and the sweep has a task.num_chains axis."""
+    path = Path(out) / results.ANALYSIS
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    if not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
+        return []
+    (Path(out) / results.FIGURES).mkdir(exist_ok=True)
+    return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import phases  # noqa: E402
 
 LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
@@ -74,11 +75,7 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
         panel.grid(alpha=0.3)
     panels[0].set_ylabel("next-token cross-entropy (nats)")
     panels[1].legend(title=title, fontsize=8, title_fontsize=8, loc="upper right")
-    fig.tight_layout()
-    path = out / results.FIGURES / "loss_curves.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out, "loss_curves.png")
 
 
 def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path | None:
@@ -110,11 +107,7 @@ def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict)
     ax.set_xlabel(x_label)
     ax.set_ylabel(_label(axes[0]))
     ax.set_title(title + " (mean over seeds)")
-    fig.tight_layout()
-    path = out / results.FIGURES / "ood_gap_heatmap.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out, "ood_gap_heatmap.png")
 
 
 def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
@@ -126,7 +119,6 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     metrics = {k: (np.where(healthy[:, None], v, np.nan) if v.ndim == 2 else v)
                for k, v in metrics.items()}
     axes = [a for a in cfg.sweep.axes if len(cfg.sweep.axes[a]) > 1] or list(cfg.sweep.axes)
-    (out / results.FIGURES).mkdir(exist_ok=True)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
     paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]

@@ -21,6 +21,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
 
 AXIS = "task.num_chains"
 COLOURS = {"unigram_retrieval": "#4477aa", "bigram_retrieval": "#66ccee",
@@ -63,11 +64,7 @@ def phase_diagram(out: Path, doc: dict) -> Path:
         row[1].set_title(f"{what}: dominant algorithm, step {steps[-1]}")
     handles = [Patch(color=c, label=n.replace("_", " ")) for n, c in COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    path = out / results.FIGURES / "phase_diagram.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out, "phase_diagram.png", rect=(0, 0.05, 1, 1))  # room for the legend
 
 
 def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
@@ -93,11 +90,7 @@ def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
         ax.set_title(f"N = {n}, {what}, context {doc['context_lengths'][-1]}")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / results.FIGURES / "algorithm_distances.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, out, "algorithm_distances.png")
 
 
 def draw(out: Path, num_chains: int | None = None) -> list[Path]:
@@ -108,5 +101,4 @@ def draw(out: Path, num_chains: int | None = None) -> list[Path]:
     doc = json.loads(path.read_text())
     if not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
         return []
-    (Path(out) / results.FIGURES).mkdir(exist_ok=True)
     return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]

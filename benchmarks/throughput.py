@@ -1,0 +1,207 @@
+"""Training throughput: jaxsim's sweep path vs PyTorch, same model, task, optimiser and batch.
+
+    python benchmarks/throughput.py [--workload quickstart|d64] [--runs 1,8,64] [--steps 20]
+                                    [--backends jaxsim,torch_eager,torch_func,torch_compile]
+                                    [--out benchmarks/results]
+
+Prints one JSON object (and writes it, with a plot, under --out). Every side includes data
+generation in the timed step (Markov rollouts from each run's chain bank) and excludes periodic
+evaluation. jaxsim's side is the sweep's own code: `training.train_step` under `lax.scan`,
+vmapped over runs, jitted with the run axis sharded over all devices — the same functions the
+sweep engine compiles, without the evaluation at the end of each interval.
+
+Reported per backend and run count R: runs·steps/s, tokens/s, achieved FLOP/s and its share of
+the matmul peak measured in the same invocation, compile time (jaxsim), peak memory, and the ratio
+jaxsim / backend. FLOPs per step come from one analytic count (matmuls and attention, forward
++ backward = 3x forward) applied to both sides; both sides' parameter counts are printed and
+must agree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jaxsim import config, training  # noqa: E402
+
+WORKLOADS = {
+    # the quickstart model and task
+    "quickstart": dict(k=10, length=64, batch=32, layers=2, d=32, heads=4, d_mlp=128, chains=64),
+    # the paper's width at a CPU-sized context and batch
+    "d64": dict(k=10, length=64, batch=32, layers=2, d=64, heads=4, d_mlp=256, chains=64),
+}
+
+
+def flops_per_step(w: dict) -> float:
+    """Training FLOPs of one run's step: 3 x forward (matmuls, attention scores/values, logits)."""
+    tokens = w["batch"] * (w["length"] - 1)
+    d, t = w["d"], w["length"] - 1
+    per_layer = 2 * (4 * d * d + 2 * d * w["d_mlp"]) + 2 * 2 * t * d
+    forward = tokens * (w["layers"] * per_layer + 2 * d * w["k"])
+    return 3.0 * forward
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    """Measured float32 matmul FLOP/s of the default jax device."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a)
+    out.block_until_ready()
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def jaxsim_config(w: dict, steps: int) -> config.Config:
+    return config.from_dict({
+        "task": {"num_states": w["k"], "num_chains": w["chains"], "context_length": w["length"]},
+        "model": {"num_layers": w["layers"], "d_model": w["d"], "num_heads": w["heads"],
+                  "d_mlp": w["d_mlp"]},
+        "train": {"steps": steps, "batch_size": w["batch"], "eval_every": steps, "lr": 1e-3}})
+
+
+def bench_jaxsim(w: dict, runs: int, steps: int) -> dict:
+    from jaxsim.sweeps import engine
+    from jaxsim import tasks
+
+    cfg = jaxsim_config(w, steps)
+    spec = config.spec_of(cfg)
+    sharding = engine.run_sharding()
+    size = -(-runs // jax.device_count()) * jax.device_count()
+    seeds = jax.device_put(np.arange(size, dtype=np.int32), sharding)
+    hp = training.as_arrays(config.hparams_of(cfg))
+    hparams = jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (size,)), hp), sharding)
+    task = tasks.get(spec.task.name)
+
+    def run_steps(state, seed, hparams):
+        key = jax.random.key(seed)
+        consts = task.constants(key, spec, hparams)
+        return jax.lax.scan(lambda s, _: training.train_step(s, consts, key, spec, hparams),
+                            state, None, length=steps)
+
+    state = engine.init_chunk(spec, seeds, hparams)
+    fn = jax.jit(jax.vmap(run_steps), donate_argnums=0, out_shardings=sharding)
+    t0 = time.perf_counter()
+    compiled = fn.lower(state, seeds, hparams).compile()
+    compile_s = time.perf_counter() - t0
+    state, losses = compiled(state, seeds, hparams)  # warm-up
+    losses.block_until_ready()
+    t0 = time.perf_counter()
+    state, losses = compiled(state, seeds, hparams)
+    losses.block_until_ready()
+    seconds = time.perf_counter() - t0
+    params = jax.tree.map(lambda a: a[0], state["params"])
+    return {"seconds": seconds, "compile_s": compile_s, "finite": bool(np.isfinite(losses).all()),
+            "param_count": int(sum(x.size for x in jax.tree.leaves(params))), "padded_runs": size}
+
+
+def bench_torch(w: dict, runs: int, steps: int, variant: str, device: str) -> dict:
+    import torch
+    import torch_gpt
+
+    torch.manual_seed(0)
+    models = torch_gpt.make_models(runs, w["k"], w["length"], w["layers"], w["d"], w["heads"],
+                                   w["d_mlp"], device, fused=variant != "torch_func")
+    sampler = torch_gpt.Sampler(runs, w["chains"], w["k"], w["batch"], w["length"], device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    if variant == "torch_func":
+        seconds = torch_gpt.train_ensemble(models, sampler, steps)
+    else:
+        seconds = torch_gpt.train_sequential(models, sampler, steps,
+                                             compile_=variant == "torch_compile")
+    out = {"seconds": seconds, "param_count": torch_gpt.param_count(models[0])}
+    if device == "cuda":
+        out["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", choices=list(WORKLOADS), default="quickstart")
+    p.add_argument("--runs", default="1,8,64")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--backends", default="jaxsim,torch_eager,torch_func,torch_compile")
+    p.add_argument("--compile-max-runs", type=int, default=1,
+                   help="largest R for torch_compile (it compiles once per model)")
+    p.add_argument("--out", default="benchmarks/results")
+    args = p.parse_args(argv)
+    w = WORKLOADS[args.workload]
+    backends = args.backends.split(",")
+    device = jax.devices()[0].platform
+    torch_device = "cuda" if device == "gpu" else "cpu"
+    flops = flops_per_step(w)
+    tokens = w["batch"] * (w["length"] - 1)
+    peak = matmul_peak()
+    rows = []
+    for runs in [int(r) for r in args.runs.split(",")]:
+        for backend in backends:
+            if backend == "torch_compile" and runs > args.compile_max_runs:
+                continue
+            if backend == "jaxsim":
+                res = bench_jaxsim(w, runs, args.steps)
+            else:
+                res = bench_torch(w, runs, args.steps, backend, torch_device)
+            rate = runs * args.steps / res["seconds"]
+            res.update(backend=backend, runs=runs, runs_steps_per_s=rate, tokens_per_s=rate * tokens,
+                       flop_per_s=rate * flops, share_of_matmul_peak=rate * flops / peak)
+            rows.append(res)
+            print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                              for k, v in res.items()}), file=sys.stderr)
+    for row in rows:
+        ref = next((r for r in rows if r["backend"] == "jaxsim" and r["runs"] == row["runs"]), None)
+        if ref is not None:
+            row["jaxsim_speedup"] = ref["runs_steps_per_s"] / row["runs_steps_per_s"]
+    counts = {r["backend"]: r["param_count"] for r in rows}
+    if len(set(counts.values())) > 1:
+        raise SystemExit(f"parameter counts differ between backends: {counts}")
+    report = {"workload": args.workload, "shape": w, "steps_timed": args.steps,
+              "flops_per_run_step": flops, "param_count": counts, "matmul_peak_flop_per_s": peak,
+              "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
+              "cpu": platform.processor() or platform.machine(), "devices": jax.device_count(),
+              "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "results": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"throughput_{args.workload}_{device}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    _plot(report, out / f"{stem}.png")
+    print(json.dumps(report))
+    return report
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for backend in dict.fromkeys(r["backend"] for r in report["results"]):
+        rs = [r for r in report["results"] if r["backend"] == backend]
+        ax.plot([r["runs"] for r in rs], [r["runs_steps_per_s"] for r in rs], "o-", label=backend)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("runs R")
+    ax.set_ylabel("runs·steps / s")
+    ax.set_title(f"{report['workload']} on {report['device']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

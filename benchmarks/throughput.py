@@ -136,6 +136,8 @@ def main(argv=None) -> dict:
     p.add_argument("--backends", default="jaxsim,torch_eager,torch_func,torch_compile")
     p.add_argument("--compile-max-runs", type=int, default=1,
                    help="largest R for torch_compile (it compiles once per model)")
+    p.add_argument("--sequential-max-runs", type=int, default=256,
+                   help="largest R for torch_eager (runs one after another: time grows with R)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     w = WORKLOADS[args.workload]
@@ -149,6 +151,8 @@ def main(argv=None) -> dict:
     for runs in [int(r) for r in args.runs.split(",")]:
         for backend in backends:
             if backend == "torch_compile" and runs > args.compile_max_runs:
+                continue
+            if backend == "torch_eager" and runs > args.sequential_max_runs:
                 continue
             if backend == "jaxsim":
                 res = bench_jaxsim(w, runs, args.steps)

@@ -75,6 +75,8 @@ class SweepConfig:
     seeds: int = _f(2, min=1, doc="seeds 0..seeds-1 per grid point")
     axes: dict = _f({}, doc="dotted key -> list of values")
     chunk_size: int = _f(0, min=0, doc="runs per compiled call; 0 = a whole shape group")
+    vmap_size: int = _f(0, min=0, doc="runs vmapped together inside a chunk (lax.map over the "
+                        "rest, per device); 0 = vmap the whole chunk")
     checkpoint_every: int = _f(500, min=1, doc="steps between resumable checkpoints "
                                  "(taken at the first evaluation at or after each multiple)")
     save_steps: Any = _f(None, doc="steps kept for analysis; null = ~20 log-spaced")

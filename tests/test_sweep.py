@@ -133,3 +133,13 @@ def test_same_spec_in_chunks_of_different_sizes(tmp_path):
     _, two = _sweep(tmp_path, "two", **raw, sweep={"seeds": 2})
     _, four = _sweep(tmp_path, "four", **raw, sweep={"seeds": 4})
     np.testing.assert_allclose(two["train_loss"], four["train_loss"][:2], rtol=2e-5, atol=2e-5)
+
+
+def test_lax_map_inside_a_chunk_equals_one_vmap(tmp_path):
+    """sweep.vmap_size: runs go through lax.map in groups, per device; same numbers."""
+    axes = {"task.num_chains": [2, 3, 4, 5]}
+    _, wide = _sweep(tmp_path, "wide", train={"eval_batch_size": 9}, sweep={"axes": axes, "seeds": 1})
+    _, narrow = _sweep(tmp_path, "narrow", train={"eval_batch_size": 9},
+                       sweep={"axes": axes, "seeds": 1, "vmap_size": 1})
+    for name in ["train_loss", "eval_loss_id", "eval_loss_ood", "oracle_loss"]:
+        np.testing.assert_allclose(narrow[name], wide[name], rtol=2e-5, atol=2e-5)

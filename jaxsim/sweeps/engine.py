@@ -34,11 +34,27 @@ def _init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.
     return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
 
 
-def _interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
+def over_runs(fn, args, vmap_size: int):
+    """Apply `fn` to every run of the stacked pytree `args` (leading run axis R).
+
+    vmap_size 0: one vmap over all R runs. vmap_size b > 0: each device takes its contiguous
+    R/D runs (the sharded layout) and goes through them `b` at a time with lax.map — on CPUs,
+    narrower batched matmuls can run faster than one wide vmap.
+    """
+    if vmap_size == 0:
+        return jax.vmap(fn)(args)
+    devices = jax.device_count()
+    split = jax.tree.map(lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:]), args)
+    out = jax.vmap(lambda local: jax.lax.map(fn, local, batch_size=vmap_size))(split)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+
+def _interval_chunk(spec: Spec, vmap_size: int, state: training.loop.State, seeds_R: jax.Array,
+                    hparams: dict):
     """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
     TRACE_COUNTS["interval", spec] += 1
-    return jax.vmap(training.train_interval, (0, 0, None, 0))(state, _run_keys(seeds_R), spec,
-                                                              hparams)
+    return over_runs(lambda a: training.train_interval(a[0], a[1], spec, a[2]),
+                     (state, _run_keys(seeds_R), hparams), vmap_size)
 
 
 @functools.cache
@@ -51,7 +67,7 @@ def run_sharding() -> NamedSharding:
 def _jitted() -> tuple:
     """jit with every output's run axis sharded (built lazily, once the devices exist)."""
     return (jax.jit(_init_chunk, static_argnums=0, out_shardings=run_sharding()),
-            jax.jit(_interval_chunk, static_argnums=0, donate_argnums=1,
+            jax.jit(_interval_chunk, static_argnums=(0, 1), donate_argnums=2,
                     out_shardings=run_sharding()))
 
 
@@ -60,21 +76,22 @@ def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.S
     return _jitted()[0](spec, seeds_R, hparams)
 
 
-def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict):
+def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict,
+                   vmap_size: int = 0):
     """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
-    return _jitted()[1](spec, state, seeds_R, hparams)
+    return _jitted()[1](spec, vmap_size, state, seeds_R, hparams)
 
 
 COMPILE_SECONDS: dict[tuple[Spec, int], float] = {}  # (spec, chunk size) -> compile wall time
 _COMPILED: dict = {}
 
 
-def compiled_interval(spec: Spec, state, seeds_R, hparams):
+def compiled_interval(spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
     """The compiled `interval_chunk` for a shape group and chunk size (compiled once, timed)."""
-    key = (spec, seeds_R.shape[0])
+    key = (spec, seeds_R.shape[0], vmap_size)
     if key not in _COMPILED:
         t0 = time.perf_counter()
-        _COMPILED[key] = _jitted()[1].lower(spec, state, seeds_R, hparams).compile()
+        _COMPILED[key] = _jitted()[1].lower(spec, vmap_size, state, seeds_R, hparams).compile()
         COMPILE_SECONDS[key] = time.perf_counter() - t0
     return _COMPILED[key]
 
@@ -98,8 +115,9 @@ def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     return {"state": state, "metrics": metrics}
 
 
-def train_chunk(spec: Spec, chunk: Chunk, checkpoints: ChunkCheckpoints, checkpoint_every: int,
-                on_interval: Callable[[int, dict[str, np.ndarray]], None]) -> dict[str, np.ndarray]:
+def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
+                checkpoint_every: int, on_interval: Callable[[int, dict[str, np.ndarray]], None],
+                vmap_size: int = 0) -> dict[str, np.ndarray]:
     """Train every run of a chunk to the end, resuming from its latest checkpoint.
 
     Returns metrics {name: [C, E]} (padding rows included). `on_interval(step, row)` is called
@@ -128,7 +146,7 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: ChunkCheckpoints, checkpo
         on_interval(step, row)
 
     last_saved = start
-    step_fn = compiled_interval(spec, state, seeds, hparams)
+    step_fn = compiled_interval(spec, state, seeds, hparams, vmap_size)
     for step in range(start + every, total + 1, every):
         state, row = step_fn(state, seeds, hparams)
         if pending is not None:

@@ -76,7 +76,8 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
                      + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
 
-            metrics = engine.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every, on_interval)
+            metrics = engine.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every, on_interval,
+                                         cfg.sweep.vmap_size)
             per_chunk[group.index, chunk.index] = metrics
             for i, run in enumerate(chunk.runs):
                 status[run.run_id] = results.run_status(metrics, i)
@@ -85,7 +86,7 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     fresh = set(engine.COMPILE_SECONDS) - compiled_before
     compile_s = sum(engine.COMPILE_SECONDS[key] for key in fresh)
     for group in groups:
-        key = (group.spec, group.chunks[0].size)
+        key = (group.spec, group.chunks[0].size, cfg.sweep.vmap_size)
         if key in fresh:
             _log(f"jaxsim: shape group {group.index} compiled in "
                  f"{engine.COMPILE_SECONDS[key]:.1f}s")

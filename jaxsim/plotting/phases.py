@@ -29,12 +29,13 @@ COLOURS = {"unigram_retrieval": "#4477aa", "bigram_retrieval": "#66ccee",
 
 
 def _by_n(doc: dict, split: str, key: str) -> tuple[list[int], np.ndarray]:
-    """Mean over the runs of each N of `key`: [num_N, S, G, ...]."""
-    values = sorted({int(r["axes"][AXIS]) for r in doc["runs"]})
+    """Mean over the runs of each N of `key`: [num_N, S, G, ...]. Only runs saved at the same
+    steps as the first run are drawn (a train.steps axis gives other step grids)."""
+    runs = [r for r in doc["runs"] if r["steps"] == doc["runs"][0]["steps"]]
+    values = sorted({int(r["axes"][AXIS]) for r in runs})
     stacked = []
     for n in values:
-        arrays = [np.array(r[split][key], dtype=float) for r in doc["runs"]
-                  if int(r["axes"][AXIS]) == n]
+        arrays = [np.array(r[split][key], dtype=float) for r in runs if int(r["axes"][AXIS]) == n]
         stacked.append(np.nanmean(np.stack(arrays), axis=0))
     return values, np.stack(stacked)
 

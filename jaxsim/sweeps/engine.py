@@ -37,16 +37,21 @@ def _init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.
 def over_runs(fn, args, vmap_size: int):
     """Apply `fn` to every run of the stacked pytree `args` (leading run axis R).
 
-    vmap_size 0: one vmap over all R runs. vmap_size b > 0: each device takes its contiguous
-    R/D runs (the sharded layout) and goes through them `b` at a time with lax.map — on CPUs,
-    narrower batched matmuls can run faster than one wide vmap.
+    vmap_size 0: one vmap over all R runs. vmap_size b > 0: each device takes its own R/D runs
+    (shard_map over the run axis) and goes through them `b` at a time with lax.map — on CPUs,
+    narrower batched matmuls run faster than one wide vmap.
     """
     if vmap_size == 0:
         return jax.vmap(fn)(args)
-    devices = jax.device_count()
-    split = jax.tree.map(lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:]), args)
-    out = jax.vmap(lambda local: jax.lax.map(fn, local, batch_size=vmap_size))(split)
-    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+    def local(chunk):
+        return jax.lax.map(fn, chunk, batch_size=vmap_size)
+
+    if jax.device_count() == 1:
+        return local(args)
+    sharding = run_sharding()
+    return jax.shard_map(local, mesh=sharding.mesh, in_specs=sharding.spec,
+                         out_specs=sharding.spec)(args)
 
 
 def _interval_chunk(spec: Spec, vmap_size: int, state: training.loop.State, seeds_R: jax.Array,

@@ -1,6 +1,7 @@
 """Training throughput: jaxsim's sweep path vs PyTorch, same model, task, optimiser and batch.
 
     python benchmarks/throughput.py [--workload quickstart|d64] [--runs 1,8,64] [--steps 20]
+                                    [--vmap-size 0]
                                     [--backends jaxsim,torch_eager,torch_func,torch_compile]
                                     [--out benchmarks/results]
 
@@ -72,7 +73,7 @@ def jaxsim_config(w: dict, steps: int) -> config.Config:
         "train": {"steps": steps, "batch_size": w["batch"], "eval_every": steps, "lr": 1e-3}})
 
 
-def bench_jaxsim(w: dict, runs: int, steps: int) -> dict:
+def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0) -> dict:
     from jaxsim.sweeps import engine
     from jaxsim import tasks
 
@@ -85,14 +86,16 @@ def bench_jaxsim(w: dict, runs: int, steps: int) -> dict:
     hparams = jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (size,)), hp), sharding)
     task = tasks.get(spec.task.name)
 
-    def run_steps(state, seed, hparams):
+    def run_steps(args):
+        state, seed, hparams = args
         key = jax.random.key(seed)
         consts = task.constants(key, spec, hparams)
         return jax.lax.scan(lambda s, _: training.train_step(s, consts, key, spec, hparams),
                             state, None, length=steps)
 
     state = engine.init_chunk(spec, seeds, hparams)
-    fn = jax.jit(jax.vmap(run_steps), donate_argnums=0, out_shardings=sharding)
+    fn = jax.jit(lambda *a: engine.over_runs(run_steps, a, vmap_size), donate_argnums=0,
+                 out_shardings=sharding)
     t0 = time.perf_counter()
     compiled = fn.lower(state, seeds, hparams).compile()
     compile_s = time.perf_counter() - t0
@@ -138,6 +141,8 @@ def main(argv=None) -> dict:
                    help="largest R for torch_compile (it compiles once per model)")
     p.add_argument("--sequential-max-runs", type=int, default=256,
                    help="largest R for torch_eager (runs one after another: time grows with R)")
+    p.add_argument("--vmap-size", type=int, default=0,
+                   help="jaxsim's sweep.vmap_size (0 = one vmap over all runs)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     w = WORKLOADS[args.workload]
@@ -155,7 +160,7 @@ def main(argv=None) -> dict:
             if backend == "torch_eager" and runs > args.sequential_max_runs:
                 continue
             if backend == "jaxsim":
-                res = bench_jaxsim(w, runs, args.steps)
+                res = bench_jaxsim(w, runs, args.steps, args.vmap_size)
             else:
                 res = bench_torch(w, runs, args.steps, backend, torch_device)
             rate = runs * args.steps / res["seconds"]
@@ -172,6 +177,7 @@ def main(argv=None) -> dict:
     if len(set(counts.values())) > 1:
         raise SystemExit(f"parameter counts differ between backends: {counts}")
     report = {"workload": args.workload, "shape": w, "steps_timed": args.steps,
+              "vmap_size": args.vmap_size,
               "flops_per_run_step": flops, "param_count": counts, "matmul_peak_flop_per_s": peak,
               "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
               "cpu": platform.processor() or platform.machine(), "devices": jax.device_count(),
@@ -179,7 +185,7 @@ def main(argv=None) -> dict:
               "results": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"throughput_{args.workload}_{device}"
+    stem = f"throughput_{args.workload}_{device}_vmap{args.vmap_size}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     _plot(report, out / f"{stem}.png")
     print(json.dumps(report))

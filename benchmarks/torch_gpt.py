@@ -119,14 +119,7 @@ def train_sequential(models, sampler: Sampler, steps: int, compile_: bool = Fals
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
 
-        for _ in range(warmup):
-            step()
-        _sync(sampler.bank.device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        _sync(sampler.bank.device)
-        total += time.perf_counter() - t0
+        total += _timed(step, steps, warmup, sampler.bank.device)
     return total
 
 
@@ -154,13 +147,18 @@ def train_ensemble(models, sampler: Sampler, steps: int, warmup: int = 2) -> flo
             leaf.grad = g * scale.view(-1, *([1] * (g.dim() - 1)))
         opt.step()
 
+    return _timed(step, steps, warmup, sampler.bank.device)
+
+
+def _timed(step, steps: int, warmup: int, device) -> float:
+    """Seconds for `steps` calls of `step` after `warmup` untimed ones (device synchronised)."""
     for _ in range(warmup):
         step()
-    _sync(sampler.bank.device)
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(sampler.bank.device)
+    _sync(device)
     return time.perf_counter() - t0
 
 

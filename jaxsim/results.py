@@ -118,7 +118,7 @@ class ChunkCheckpoints:
     """
 
     def __init__(self, directory: Path, keep_steps: list[int]):
-        self.directory = directory
+        self.directory = Path(directory).absolute()  # orbax needs absolute paths
         self.keep = set(keep_steps)
         self.checkpointer = ocp.StandardCheckpointer()
 

@@ -96,3 +96,13 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
     assert (killed / "runs.csv").read_text() == (clean / "runs.csv").read_text()
+
+
+def test_relative_output_directory(tmp_path, monkeypatch):
+    """The README's main job writes to the relative default results/<config name>."""
+    cfg = _write(tmp_path, tiny_raw())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", "tiny.yaml", "--no-progress"]) == 0
+    assert (tmp_path / "results" / "tiny" / "metrics.npz").is_file()
+    assert cli.main(["resume", "results/tiny", "--no-progress"]) == 0
+    assert cli.main(["analyze", "results/tiny", "--sequences", "4"]) == 0

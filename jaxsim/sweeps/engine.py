@@ -1,8 +1,9 @@
 """The compiled sweep program: jit(vmap(train_interval)) over a chunk of runs, the run axis
 sharded over every device, with orbax checkpoints of the stacked state and bit-exact resume.
 
-One compile per shape group: the jitted functions take the `Spec` as their only static
-argument; seeds and hyperparameters are traced arrays with a leading run axis.
+One compile per shape group (and chunk size): the jitted functions take the `Spec` (and the
+`vmap_size` speed knob) as their only static arguments; seeds and hyperparameters are traced
+arrays with a leading run axis.
 """
 from __future__ import annotations
 
@@ -12,14 +13,12 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import config as cfglib
-from jaxsim import training
+from jaxsim import results, training
 from jaxsim.config import Spec
-from jaxsim import results
 from jaxsim.grid import Chunk
 
 TRACE_COUNTS: collections.Counter = collections.Counter()  # (function, spec) -> traces
@@ -87,7 +86,7 @@ def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, h
     return _jitted()[1](spec, vmap_size, state, seeds_R, hparams)
 
 
-COMPILE_SECONDS: dict[tuple[Spec, int], float] = {}  # (spec, chunk size) -> compile wall time
+COMPILE_SECONDS: dict[tuple, float] = {}  # (spec, chunk size, vmap_size) -> compile wall time
 _COMPILED: dict = {}
 
 

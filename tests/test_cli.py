@@ -100,7 +100,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
 
 def test_relative_output_directory(tmp_path, monkeypatch):
     """The README's main job writes to the relative default results/<config name>."""
-    cfg = _write(tmp_path, tiny_raw())
+    _write(tmp_path, tiny_raw())
     monkeypatch.chdir(tmp_path)
     assert cli.main(["sweep", "tiny.yaml", "--no-progress"]) == 0
     assert (tmp_path / "results" / "tiny" / "metrics.npz").is_file()

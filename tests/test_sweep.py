@@ -3,7 +3,6 @@ divergence isolation, the results directory."""
 import csv
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -27,18 +27,19 @@ CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS = (
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
 
 
 def write_config(out: Path, cfg: cfglib.Config) -> None:
-    _atomic_write(out / CONFIG, lambda p: p.write_text(cfglib.dump(cfg)))
+    atomic_write(out / CONFIG, lambda p: p.write_text(cfglib.dump(cfg)))
 
 
 def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str]) -> None:
-    """runs.csv from the planned groups (`sweeps.grid.Group`) and each run's status."""
+    """runs.csv from the planned groups (`jaxsim.grid.Group`) and each run's status."""
     axes = list(cfg.sweep.axes)
     rows = []
     for group in groups:
@@ -55,7 +56,7 @@ def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, st
             w.writerow(header)
             w.writerows(rows)
 
-    _atomic_write(out / RUNS, write)
+    atomic_write(out / RUNS, write)
 
 
 def read_runs(out: Path) -> list[dict[str, str]]:
@@ -71,7 +72,7 @@ def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray]) -
         with open(p, "wb") as f:
             np.savez(f, step=steps, **arrays)
 
-    _atomic_write(out / METRICS, write)
+    atomic_write(out / METRICS, write)
 
 
 def read_metrics(out: Path) -> dict[str, np.ndarray]:

@@ -106,7 +106,5 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
            "mixture_rule": "simplex weights minimising KL(model || sum_a w_a algorithm_a)",
            "runs": report}
     path = out / results.ANALYSIS
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(path)
+    results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
     return path

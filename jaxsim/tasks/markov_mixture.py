@@ -39,15 +39,25 @@ def sample_chains(key: jax.Array, num_chains: int, num_states: int, alpha: jax.A
     return jax.vmap(one)(jnp.arange(num_chains))
 
 
-def stationary(transition_NxKxK: jax.Array) -> jax.Array:
-    """[N, K] stationary distributions: solve pi (T - I) = 0 with sum(pi) = 1."""
+def stationary(transition_NxKxK: jax.Array, squarings: int = 40) -> jax.Array:
+    """[..., K] stationary distributions of row-stochastic [..., K, K] matrices.
+
+    Repeated squaring of the lazy chain (T + I) / 2 (same stationary distribution, aperiodic):
+    after m squarings every row of the matrix is the state distribution after 2^m steps from that
+    row's state, so for an irreducible chain all rows equal pi up to float rounding. Pure matmuls:
+    no LAPACK call, because jax 0.10's batched CPU LU custom call deadlocks in a 2-thread pool when
+    it runs inside a vmapped, multi-threaded program (seen in `jaxsim analyze`).
+    """
     k = transition_NxKxK.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(k, dtype=transition_NxKxK.dtype), transition_NxKxK.shape)
-    system = jnp.swapaxes(transition_NxKxK, -1, -2) - eye
-    system = system.at[..., -1, :].set(1.0)
-    rhs = eye[..., -1, :]
-    pi = jnp.linalg.solve(system, rhs[..., None])[..., 0]
-    pi = jnp.clip(pi, 0.0, None)
+    lazy = 0.5 * (transition_NxKxK + eye)
+
+    def square(p, _):
+        p = p @ p
+        return p / p.sum(-1, keepdims=True), None
+
+    power, _ = jax.lax.scan(square, lazy, None, length=squarings)
+    pi = power.mean(-2)
     return pi / pi.sum(-1, keepdims=True)
 
 

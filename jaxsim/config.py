@@ -37,23 +37,38 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = _f("markov_mixture", choices=("markov_mixture",), doc="task generator")
+    name: str = _f("markov_mixture", choices=("markov_mixture", "matrix_completion"),
+                   doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
                       doc="Dirichlet concentration of each transition row")
     num_chains: int = _f(64, dynamic="max", min=1, doc="N, chains in the training mixture")
     weights: str = _f("uniform", choices=("uniform", "random"), doc="mixture weights")
-    context_length: int = _f(64, min=2, doc="tokens per sequence")
+    context_length: int = _f(64, min=2, doc="tokens per sequence (markov_mixture)")
+    matrix_size: int = _f(7, min=2, doc="n, an n x n matrix is n^2 tokens (matrix_completion)")
+    rank: int = _f(2, dynamic="max", min=1,
+                   doc="r, rank of X = U V^T (factor columns beyond r are masked to zero)")
+    mask_prob: float = _f(0.3, dynamic=True, min=0.0, max=0.95,
+                          doc="probability that an entry is masked (to be completed)")
+    factor_dist: str = _f("uniform", choices=("uniform", "gaussian", "laplace"),
+                          doc="distribution of the entries of U and V")
+    factor_scale: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
+                             doc="uniform: U[-s, s]; gaussian: std s; laplace: scale s")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("gpt", choices=("gpt",), doc="model family")
+    name: str = _f("gpt", choices=("gpt", "encoder"),
+                   doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per position")
     num_layers: int = _f(2, min=1)
     d_model: int = _f(64, min=1)
     num_heads: int = _f(4, min=1)
     d_mlp: int = _f(256, min=1)
     positional: str = _f("learned", choices=("learned", "rope"))
+    norm: str = _f("pre", choices=("pre", "post"),
+                   doc="LayerNorm placement of the encoder (post = BERT); the gpt is pre-LN")
+    input: str = _f("tokens", choices=("tokens", "continuous"),
+                    doc="encoder input: value tokens (0.01 grid) or value x a learned vector")
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,8 @@ class TrainConfig:
     weight_decay: float = _f(0.1, dynamic=True, min=0.0)
     beta1: float = _f(0.9, dynamic=True, min=0.0, max=1.0)
     beta2: float = _f(0.95, dynamic=True, min=0.0, max=1.0)
-    grad_clip: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
-                          doc="global gradient-norm clip")
+    grad_clip: float = _f(1.0, dynamic=True, min=0.0, doc="global gradient-norm clip; 0 = off")
+    warmup_steps: int = _f(0, dynamic=True, min=0, doc="linear learning-rate warm-up steps")
     eval_every: int = _f(100, min=1, doc="steps between evaluations (at most train.steps)")
     eval_batch_size: int = _f(128, min=1, doc="held-out sequences per evaluation split")
 
@@ -226,6 +241,19 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     if m.positional == "rope" and (m.d_model // m.num_heads) % 2:
         raise ConfigError(f"{where}model.positional=rope needs an even head size "
                           f"(d_model/num_heads = {m.d_model // m.num_heads})")
+    if cfg.model.name == "encoder" and cfg.task.name != "matrix_completion":
+        raise ConfigError(f"{where}model.name=encoder needs task.name=matrix_completion, "
+                          f"got {cfg.task.name!r}")
+    if cfg.task.name == "matrix_completion":
+        if m.name != "encoder":
+            raise ConfigError(f"{where}task.name=matrix_completion needs model.name=encoder, "
+                              f"got {m.name!r}")
+        if cfg.task.rank > cfg.task.matrix_size:
+            raise ConfigError(f"{where}task.rank ({cfg.task.rank}) must be <= task.matrix_size "
+                              f"({cfg.task.matrix_size})")
+    if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
+        raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
+                          f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
     if t.steps % t.eval_every:
         raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
                           f"train.eval_every ({t.eval_every})")

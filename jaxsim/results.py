@@ -3,9 +3,11 @@
     config.yaml    the fully resolved config (defaults filled in)
     runs.csv       run_id, seed, one column per axis (dotted key), status, and where the run's
                    state sits in the checkpoints: shape_group, chunk, index_in_chunk
-    metrics.npz    step [E]; train_loss, eval_loss_id, eval_loss_ood, oracle_loss_id,
-                   oracle_loss_ood [R, E] in runs.csv order (NaN where a run has no evaluation
-                   at that step); oracle_loss = oracle_loss_ood
+    metrics.npz    step [E]; per-run metrics [R, E] in runs.csv order (NaN where a run has no
+                   evaluation at that step): train_loss and, per split, the objective's metrics
+                   (markov_mixture: eval_loss_id, eval_loss_ood, oracle_loss_id, oracle_loss_ood,
+                   oracle_loss = oracle_loss_ood; matrix_completion: eval_mse_id,
+                   eval_mse_masked_id, eval_mse_observed_id, copy_mse_id)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
 """
@@ -66,7 +68,8 @@ def read_runs(out: Path) -> list[dict[str, str]]:
 
 def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
     arrays = dict(arrays)
-    arrays["oracle_loss"] = arrays["oracle_loss_ood"]
+    if "oracle_loss_ood" in arrays:
+        arrays["oracle_loss"] = arrays["oracle_loss_ood"]
 
     def write(p: Path):
         with open(p, "wb") as f:

@@ -28,10 +28,12 @@ def rope(x_BxTxHxD: jax.Array, base: float = 10000.0) -> jax.Array:
     return rotated.reshape(x_BxTxHxD.shape).astype(x_BxTxHxD.dtype)
 
 
-class CausalSelfAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; causal for the decoder, bidirectional for the encoder."""
     num_heads: int
     use_rope: bool
     residual_std: float
+    causal: bool = True
 
     @nn.compact
     def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -42,9 +44,10 @@ class CausalSelfAttention(nn.Module):
         if self.use_rope:
             q, k = rope(q), rope(k)
         scores_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head)
-        causal_TxT = jnp.tril(jnp.ones((length, length), bool))
-        scores_BxHxTxT = jnp.where(causal_TxT[None, None], scores_BxHxTxT,
-                                   jnp.finfo(scores_BxHxTxT.dtype).min)
+        if self.causal:
+            causal_TxT = jnp.tril(jnp.ones((length, length), bool))
+            scores_BxHxTxT = jnp.where(causal_TxT[None, None], scores_BxHxTxT,
+                                       jnp.finfo(scores_BxHxTxT.dtype).min)
         attn_BxHxTxT = jax.nn.softmax(scores_BxHxTxT, axis=-1)
         out = jnp.einsum("bhqk,bkhd->bqhd", attn_BxHxTxT, v).reshape(batch, length, width)
         out = nn.Dense(width, kernel_init=nn.initializers.normal(self.residual_std), name="out")(out)
@@ -60,14 +63,17 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
         width = x_BxTxC.shape[-1]
-        attn_out, attn = CausalSelfAttention(self.num_heads, self.use_rope, self.residual_std,
+        attn_out, attn = SelfAttention(self.num_heads, self.use_rope, self.residual_std,
                                              name="attn")(nn.LayerNorm(name="ln1")(x_BxTxC))
         x_BxTxC = x_BxTxC + attn_out
-        h = nn.Dense(self.d_mlp, kernel_init=nn.initializers.normal(INIT_STD), name="fc")(
-            nn.LayerNorm(name="ln2")(x_BxTxC))
-        h = nn.Dense(width, kernel_init=nn.initializers.normal(self.residual_std), name="proj")(
-            jax.nn.gelu(h, approximate=True))
-        return x_BxTxC + h, attn
+        return x_BxTxC + mlp(nn.LayerNorm(name="ln2")(x_BxTxC), self.d_mlp, self.residual_std), attn
+
+
+def mlp(x_BxTxC: jax.Array, d_mlp: int, residual_std: float) -> jax.Array:
+    """GELU MLP; call inside a compact method (its Dense layers, "fc" and "proj", join the caller)."""
+    h = nn.Dense(d_mlp, kernel_init=nn.initializers.normal(INIT_STD), name="fc")(x_BxTxC)
+    return nn.Dense(x_BxTxC.shape[-1], kernel_init=nn.initializers.normal(residual_std),
+                    name="proj")(jax.nn.gelu(h, approximate=True))
 
 
 class GPT(nn.Module):

@@ -1,10 +1,12 @@
 """Pure task generators. Each task module provides `train_batch`, `eval_batch`, `SPLITS`,
-`vocab_size` and a `Batch` carrying the ground-truth next-token distribution."""
+`vocab_size`, `seq_len` and a `Batch` carrying the ground truth (the true next-token
+distribution, the full matrix)."""
 from types import ModuleType
 
-from jaxsim.tasks import markov_mixture
+from jaxsim.tasks import markov_mixture, matrix_completion
 
-TASKS: dict[str, ModuleType] = {"markov_mixture": markov_mixture}
+TASKS: dict[str, ModuleType] = {"markov_mixture": markov_mixture,
+                                "matrix_completion": matrix_completion}
 
 
 def get(name: str) -> ModuleType:

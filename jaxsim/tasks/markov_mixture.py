@@ -150,3 +150,8 @@ def eval_batch(consts: Constants, run_key: jax.Array, spec: Spec, hparams: dict,
 
 def vocab_size(spec: Spec) -> int:
     return spec.task.num_states
+
+
+def seq_len(spec: Spec) -> int:
+    """Rows of the model's position table (the model reads the first context_length - 1)."""
+    return spec.task.context_length

@@ -15,6 +15,7 @@ import optax
 
 from jaxsim import models, tasks
 from jaxsim.config import Spec
+from jaxsim.training import objectives
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 INIT_STREAM = 1000      # sub-stream of the run key used for parameter init
@@ -22,40 +23,44 @@ INIT_STREAM = 1000      # sub-stream of the run key used for parameter init
 
 def model_of(spec: Spec):
     task = tasks.get(spec.task.name)
-    return models.build(spec.model, task.vocab_size(spec), spec.task.context_length)
+    return models.build(spec.model, task.vocab_size(spec), task.seq_len(spec))
 
 
 def optimizer(hparams: dict) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping; every hyperparameter may be a traced per-run scalar."""
+    """AdamW with global-norm clipping (grad_clip 0 = off); every hyperparameter may be a traced
+    per-run scalar. Warm-up scales the update in `train_step`, not here, so the optimizer state
+    has the same structure with or without it."""
     hp = hparams["train"]
+    clip = jnp.where(hp["grad_clip"] > 0, hp["grad_clip"], jnp.inf)
     return optax.chain(
-        optax.clip_by_global_norm(hp["grad_clip"]),
+        optax.clip_by_global_norm(clip),
         optax.adamw(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], weight_decay=hp["weight_decay"]),
     )
 
 
+def warmup_factor(step: jax.Array, hparams: dict) -> jax.Array:
+    """Linear warm-up of the learning rate: (step + 1) / warmup_steps, capped at 1."""
+    warmup = jnp.maximum(hparams["train"]["warmup_steps"], 1).astype(jnp.float32)
+    return jnp.minimum(1.0, (step + 1).astype(jnp.float32) / warmup)
+
+
 def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
-    model = model_of(spec)
-    dummy = jnp.zeros((1, spec.task.context_length - 1), jnp.int32)
-    params = model.init(jax.random.fold_in(key, INIT_STREAM), dummy)["params"]
+    task = tasks.get(spec.task.name)
+    dummy = task.eval_batch(task.constants(key, spec, hparams), key, spec, hparams,
+                            task.SPLITS[0])
+    inputs = jax.tree.map(lambda a: a[:1], objectives.get(spec.task.name).inputs(dummy))
+    params = model_of(spec).init(jax.random.fold_in(key, INIT_STREAM), *inputs)["params"]
     return {"params": params, "opt_state": optimizer(hparams).init(params),
             "step": jnp.zeros((), jnp.int32)}
 
 
-def next_token_loss(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, targets_BxT).mean()
+def outputs(params, spec: Spec, batch):
+    """The model's outputs on a batch (logits for the gpt, one scalar per entry for the encoder)."""
+    return model_of(spec).apply({"params": params}, *objectives.get(spec.task.name).inputs(batch))
 
 
-def loss_fn(params, spec: Spec, tokens_BxL: jax.Array) -> jax.Array:
-    """Next-token cross-entropy at every position (inputs x_<L, targets x_>0)."""
-    logits = model_of(spec).apply({"params": params}, tokens_BxL[:, :-1])
-    return next_token_loss(logits, tokens_BxL[:, 1:])
-
-
-def oracle_loss(batch) -> jax.Array:
-    """Cross-entropy of the true next-token distribution on the same targets."""
-    probs = jnp.take_along_axis(batch.next_probs_BxLxK[:, :-1], batch.tokens_BxL[:, 1:, None], -1)
-    return -jnp.log(jnp.maximum(probs, 1e-30)).mean()
+def loss_fn(params, spec: Spec, batch) -> jax.Array:
+    return objectives.get(spec.task.name).loss(outputs(params, spec, batch), batch)
 
 
 def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
@@ -63,20 +68,23 @@ def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
     """One AdamW step on the fresh batch of step `state["step"]`."""
     task = tasks.get(spec.task.name)
     batch = task.train_batch(consts, key, state["step"], spec, hparams)
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], spec, batch.tokens_BxL)
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"], spec, batch)
     updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])
+    scale = warmup_factor(state["step"], hparams)
+    updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
     params = optax.apply_updates(state["params"], updates)
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
 
 def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[str, jax.Array]:
-    """Model and oracle loss on each held-out split (fixed sequences per run)."""
+    """The objective's metrics on each held-out split (fixed batches per run)."""
     task = tasks.get(spec.task.name)
+    objective = objectives.get(spec.task.name)
     out = {}
     for split in task.SPLITS:
         batch = task.eval_batch(consts, key, spec, hparams, split)
-        out[f"eval_loss_{split}"] = loss_fn(params, spec, batch.tokens_BxL)
-        out[f"oracle_loss_{split}"] = oracle_loss(batch)
+        for name, value in objective.evaluate(outputs(params, spec, batch), batch).items():
+            out[f"{name}_{split}"] = value
     return out
 
 
@@ -97,7 +105,8 @@ def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict
 def metric_names(spec: Spec) -> list[str]:
     """Names of the per-evaluation metrics `train_interval` returns."""
     splits = tasks.get(spec.task.name).SPLITS
-    return ["train_loss"] + [f"{kind}_{s}" for s in splits for kind in ("eval_loss", "oracle_loss")]
+    names = objectives.get(spec.task.name).eval_names
+    return ["train_loss"] + [f"{kind}_{s}" for s in splits for kind in names]
 
 
 def num_intervals(spec: Spec) -> int:

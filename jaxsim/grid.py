@@ -5,6 +5,9 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import jax
+import numpy as np
+
 from jaxsim import config as cfglib
 from jaxsim.config import Config, Spec
 
@@ -86,3 +89,15 @@ def save_steps(cfg: Config, spec: Spec) -> list[int]:
         raw = [s for s in cfg.sweep.save_steps if s <= total]
     rounded = {min(total, max(every, every * round(s / every))) for s in raw}
     return sorted(rounded | {total})
+
+
+def stack_hparams(runs: list[Run]) -> dict:
+    """The runs' dynamic hparams stacked along a leading run axis (int -> int32, float ->
+    float32): the vmapped `hparams` pytree of a chunk."""
+    per_run = [cfglib.hparams_of(r.config) for r in runs]
+
+    def stack(*values):
+        dtype = np.int32 if isinstance(values[0], int) else np.float32
+        return np.asarray(values, dtype)
+
+    return jax.tree.map(stack, *per_run)

@@ -7,7 +7,8 @@
                    evaluation at that step): train_loss and, per split, the objective's metrics
                    (markov_mixture: eval_loss_id, eval_loss_ood, oracle_loss_id, oracle_loss_ood,
                    oracle_loss = oracle_loss_ood; matrix_completion: eval_mse_id,
-                   eval_mse_masked_id, eval_mse_observed_id, copy_mse_id)
+                   eval_mse_masked_id, eval_mse_observed_id, copy_mse_id,
+                   copy_mse_masked_id)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
 """
@@ -24,8 +25,9 @@ import orbax.checkpoint as ocp
 
 from jaxsim import config as cfglib
 
-CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS = (
-    "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json")
+CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION = (
+    "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
+    "analysis_attention.npz")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 

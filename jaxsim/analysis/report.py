@@ -1,16 +1,32 @@
-"""`jaxsim analyze DIR`: the four-algorithm analysis of every run at every saved checkpoint.
+"""`jaxsim analyze DIR`: analysis of every run at every saved checkpoint, by task.
 
-Reads config.yaml, runs.csv and the orbax checkpoints (never re-trains); one jit(vmap) call per
-chunk and split, vmapped over the chunk's runs, lax.map over its checkpoints. Writes
-DIR/analysis.json:
+Reads config.yaml, runs.csv, metrics.npz and the orbax checkpoints (never re-trains); one
+jit(vmap) call per chunk (and split), vmapped over the chunk's runs, lax.map over its
+checkpoints. Writes DIR/analysis.json (plus DIR/analysis_attention.npz for matrix completion).
 
-    {"algorithms": [4 names], "splits": ["id", "ood"], "context_lengths": [G],
+markov_mixture — the four ICL algorithms:
+    {"task", "algorithms": [4 names], "splits": ["id", "ood"], "context_lengths": [G],
      "num_sequences": B, "dominant_rule": "...", "mixture_rule": "...",
      "runs": [{"run_id", "seed", "axes": {key: value}, "steps": [S],
                "id": {"kl_model_to_alg": [S][G][4], "kl_alg_to_model": [S][G][4],
                       "mixture_weights": [S][G][4], "dominant": [S][G] (names),
                       "model_loss": [S][G], "oracle_loss": [S][G]},
                "ood": {...}}, ...]}
+
+matrix_completion — plateau, diagnostics, baselines:
+    {"task", "plateau_rule", "num_matrices": B,
+     "runs": [{"run_id", "seed", "axes", "steps": [S],
+               "plateau": {"start", "end", "length", "dropped", "plateau_loss", "final_loss",
+                           "final_masked_loss", "drop_width", "copy_loss", "copy_masked_loss"},
+               "diagnostics": {"mse", "observed_copy_error", "masked_error", "masked_to_mean": [S],
+                               "row_score", "col_score": [S][layers][heads],
+                               "probe_row_acc", "probe_col_acc": [S][layers + 1]},
+               "baselines": {"copy_mse", "copy_mse_masked", "nuclear_mse", "nuclear_mse_masked",
+                             "model_mse", "model_mse_masked"},
+               "attention_steps": [plateau step, final step]}, ...]}
+    analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P]
+    (mean attention over the analysis matrices, at the last checkpoint inside the plateau and at
+    the final one).
 """
 from __future__ import annotations
 
@@ -18,14 +34,15 @@ import functools
 import json
 import math
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxsim import config as cfglib
-from jaxsim import grid, results, tasks, training
-from jaxsim.analysis import icl
+from jaxsim import grid, results, tasks
+from jaxsim.analysis import completion, icl, plateau
 from jaxsim.config import ConfigError, Spec
 
 
@@ -54,28 +71,23 @@ def _finite(x):
     return x if isinstance(x, str) or math.isfinite(x) else None
 
 
-def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None) -> Path:
-    out = Path(out)
-    if not (out / results.CONFIG).is_file() or not (out / results.RUNS).is_file():
-        raise ConfigError(f"'{out}' is not a sweep directory (needs {results.CONFIG} and "
-                          f"{results.RUNS})")
-    cfg = cfglib.load(out / results.CONFIG)
-    if cfg.task.name != "markov_mixture":
-        raise ConfigError(f"analyze supports task.name=markov_mixture, got {cfg.task.name!r}")
-    rows = results.read_runs(out)
+class ChunkParams(NamedTuple):
+    spec: Spec
+    runs: list                # grid.Run per member, in runs.csv order
+    rows: list                # runs.csv rows of the members
+    steps: list               # saved checkpoint steps
+    params_RxS: dict          # params stacked [runs, steps, ...]
+    seeds_R: jax.Array
+    hparams_R: dict
+
+
+def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
+    """Each checkpointed chunk's runs with their params at every saved step."""
     specs, runs = _group_specs(cfg, rows)
-    longest = min(s.task.context_length for s in specs.values()) - 1
-    lengths = lengths or icl.context_lengths(longest + 1)
-    bad = [v for v in lengths if not 1 <= v <= longest]
-    if bad:
-        raise ConfigError(f"--context-lengths {bad} out of range: allowed 1..{longest} "
-                          f"(the trained context minus one)")
-    ends = jnp.asarray(np.array(lengths) - 1, jnp.int32)
-    chunks: dict[tuple[int, int], list[dict]] = {}
+    members_of: dict[tuple[int, int], list[dict]] = {}
     for row in rows:
-        chunks.setdefault((int(row["shape_group"]), int(row["chunk"])), []).append(row)
-    report = []
-    for (g, c), members in sorted(chunks.items()):
+        members_of.setdefault((int(row["shape_group"]), int(row["chunk"])), []).append(row)
+    for (g, c), members in sorted(members_of.items()):
         ckpt = results.ChunkCheckpoints(results.chunk_dir(out, g, c), [])
         steps = ckpt.steps()
         if not steps:
@@ -84,27 +96,119 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
         states = [ckpt.restore(s, None)["state"]["params"] for s in steps]
         params_RxS = jax.tree.map(lambda *a: jnp.stack([x[index] for x in a], axis=1), *states)
         chunk_runs = [runs[int(r["run_id"])] for r in members]
-        seeds = jnp.array([r.seed for r in chunk_runs], jnp.int32)
-        hparams = jax.tree.map(lambda *v: jnp.stack(v),
-                               *[training.as_arrays(cfglib.hparams_of(r.config)) for r in chunk_runs])
-        per_split = {}
-        for split in tasks.get(specs[g].task.name).SPLITS:
-            per_split[split] = jax.device_get(_analyze_chunk(
-                specs[g], params_RxS, seeds, hparams, num_sequences, split, ends))
-        for i, run in enumerate(chunk_runs):
-            entry = {"run_id": run.run_id, "seed": run.seed, "axes": run.values, "steps": steps}
+        yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
+                          jnp.array([r.seed for r in chunk_runs], jnp.int32),
+                          grid.stack_hparams(chunk_runs))
+
+
+def _entry(run, steps) -> dict:
+    return {"run_id": run.run_id, "seed": run.seed, "axes": run.values, "steps": steps}
+
+
+def _tolist(x) -> list | float:
+    return _finite(np.asarray(x, np.float64).tolist())
+
+
+def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None) -> Path:
+    """Analyse a sweep directory by its task; `num_sequences` = analysis sequences (matrices)."""
+    out = Path(out)
+    if not (out / results.CONFIG).is_file() or not (out / results.RUNS).is_file():
+        raise ConfigError(f"'{out}' is not a sweep directory (needs {results.CONFIG} and "
+                          f"{results.RUNS})")
+    cfg = cfglib.load(out / results.CONFIG)
+    rows = results.read_runs(out)
+    if cfg.task.name == "matrix_completion":
+        if lengths:
+            raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
+        doc = _analyze_completion(out, cfg, rows, num_sequences)
+    else:
+        doc = _analyze_icl(out, cfg, rows, num_sequences, lengths)
+    path = out / results.ANALYSIS
+    results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+    return path
+
+
+def _analyze_icl(out: Path, cfg, rows, num_sequences: int, lengths: list[int] | None) -> dict:
+    specs, _ = _group_specs(cfg, rows)
+    longest = min(s.task.context_length for s in specs.values()) - 1
+    lengths = lengths or icl.context_lengths(longest + 1)
+    bad = [v for v in lengths if not 1 <= v <= longest]
+    if bad:
+        raise ConfigError(f"--context-lengths {bad} out of range: allowed 1..{longest} "
+                          f"(the trained context minus one)")
+    ends = jnp.asarray(np.array(lengths) - 1, jnp.int32)
+    splits = list(tasks.get(cfg.task.name).SPLITS)
+    report = []
+    for chunk in chunks(out, cfg, rows):
+        per_split = {split: jax.device_get(_analyze_chunk(
+            chunk.spec, chunk.params_RxS, chunk.seeds_R, chunk.hparams_R, num_sequences, split,
+            ends)) for split in splits}
+        for i, run in enumerate(chunk.runs):
+            entry = _entry(run, chunk.steps)
             for split, m in per_split.items():
-                block = {k: _finite(np.asarray(v[i], np.float64).tolist()) for k, v in m.items()}
+                block = {k: _tolist(v[i]) for k, v in m.items()}
                 block["dominant"] = [[icl.NAMES[a] for a in row]
                                      for row in icl.dominant(np.asarray(m["kl_alg_to_model"][i]))]
                 entry[split] = block
             report.append(entry)
     report.sort(key=lambda e: e["run_id"])
-    doc = {"algorithms": list(icl.NAMES), "splits": list(per_split), "context_lengths": lengths,
-           "num_sequences": num_sequences,
-           "dominant_rule": "argmin over algorithms of KL(algorithm || model), mean over sequences",
-           "mixture_rule": "simplex weights minimising KL(model || sum_a w_a algorithm_a)",
-           "runs": report}
-    path = out / results.ANALYSIS
-    results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
-    return path
+    return {"task": cfg.task.name, "algorithms": list(icl.NAMES), "splits": splits,
+            "context_lengths": lengths, "num_sequences": num_sequences,
+            "dominant_rule": "argmin over algorithms of KL(algorithm || model), mean over sequences",
+            "mixture_rule": "simplex weights minimising KL(model || sum_a w_a algorithm_a)",
+            "runs": report}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _completion_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, num_matrices: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(completion.analyze_run, (0, 0, None, 0, None))(
+        params_RxS, keys, spec, hparams_R, num_matrices)
+
+
+def _nuclear(spec: Spec, seed: int, hparams: dict, num_matrices: int) -> dict:
+    batch = completion.analysis_batch(jax.random.key(seed), spec, hparams, num_matrices)
+    return {k: float(v) for k, v in
+            completion.nuclear_norm_baseline(batch.values_BxP, batch.masked_BxP).items()}
+
+
+def _analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
+    metrics = results.read_metrics(out)
+    position = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    report, attention = [], []
+    for chunk in chunks(out, cfg, rows):
+        diag = jax.device_get(_completion_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
+                                                chunk.hparams_R, num_matrices))
+        for i, run in enumerate(chunk.runs):
+            r = position[run.run_id]
+            found = plateau.detect(*(metrics[k][r] if k != "step" else metrics[k] for k in (
+                "step", "eval_mse_id", "eval_mse_masked_id", "copy_mse_id", "copy_mse_masked_id")))
+            hp = jax.tree.map(lambda a: a[i], chunk.hparams_R)
+            nuclear = _nuclear(chunk.spec, run.seed, hp, num_matrices)
+            steps = np.array(chunk.steps)
+            inside = steps[steps < found["end"]] if found["end"] is not None else steps
+            picks = [int(np.flatnonzero(steps == (inside[-1] if inside.size else steps[0]))[0]),
+                     len(steps) - 1]
+            attention.append(diag["attention"][i][picks])
+            entry = _entry(run, chunk.steps)
+            entry["plateau"] = found
+            entry["diagnostics"] = {k: _tolist(v[i]) for k, v in diag.items() if k != "attention"}
+            entry["baselines"] = {"copy_mse": found["copy_loss"],
+                                  "copy_mse_masked": found["copy_masked_loss"],
+                                  "nuclear_mse": nuclear["mse"],
+                                  "nuclear_mse_masked": nuclear["mse_masked"],
+                                  "model_mse": float(diag["mse"][i][-1]),
+                                  "model_mse_masked": float(diag["masked_error"][i][-1])}
+            entry["attention_steps"] = [int(steps[p]) for p in picks]
+            report.append(entry)
+    order = np.argsort([e["run_id"] for e in report])
+    report = [report[i] for i in order]
+    def write(path: Path):
+        with open(path, "wb") as f:
+            np.savez(f, run_id=np.array([e["run_id"] for e in report]),
+                     steps=np.array([e["attention_steps"] for e in report]),
+                     attention=np.stack([attention[i] for i in order]))
+
+    results.atomic_write(out / results.ATTENTION, write)
+    return {"task": cfg.task.name, "plateau_rule": plateau.RULE, "num_matrices": num_matrices,
+            "diagnostics_matrices": "fixed per run (analysis stream of its key)", "runs": report}

@@ -62,7 +62,6 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
-        width = x_BxTxC.shape[-1]
         attn_out, attn = SelfAttention(self.num_heads, self.use_rope, self.residual_std,
                                              name="attn")(nn.LayerNorm(name="ln1")(x_BxTxC))
         x_BxTxC = x_BxTxC + attn_out

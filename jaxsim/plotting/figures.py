@@ -22,7 +22,9 @@ from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import phases  # noqa: E402
 
 LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
-          "train.weight_decay": "weight decay", "task.context_length": "context length"}
+          "train.weight_decay": "weight decay", "task.context_length": "context length",
+          "task.mask_prob": "mask probability", "task.rank": "rank r",
+          "task.matrix_size": "matrix size n", "model.d_model": "width"}
 
 
 def _label(key: str) -> str:
@@ -119,6 +121,9 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     metrics = {k: (np.where(healthy[:, None], v, np.nan) if v.ndim == 2 else v)
                for k, v in metrics.items()}
     axes = [a for a in cfg.sweep.axes if len(cfg.sweep.axes[a]) > 1] or list(cfg.sweep.axes)
+    if cfg.task.name == "matrix_completion":
+        from jaxsim.plotting import completion
+        return completion.draw(out, axes, rows, metrics)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
     paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]

@@ -16,8 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxsim import config as cfglib
-from jaxsim import results, training
+from jaxsim import grid, results, training
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
 
@@ -105,10 +104,7 @@ def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
     runs = chunk.runs + [chunk.runs[-1]] * (chunk.size - len(chunk.runs))
     sharding = run_sharding()
     seeds = jax.device_put(np.array([r.seed for r in runs], np.int32), sharding)
-    per_run = [cfglib.hparams_of(r.config) for r in runs]
-    hparams = jax.tree.map(lambda *vs: np.stack([np.asarray(training.as_arrays(v)) for v in vs]),
-                           *per_run)
-    return seeds, jax.device_put(hparams, sharding)
+    return seeds, jax.device_put(grid.stack_hparams(runs), sharding)
 
 
 def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):

@@ -65,14 +65,15 @@ def _mlm_evaluate(preds, batch) -> dict:
     return {"eval_mse": _mse(preds, batch),
             "eval_mse_masked": masked_mse(preds, batch.values_BxP, batch.masked_BxP),
             "eval_mse_observed": masked_mse(preds, batch.values_BxP, ~batch.masked_BxP),
-            "copy_mse": _mse(copy_baseline(batch), batch)}
+            "copy_mse": _mse(copy_baseline(batch), batch),
+            "copy_mse_masked": masked_mse(copy_baseline(batch), batch.values_BxP, batch.masked_BxP)}
 
 
 OBJECTIVES = {
     "markov_mixture": Objective(_lm_inputs, _lm_loss, _lm_evaluate, ("eval_loss", "oracle_loss")),
     "matrix_completion": Objective(_mlm_inputs, _mse, _mlm_evaluate,
                                    ("eval_mse", "eval_mse_masked", "eval_mse_observed",
-                                    "copy_mse")),
+                                    "copy_mse", "copy_mse_masked")),
 }
 
 # The metric pair a loss-curve figure draws per split: (model, reference level).

@@ -81,7 +81,7 @@ def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) 
     for yi in range(len(y_names)):
         for xi in range(len(x_names)):
             sel = (y_index == yi) & (x_index == xi)
-            if sel.any():
+            if np.isfinite(length[sel]).any():
                 grid[yi, xi] = np.nanmean(length[sel])
                 open_[yi, xi] = censored[sel].any()
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(x_names) + 3), max(3.5, 0.6 * len(y_names) + 2)))

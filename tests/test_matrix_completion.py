@@ -48,6 +48,14 @@ def test_matrices_have_the_rank_mask_rate_variance_and_tokens():
                                atol=1e-6)
 
 
+def test_factors_give_exactly_rank_r_before_rounding():
+    for r in (1, 2, 3):
+        _, spec, hp = _setup(rank=r)
+        u = np.asarray(mc.factors(jax.random.key(0), spec, hp, 32), np.float64)
+        v = np.asarray(mc.factors(jax.random.key(1), spec, hp, 32), np.float64)
+        assert all(np.linalg.matrix_rank(a @ b.T, tol=1e-6) == r for a, b in zip(u, v))
+
+
 def test_per_run_rank_is_a_mask_over_the_group_maximum():
     """A rank-1 run compiled with a rank-3 bank draws the same matrices as alone."""
     _, alone_spec, alone_hp = _setup(rank=1)
@@ -118,6 +126,11 @@ def test_plateau_rule_on_curves_with_known_answers():
                            np.full(11, copy), np.full(11, copy_masked))
     assert stuck["start"] == 0 and stuck["end"] is None and not stuck["dropped"]
     assert stuck["length"] == 1000
+    rng = np.random.default_rng(0)     # noisy: 10% jitter on the plateau must not fake a drop
+    jitter = 1 + 0.1 * rng.uniform(-1, 1, 11)
+    noisy = plateau.detect(steps, mse * jitter, masked * jitter, np.full(11, copy),
+                           np.full(11, copy_masked))
+    assert noisy["start"] == 100 and noisy["end"] == 700
 
 
 def test_soft_impute_recovers_exactly_low_rank_matrices():

@@ -92,6 +92,11 @@ def test_topk_traced_k_is_exact_and_vmaps():
         assert ((zi != 0).sum(-1) == k).all()
         top = np.argsort(-acts, axis=-1)[:, :k]
         assert all(set(np.flatnonzero(r)) == set(t) for r, t in zip(zi, top))
+    hp = hp_of("topk", 6, k=3, multi_topk_coef=0.125)  # 4k = F: the 4k term keeps every act
+    total, (m, _) = sae.loss(params, x, "topk", hp, sae.init_aux(12))
+    full_mse = ((np.asarray(x) - acts @ np.asarray(params["W_dec"])) ** 2).sum(-1).mean()
+    np.testing.assert_allclose([m["multi_topk"], total], [full_mse, m["mse"] + full_mse / 8],
+                               rtol=1e-5)
 
 
 def test_batchtopk_keeps_batch_budget_and_uses_threshold_at_inference():
@@ -241,11 +246,11 @@ def test_manifold_concepts_are_exact_but_not_linearly_separable(make, linear_max
 
 def test_metrics_by_hand():
     x = jnp.array([[1.0, 0.0], [3.0, 2.0]])
-    assert float(sm.fvu(x, x)) == 0.0 and float(sm.fvu(x, jnp.broadcast_to(x.mean(0, keepdims=True), x.shape))) == 1.0
+    mean_hat = jnp.broadcast_to(x.mean(0, keepdims=True), x.shape)
+    assert float(sm.fvu(x, x)) == 0.0 and float(sm.fvu(x, mean_hat)) == 1.0
     assert float(sm.mse(x, jnp.zeros_like(x))) == 7.0
-    z = jnp.array([[1.0, 0, 0, 0], [1, 2, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0],
-                   [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0],
-                   [1, 0, 0, 0], [1, 0, 0, 0.5]])
+    # latent 0 fires on all 11 inputs (dense), 1 and 3 on one each (9% < 10%), 2 never (dead)
+    z = jnp.zeros((11, 4)).at[:, 0].set(1.0).at[1, 1].set(2.0).at[10, 3].set(0.5)
     assert float(sm.l0(z)) == pytest.approx(13 / 11)
     assert float(sm.dead_fraction(z)) == 0.25 and float(sm.dense_fraction(z)) == 0.25
     concept = jnp.array([0, 1, 1, 2, 2, 2, 3, 3, 3, 3, 0])

@@ -129,14 +129,15 @@ def rectangle(u: jax.Array) -> jax.Array:
     return (jnp.abs(u) < 0.5).astype(u.dtype)
 
 
+def _keep_inputs(fn):
+    """custom_vjp forward rule that saves the inputs as residuals."""
+    return lambda pre, theta, eps: (fn(pre, theta, eps), (pre, theta, eps))
+
+
 @jax.custom_vjp
 def jumprelu(pre: jax.Array, theta: jax.Array, eps: jax.Array) -> jax.Array:
     """pre * H(pre - theta); `theta` has the shape of `pre`, `eps` is the STE bandwidth."""
     return jnp.where(pre > theta, pre, 0.0)
-
-
-def _jumprelu_fwd(pre, theta, eps):
-    return jumprelu(pre, theta, eps), (pre, theta, eps)
 
 
 def _jumprelu_bwd(res, g):
@@ -145,7 +146,7 @@ def _jumprelu_bwd(res, g):
     return jnp.where(pre > theta, g, 0.0), d_theta, jnp.zeros_like(eps)
 
 
-jumprelu.defvjp(_jumprelu_fwd, _jumprelu_bwd)
+jumprelu.defvjp(_keep_inputs(jumprelu), _jumprelu_bwd)
 
 
 @jax.custom_vjp
@@ -154,17 +155,13 @@ def heaviside(pre: jax.Array, theta: jax.Array, eps: jax.Array) -> jax.Array:
     return (pre > theta).astype(pre.dtype)
 
 
-def _heaviside_fwd(pre, theta, eps):
-    return heaviside(pre, theta, eps), (pre, theta, eps)
-
-
 def _heaviside_bwd(res, g):
     pre, theta, eps = res
     d_theta = -(1.0 / eps) * rectangle((pre - theta) / eps) * g
     return jnp.zeros_like(pre), d_theta, jnp.zeros_like(eps)
 
 
-heaviside.defvjp(_heaviside_fwd, _heaviside_bwd)
+heaviside.defvjp(_keep_inputs(heaviside), _heaviside_bwd)
 
 
 @jax.custom_jvp

@@ -19,7 +19,8 @@ Shapes in names: B batch, D ambient dim, C concepts, M max intrinsic dim, K = C 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,11 +106,10 @@ def subspace_constants(key: jax.Array, num_concepts: int = 8, d_ambient: int = 6
 
 
 def _arcs(key, d_ambient, centres, radii, starts, spans, concept_weights, noise_std):
-    n = len(radii)
-    as_f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    arrays = [jnp.asarray(v, jnp.float32) for v in (centres, radii, starts, spans)]
     return ManifoldConstants(orthonormal_rows(jax.random.fold_in(key, EMBED), 2, d_ambient),
-                             as_f32(centres), as_f32(radii), as_f32(starts), as_f32(spans),
-                             _probs(concept_weights, n), as_f32(noise_std))
+                             *arrays, _probs(concept_weights, len(radii)),
+                             jnp.asarray(noise_std, jnp.float32))
 
 
 def moons_constants(key: jax.Array, d_ambient: int = 64, noise_std: float = 0.05,

@@ -150,4 +150,4 @@ def test_oracle_loss_is_the_entropy_rate():
     T = np.asarray(consts.bank_NxKxK[0], np.float64)
     pi = np.asarray(mm.stationary(consts.bank_NxKxK))[0]
     entropy_rate = -(pi[:, None] * T * np.log(T)).sum()
-    assert abs(float(training.loop.oracle_loss(batch)) - entropy_rate) < 0.02
+    assert abs(float(training.objectives.oracle_loss(batch)) - entropy_rate) < 0.02

@@ -21,6 +21,9 @@ from typing import Any
 import yaml
 
 
+SAE_KINDS = ("relu", "relu_decnorm", "topk", "batchtopk", "jumprelu", "spade")
+
+
 class ConfigError(ValueError):
     """A bad config value; the message names the key and what is allowed."""
 
@@ -37,7 +40,8 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = _f("markov_mixture", choices=("markov_mixture", "matrix_completion"),
+    name: str = _f("markov_mixture",
+                   choices=("markov_mixture", "matrix_completion", "concept_geometry"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -54,12 +58,21 @@ class TaskConfig:
                           doc="distribution of the entries of U and V")
     factor_scale: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
                              doc="uniform: U[-s, s]; gaussian: std s; laplace: scale s")
+    geometry: str = _f("subspaces", choices=("subspaces", "moons", "circles"),
+                       doc="concept_geometry: Gaussian clusters on subspaces of mixed intrinsic "
+                           "dimension, or nonlinearly separable 1-D arcs")
+    dim: int = _f(64, min=2, doc="concept_geometry: D, the ambient dimension")
+    num_concepts: int = _f(8, min=1, doc="concept_geometry: C, concepts (moons: always 2)")
+    max_concept_dim: int = _f(8, min=1, doc="concept_geometry (subspaces): intrinsic dimensions "
+                              "1, 2, 4, ... up to this, in equal shares")
+    noise_std: float = _f(0.0, dynamic=True, min=0.0, doc="concept_geometry: ambient noise std")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("gpt", choices=("gpt", "encoder"),
-                   doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per position")
+    name: str = _f("gpt", choices=("gpt", "encoder", "sae"),
+                   doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per "
+                       "position; sae: sparse autoencoder")
     num_layers: int = _f(2, min=1)
     d_model: int = _f(64, min=1)
     num_heads: int = _f(4, min=1)
@@ -69,6 +82,20 @@ class ModelConfig:
                    doc="LayerNorm placement of the encoder (post = BERT); the gpt is pre-LN")
     input: str = _f("tokens", choices=("tokens", "continuous"),
                     doc="encoder input: value tokens (0.01 grid) or value x a learned vector")
+    kind: str = _f("topk", choices=SAE_KINDS, doc="sae architecture")
+    d_sae: int = _f(256, min=1, doc="sae: dictionary width (latents)")
+    sparsity_coef: float = _f(0.1, dynamic=True, min=0.0,
+                              doc="sae: L1 (relu), L0 (jumprelu) or distance-L1 (spade) weight")
+    k: int = _f(8, dynamic=True, min=1, doc="sae: active latents per input (topk, batchtopk)")
+    bandwidth: float = _f(1e-3, dynamic=True, min=0.0, min_exclusive=True,
+                          doc="sae (jumprelu): straight-through rectangle-kernel width")
+    auxk_coef: float = _f(1 / 32, dynamic=True, min=0.0, doc="sae (topk, batchtopk): AuxK weight")
+    multi_topk_coef: float = _f(0.0, dynamic=True, min=0.0,
+                                doc="sae (topk): Multi-TopK (4k) term weight, 1/8 in Gao et al.")
+    dead_steps: int = _f(1000, dynamic=True, min=1,
+                         doc="sae: steps without firing after which a latent counts as dead")
+    b_dec_init: str = _f("median", choices=("median", "mean"),
+                         doc="sae: decoder bias initialised at the data's geometric median or mean")
 
 
 @dataclass(frozen=True)
@@ -81,6 +108,8 @@ class TrainConfig:
     beta2: float = _f(0.95, dynamic=True, min=0.0, max=1.0)
     grad_clip: float = _f(1.0, dynamic=True, min=0.0, doc="global gradient-norm clip; 0 = off")
     warmup_steps: int = _f(0, dynamic=True, min=0, doc="linear learning-rate warm-up steps")
+    sparsity_warmup_steps: int = _f(0, dynamic=True, min=0,
+                                    doc="sae: linear warm-up of the sparsity coefficient")
     eval_every: int = _f(100, min=1, doc="steps between evaluations (at most train.steps)")
     eval_batch_size: int = _f(128, min=1, doc="held-out sequences per evaluation split")
 
@@ -251,6 +280,11 @@ def check_consistency(cfg: Config, where: str = "") -> None:
         if cfg.task.rank > cfg.task.matrix_size:
             raise ConfigError(f"{where}task.rank ({cfg.task.rank}) must be <= task.matrix_size "
                               f"({cfg.task.matrix_size})")
+    if (m.name == "sae") != (cfg.task.name == "concept_geometry"):
+        raise ConfigError(f"{where}model.name=sae goes with task.name=concept_geometry "
+                          f"(got model.name={m.name!r}, task.name={cfg.task.name!r})")
+    if m.name == "sae" and m.k > m.d_sae:
+        raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
         raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")

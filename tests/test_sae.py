@@ -7,7 +7,7 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from jaxsim.analysis import sae_metrics as sm
+from jaxsim.training import sae_metrics as sm
 from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry as cg
 
@@ -212,7 +212,7 @@ def test_subspace_concepts_have_their_intrinsic_dims():
     consts = cg.subspace_constants(jax.random.key(10), 8, 32, dim_choices=(1, 4),
                                    dim_weights=(3, 1), noise_std=0.0)
     assert sorted(np.asarray(consts.dims_C).tolist()) == [1] * 6 + [4] * 2
-    batch = cg.sample(jax.random.key(11), consts, 2000)
+    batch = cg.draw(jax.random.key(11), consts, 2000)
     x, labels = np.asarray(batch.x_BxD), np.asarray(batch.concept_B)
     for c in range(8):
         xs = x[labels == c]
@@ -235,7 +235,7 @@ def linear_accuracy(x: np.ndarray, labels: np.ndarray) -> float:
                                               (cg.moons_constants, 0.93)])
 def test_manifold_concepts_are_exact_but_not_linearly_separable(make, linear_max):
     consts = make(jax.random.key(12), d_ambient=16, noise_std=0.0)
-    batch = cg.sample(jax.random.key(13), consts, 2000)
+    batch = cg.draw(jax.random.key(13), consts, 2000)
     x, labels = np.asarray(batch.x_BxD), np.asarray(batch.concept_B)
     dist = np.asarray(cg.arc_distances(consts, batch.x_BxD))
     assert dist.min(-1).max() < 1e-5 and (dist.argmin(-1) == labels).all()
@@ -261,7 +261,7 @@ def test_metrics_by_hand():
 
 def test_recovery_metrics_perfect_vs_random():
     consts = cg.subspace_constants(jax.random.key(14), 5, 16, dim_choices=(1,), center_norm=0.)
-    batch = cg.sample(jax.random.key(15), consts, 500)
+    batch = cg.draw(jax.random.key(15), consts, 500)
     targets = np.abs(np.asarray(cg.coordinate_targets(batch, 5)))  # nonnegative true codes
     perm = np.array([3, 0, 4, 1, 2])
     z_perfect = np.c_[2.0 * targets[:, perm], np.zeros((500, 3))]   # permuted, scaled, 3 dead
@@ -292,7 +292,7 @@ def test_topk_sae_recovers_one_dimensional_concepts():
 
         def body(carry, i):
             params, opt_state, aux = carry
-            x = cg.sample(jax.random.fold_in(key, i), consts, 128).x_BxD
+            x = cg.draw(jax.random.fold_in(key, i), consts, 128).x_BxD
             grads, (_, z) = jax.grad(sae.loss, has_aux=True)(params, x, "topk", hp, aux)
             upd, opt_state = opt.update(sae.project_decoder_grads(grads, params), opt_state)
             params = sae.renormalize_decoder(optax.apply_updates(params, upd))

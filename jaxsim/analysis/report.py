@@ -27,6 +27,13 @@ matrix_completion — plateau, diagnostics, baselines:
     analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P]
     (mean attention over the analysis matrices, at the last checkpoint inside the plateau and at
     the final one).
+
+concept_geometry — what each SAE recovers (`analysis/concepts.py`):
+    {"task", "num_points", "mcc_rule",
+     "runs": [{"run_id", "seed", "axes", "steps": [S], "fvu", "l0": [S],
+               "mcc_coordinates", "mcc_concepts": [S], "f1_per_concept", "l0_per_concept": [S][C],
+               subspaces only: "max_cos", "l0_dim_corr", "l0_dim_slope": [S],
+               "intrinsic_dims": [C]}, ...]}
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ import numpy as np
 
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
-from jaxsim.analysis import completion, icl, plateau
+from jaxsim.analysis import completion, concepts, icl, plateau
 from jaxsim.config import ConfigError, Spec
 
 
@@ -79,6 +86,7 @@ class ChunkParams(NamedTuple):
     params_RxS: dict          # params stacked [runs, steps, ...]
     seeds_R: jax.Array
     hparams_R: dict
+    aux_RxS: dict | None      # the SAE's aux state (dead counters, threshold), else None
 
 
 def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
@@ -93,12 +101,15 @@ def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkPar
         if not steps:
             raise ConfigError(f"no checkpoints in {ckpt.directory}; run `jaxsim resume {out}`")
         index = np.array([int(r["index_in_chunk"]) for r in members])
-        states = [ckpt.restore(s, None)["state"]["params"] for s in steps]
-        params_RxS = jax.tree.map(lambda *a: jnp.stack([x[index] for x in a], axis=1), *states)
+        states = [ckpt.restore(s, None)["state"] for s in steps]
+        stack = lambda *a: jnp.stack([x[index] for x in a], axis=1)
+        params_RxS = jax.tree.map(stack, *[st["params"] for st in states])
+        aux_RxS = (jax.tree.map(stack, *[st["aux"] for st in states]) if "aux" in states[0]
+                   else None)
         chunk_runs = [runs[int(r["run_id"])] for r in members]
         yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
                           jnp.array([r.seed for r in chunk_runs], jnp.int32),
-                          grid.stack_hparams(chunk_runs))
+                          grid.stack_hparams(chunk_runs), aux_RxS)
 
 
 def _entry(run, steps) -> dict:
@@ -117,10 +128,12 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
                           f"{results.RUNS})")
     cfg = cfglib.load(out / results.CONFIG)
     rows = results.read_runs(out)
+    if cfg.task.name != "markov_mixture" and lengths:
+        raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
     if cfg.task.name == "matrix_completion":
-        if lengths:
-            raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
         doc = _analyze_completion(out, cfg, rows, num_sequences)
+    elif cfg.task.name == "concept_geometry":
+        doc = _analyze_concepts(out, cfg, rows, num_sequences)
     else:
         doc = _analyze_icl(out, cfg, rows, num_sequences, lengths)
     path = out / results.ANALYSIS
@@ -212,3 +225,27 @@ def _analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
     results.atomic_write(out / results.ATTENTION, write)
     return {"task": cfg.task.name, "plateau_rule": plateau.RULE, "num_matrices": num_matrices,
             "diagnostics_matrices": "fixed per run (analysis stream of its key)", "runs": report}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _concepts_chunk(spec: Spec, params_RxS, aux_RxS, seeds_R, hparams_R, num_points: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(concepts.analyze_run, (0, 0, 0, None, 0, None))(
+        params_RxS, aux_RxS, keys, spec, hparams_R, num_points)
+
+
+def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
+    report = []
+    for chunk in chunks(out, cfg, rows):
+        m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.aux_RxS,
+                                           chunk.seeds_R, chunk.hparams_R, num_points))
+        for i, run in enumerate(chunk.runs):
+            entry = _entry(run, chunk.steps)
+            entry.update(concepts.summarise(jax.tree.map(lambda a: a[i], m)))
+            report.append({k: _finite(v) if isinstance(v, list) else v for k, v in entry.items()})
+    report.sort(key=lambda e: e["run_id"])
+    return {"task": cfg.task.name, "num_points": num_points,
+            "mcc_rule": "mean |Pearson corr| of latents with ground-truth variables after a "
+                        "Hungarian one-to-one matching (coordinates: concept-c coordinate m, 0 "
+                        "off the concept; concepts: membership indicators)",
+            "runs": report}

@@ -2,7 +2,8 @@
 
 Params are plain dicts of arrays and every hyperparameter that does not change a shape lives in
 `hp`, a dict of scalar arrays, so `vmap` over runs sees one pytree and e.g. TopK's k can be a
-phase-diagram axis. Formulas and conventions follow /work/shared/reference/sae.md.
+phase-diagram axis. Formulas and conventions follow the papers and SAELens /
+dictionary_learning / sparsify.
 Shapes in names: B batch, D input dim (d_in), F latents (d_sae), N data points.
 
 Params: ``W_enc`` [D, F], ``W_dec`` [F, D] (rows are the dictionary atoms), ``b_enc`` [F],

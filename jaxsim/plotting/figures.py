@@ -24,7 +24,9 @@ from jaxsim.plotting import phases  # noqa: E402
 LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning rate",
           "train.weight_decay": "weight decay", "task.context_length": "context length",
           "task.mask_prob": "mask probability", "task.rank": "rank r",
-          "task.matrix_size": "matrix size n", "model.d_model": "width"}
+          "task.matrix_size": "matrix size n", "model.d_model": "width", "model.k": "TopK k",
+          "model.kind": "SAE", "model.sparsity_coef": "sparsity coefficient",
+          "model.d_sae": "dictionary width"}
 
 
 def _label(key: str) -> str:
@@ -124,6 +126,9 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)
+    if cfg.task.name == "concept_geometry":
+        from jaxsim.plotting import sae
+        return sae.draw(out, axes, rows, metrics)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
     paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]

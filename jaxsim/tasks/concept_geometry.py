@@ -1,7 +1,9 @@
 """Toy data with known concepts, for testing what sparse autoencoders recover.
 
 Two families, both gymnax style: ``*_constants(key, ...)`` draws a fixed ground truth from a key
-(once per run), `sample(key, consts, batch_size)` draws a `Batch` from it (pure, jittable).
+(once per run), `draw(key, consts, batch_size)` draws a `Batch` from it (pure, jittable). The
+task interface of the sweeps (`constants`, `sample`, `train_batch`, `eval_batch` from a Spec and
+hparams) is at the end of the file.
 
 * subspaces (SpaDE's heterogeneity test): concept c is a Gaussian cluster on a random
   d_c-dimensional affine subspace of R^D: x = mean_c + coords @ basis_c + noise. The mix of
@@ -155,8 +157,8 @@ def sample_manifolds(key: jax.Array, consts: ManifoldConstants, batch_size: int)
     return Batch(x + consts.noise_std * noise, concept_B, t_B[:, None])
 
 
-def sample(key: jax.Array, consts: SubspaceConstants | ManifoldConstants,
-           batch_size: int) -> Batch:
+def draw(key: jax.Array, consts: SubspaceConstants | ManifoldConstants,
+         batch_size: int) -> Batch:
     """`batch_size` points of the family that `consts` belongs to."""
     if isinstance(consts, SubspaceConstants):
         return sample_subspaces(key, consts, batch_size)
@@ -201,3 +203,47 @@ def arc_distances(consts: ManifoldConstants, x_BxD: jax.Array) -> jax.Array:
 
     to_ends = jnp.minimum(endpoint(consts.starts_C), endpoint(consts.starts_C + consts.spans_C))
     return jnp.where(on_arc, jnp.abs(r_BxC - consts.radii_C[None, :]), to_ends)
+
+
+# --- the task interface of the sweeps (Spec + hparams) ------------------------------------------
+
+SPLITS = ("id",)
+CONSTANTS, TRAIN_STREAM, EVAL_ID = range(3)
+
+
+def dim_choices(max_dim: int) -> tuple[int, ...]:
+    """Intrinsic dimensions 1, 2, 4, ... up to `max_dim` (in equal shares)."""
+    return tuple(2 ** i for i in range(max_dim.bit_length()) if 2 ** i <= max_dim)
+
+
+def constants(run_key: jax.Array, spec, hparams: dict) -> SubspaceConstants | ManifoldConstants:
+    """The run's ground truth from its key and `task.geometry`."""
+    t = spec.task
+    key, noise = jax.random.fold_in(run_key, CONSTANTS), hparams["task"]["noise_std"]
+    if t.geometry == "subspaces":
+        return subspace_constants(key, t.num_concepts, t.dim, dim_choices(t.max_concept_dim),
+                                  noise_std=noise)
+    if t.geometry == "moons":
+        return moons_constants(key, t.dim, noise_std=noise)
+    return circles_constants(key, t.num_concepts, t.dim, noise_std=noise)
+
+
+def sample(key: jax.Array, consts, spec, hparams: dict, batch_size: int,
+           split: str = "id") -> Batch:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
+    return draw(key, consts, batch_size)
+
+
+def train_batch(consts, run_key: jax.Array, step: jax.Array, spec, hparams: dict) -> Batch:
+    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
+    return draw(key, consts, spec.train.batch_size)
+
+
+def eval_batch(consts, run_key: jax.Array, spec, hparams: dict, split: str) -> Batch:
+    return sample(jax.random.fold_in(run_key, EVAL_ID), consts, spec, hparams,
+                  spec.train.eval_batch_size, split)
+
+
+def num_concepts(spec) -> int:
+    return 2 if spec.task.geometry == "moons" else spec.task.num_concepts

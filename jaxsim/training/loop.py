@@ -1,4 +1,4 @@
-"""One run: `init`, `train_step`, `evaluate`, `train_interval`, `train` — pure, no I/O.
+"""One transformer run: `init`, `train_step`, `evaluate`, `train_interval` — pure, no I/O.
 
 A run is identified by its key (from its seed) and its hyperparameters; its training batch at
 step s is a pure function of (key, s), so a run can be split into intervals, checkpointed and
@@ -111,14 +111,6 @@ def metric_names(spec: Spec) -> list[str]:
 
 def num_intervals(spec: Spec) -> int:
     return spec.train.steps // spec.train.eval_every
-
-
-def train(key: jax.Array, spec: Spec, hparams: dict) -> tuple[State, dict[str, jax.Array]]:
-    """A whole run in one scan: metrics [E] per name, evaluated every `eval_every` steps."""
-    def body(state, _):
-        return train_interval(state, key, spec, hparams)
-
-    return jax.lax.scan(body, init(key, spec, hparams), None, length=num_intervals(spec))
 
 
 def as_arrays(hparams: dict) -> dict:

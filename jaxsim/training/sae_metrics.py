@@ -1,7 +1,7 @@
 """Metrics of a sparse autoencoder: reconstruction, sparsity, and recovery of known concepts.
 
 All functions are pure and jittable except `mcc`, which runs the Hungarian matching on the
-host (scipy). Definitions follow /work/shared/reference/sae.md section 6. A latent "fires" on an
+host (scipy). Definitions follow SAELens / dictionary_learning / sparsify. A latent "fires" on an
 input when its code is nonzero. Shapes in names: B batch, D input dim, F latents, C concepts,
 K ground-truth variables or directions.
 """
@@ -102,7 +102,12 @@ def mcc(z_BxF: jax.Array, targets_BxK: jax.Array, valid_K=None) -> tuple[float, 
     coordinates) or `indicator_targets` (concept membership). With F < K only F targets can be
     matched; the others count as 0. `valid_K` drops target columns (e.g. padded dimensions).
     """
-    corr = np.abs(np.asarray(correlation_matrix(z_BxF, targets_BxK)))
+    return mcc_from_correlations(np.asarray(correlation_matrix(z_BxF, targets_BxK)), valid_K)
+
+
+def mcc_from_correlations(corr_FxK: np.ndarray, valid_K=None) -> tuple[float, np.ndarray]:
+    """`mcc` from a precomputed [F, K] correlation matrix (host side of a device computation)."""
+    corr = np.abs(np.asarray(corr_FxK))
     keep = np.arange(corr.shape[1]) if valid_K is None else np.flatnonzero(np.asarray(valid_K))
     rows, cols = linear_sum_assignment(corr[:, keep], maximize=True)
     matched = np.full(corr.shape[1], -1)

@@ -1,0 +1,79 @@
+"""What an SAE recovers of known concepts, at every saved checkpoint (concept_geometry task).
+
+For one run and a stack of its checkpoints (vmapped over runs by the caller, lax.map over
+checkpoints), on `num_points` fixed analysis points drawn from the run's ground truth:
+- reconstruction and sparsity: FVU, L0;
+- concept recovery: per-concept best-latent F1 (latent fires <-> point belongs to the concept);
+  [F, K] Pearson correlations of the latents with the ground-truth coordinates (column
+  c * M + m = coordinate m of concept c, 0 off the concept) and [F, C] with concept membership,
+  from which the host computes the MCC after Hungarian matching (`mcc_from_correlations`);
+  per-direction max |cos| of decoder atoms to the true basis vectors (subspaces);
+- adaptivity: L0 per concept beside the concept's intrinsic dimension, and their correlation
+  and slope across concepts (SpaDE's claim: sparsity should track intrinsic dimension).
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxsim import tasks
+from jaxsim.config import Spec
+from jaxsim.models import sae
+from jaxsim.tasks import concept_geometry as cg
+from jaxsim.training import sae_loop, sae_metrics
+
+ANALYSIS_STREAM = 2000
+
+
+def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
+                num_points: int) -> dict[str, jax.Array]:
+    task = tasks.get(spec.task.name)
+    consts = task.constants(run_key, spec, hparams)
+    batch = task.sample(jax.random.fold_in(run_key, ANALYSIS_STREAM), consts, spec, hparams,
+                        num_points)
+    num_c = cg.num_concepts(spec)
+    subspaces = spec.task.geometry == "subspaces"
+    hp = sae_loop.sae_hparams(spec, hparams)
+    coords = cg.coordinate_targets(batch, num_c)
+    members = cg.indicator_targets(batch.concept_B, num_c)
+
+    def one_checkpoint(args):
+        params, aux = args
+        threshold = aux["threshold"] if spec.model.kind == "batchtopk" else None
+        z, x_hat = sae.forward(params, batch.x_BxD, spec.model.kind, hp, threshold)
+        f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, num_c)
+        out = {"fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
+               "f1_per_concept": f1_C,
+               "corr_coords": sae_metrics.correlation_matrix(z, coords),
+               "corr_concepts": sae_metrics.correlation_matrix(z, members),
+               "l0_per_concept": sae_metrics.l0_per_concept(z, batch.concept_B, num_c)}
+        if subspaces:
+            dirs, _ = cg.true_directions(consts)
+            out["max_cos_per_direction"] = sae_metrics.max_cosines(params["W_dec"], dirs)
+            adapt = sae_metrics.l0_vs_intrinsic_dim(z, batch.concept_B, consts.dims_C)
+            out["l0_dim_corr"], out["l0_dim_slope"] = adapt["corr"], adapt["slope"]
+        return out
+
+    per_ckpt = jax.lax.map(one_checkpoint, (params_S, aux_S))
+    if subspaces:
+        _, valid = cg.true_directions(consts)
+        per_ckpt["valid_directions"] = valid
+        per_ckpt["dims"] = consts.dims_C
+    return per_ckpt
+
+
+def summarise(run_metrics: dict) -> dict:
+    """Host side for one run: MCCs by Hungarian matching, per-checkpoint lists for JSON."""
+    valid = run_metrics.get("valid_directions")
+    out = {"mcc_coordinates": [], "mcc_concepts": []}
+    for corr_coords, corr_concepts in zip(run_metrics["corr_coords"], run_metrics["corr_concepts"]):
+        out["mcc_coordinates"].append(sae_metrics.mcc_from_correlations(corr_coords, valid)[0])
+        out["mcc_concepts"].append(sae_metrics.mcc_from_correlations(corr_concepts)[0])
+    for key in ("fvu", "l0", "f1_per_concept", "l0_per_concept", "l0_dim_corr", "l0_dim_slope"):
+        if key in run_metrics:
+            out[key] = np.asarray(run_metrics[key], np.float64).tolist()
+    if "max_cos_per_direction" in run_metrics:
+        cos = np.asarray(run_metrics["max_cos_per_direction"], np.float64)
+        out["max_cos"] = [float(c[np.asarray(valid)].mean()) for c in cos]
+        out["intrinsic_dims"] = np.asarray(run_metrics["dims"]).tolist()
+    return out

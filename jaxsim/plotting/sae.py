@@ -1,0 +1,113 @@
+"""Sparse-autoencoder figures (concept_geometry), drawn from saved files only.
+
+- figures/sae_curves.png: held-out FVU, L0 and mean best-latent F1 over training, one line per
+  run, colour = the leading axis.
+- figures/sparsity_fidelity.png: the final FVU against L0 for every run (the sparsity-fidelity
+  trade-off), and the concept F1 against L0; one marker shape per value of the second axis.
+- figures/concept_l0.png (after `jaxsim analyze`, subspaces): L0 on each concept's points
+  against the concept's intrinsic dimension, final checkpoint, one line per run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting.figures import _axis_values, _label  # noqa: E402
+
+MARKERS = "osD^v<>pP*"
+
+
+def _colours(axes: list[str], rows: list[dict]):
+    names, index = _axis_values(rows, axes[0]) if axes else (["all runs"], np.zeros(len(rows), int))
+    return names, index, plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+
+
+def _last(values_RxE: np.ndarray) -> np.ndarray:
+    return np.array([v[np.isfinite(v)][-1] if np.isfinite(v).any() else np.nan
+                     for v in values_RxE])
+
+
+def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    names, index, colours = _colours(axes, rows)
+    fig, panels = plt.subplots(1, 3, figsize=(15, 4.2))
+    for panel, key, what in zip(panels, ("fvu_id", "l0_id", "f1_id"),
+                                ("fraction of variance unexplained", "L0 (active latents)",
+                                 "mean best-latent F1 over concepts")):
+        for r in range(len(rows)):
+            first = r == int(np.flatnonzero(index == index[r])[0])
+            panel.plot(metrics["step"], metrics[key][r], color=colours[index[r]], lw=1.3,
+                       label=names[index[r]] if first else None)
+        panel.set_xscale("log")
+        panel.set_xlabel("training step")
+        panel.set_title(what, fontsize=10)
+        panel.grid(alpha=0.3)
+    panels[0].set_yscale("log")
+    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    return save(fig, out, "sae_curves.png")
+
+
+def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    names, index, colours = _colours(axes, rows)
+    shapes, shape_index = (_axis_values(rows, axes[1]) if len(axes) > 1
+                           else ([None], np.zeros(len(rows), int)))
+    l0, fvu, f1 = (_last(metrics[k]) for k in ("l0_id", "fvu_id", "f1_id"))
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.4))
+    for panel, y, what in ((panels[0], fvu, "final FVU"), (panels[1], f1, "final concept F1")):
+        for r in range(len(rows)):
+            panel.scatter(l0[r], y[r], color=colours[index[r]],
+                          marker=MARKERS[shape_index[r] % len(MARKERS)], s=40)
+        panel.set_xscale("log")
+        panel.set_xlabel("final L0")
+        panel.set_ylabel(what)
+        panel.grid(alpha=0.3)
+    panels[0].set_yscale("log")
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=n)
+               for n, c in zip(names, colours)]
+    if len(axes) > 1:
+        handles += [plt.Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], ls="",
+                               label=f"{_label(axes[1])} = {s}") for i, s in enumerate(shapes)]
+    panels[1].legend(handles=handles, title=_label(axes[0]) if axes else None, fontsize=7,
+                     title_fontsize=8)
+    fig.suptitle("sparsity-fidelity trade-off, one point per run", fontsize=10)
+    return save(fig, out, "sparsity_fidelity.png", rect=(0, 0, 1, 0.95))
+
+
+def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
+    path = Path(out) / results.ANALYSIS
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    runs = [r for r in doc.get("runs", []) if "intrinsic_dims" in r]
+    if not runs:
+        return None
+    names, index, colours = _colours(axes, rows)
+    position = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    fig, ax = plt.subplots(figsize=(6, 4.4))
+    dims = np.array(runs[0]["intrinsic_dims"], float)
+    order = np.argsort(dims)
+    for run in runs:
+        i = position[int(run["run_id"])]
+        l0 = np.array(run["l0_per_concept"][-1], float)
+        ax.plot(dims[order], l0[order], "o-", color=colours[index[i]], alpha=0.8, lw=1,
+                label=names[index[i]] if i == int(np.flatnonzero(index == index[i])[0]) else None)
+    ax.plot(dims[order], dims[order], "k--", lw=1, label="L0 = intrinsic dim")
+    ax.set_xlabel("intrinsic dimension of the concept")
+    ax.set_ylabel("L0 on the concept's points (final)")
+    ax.set_title("does sparsity adapt to the concept?", fontsize=10)
+    ax.legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, out, "concept_l0.png")
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
+    paths = [curves(out, axes, rows, metrics), sparsity_fidelity(out, axes, rows, metrics),
+             concept_l0(out, axes, rows)]
+    return [p for p in paths if p is not None]

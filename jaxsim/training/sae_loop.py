@@ -1,0 +1,111 @@
+"""One sparse-autoencoder run: `init`, `train_step`, `evaluate`, `train_interval`, `train`.
+
+The same contract as `loop.py` (pure, lax.scan, state a plain dict) so the sweep engine treats
+an SAE sweep like any other: state = {"params", "opt_state", "step", "aux"} where "aux" holds the
+dead-latent counters and BatchTopK's inference threshold. Each step: fresh data from the task,
+`sae.loss` with the warmed-up sparsity coefficient, Adam(W) on the gradients (projected to keep
+unit-norm decoder rows for the kinds that hold them, then renormalised), `sae.update_aux`.
+Evaluation on the run's fixed held-out batch: MSE, FVU, L0, dead and dense latent fractions,
+and concept recovery against the task's ground truth (mean best-latent F1; for subspaces, mean
+max |cos| of decoder atoms to the true directions).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxsim import tasks
+from jaxsim.config import Spec
+from jaxsim.models import sae
+from jaxsim.tasks import concept_geometry
+from jaxsim.training import sae_metrics
+from jaxsim.training.loop import INIT_STREAM, optimizer, warmup_factor
+
+METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1", "max_cos")
+INIT_BATCH = 1024     # points used to initialise b_dec
+
+
+def sae_hparams(spec: Spec, hparams: dict) -> dict:
+    """The `sae.loss` hp dict from the config's (traced) model hparams."""
+    m = hparams["model"]
+    return {"sparsity_coef": m["sparsity_coef"], "k": m["k"],
+            "k_aux": jnp.asarray(max(spec.task.dim // 2, 1), jnp.int32),
+            "auxk_coef": m["auxk_coef"], "multi_topk_coef": m["multi_topk_coef"],
+            "dead_steps": m["dead_steps"], "eps": m["bandwidth"],
+            "threshold_decay": jnp.asarray(0.99, jnp.float32)}
+
+
+def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
+    task = tasks.get(spec.task.name)
+    consts = task.constants(key, spec, hparams)
+    params = sae.init(jax.random.fold_in(key, INIT_STREAM), spec.task.dim, spec.model.d_sae,
+                      spec.model.kind)
+    x = task.sample(jax.random.fold_in(key, INIT_STREAM), consts, spec, hparams, INIT_BATCH).x_BxD
+    params = sae.init_b_dec(params, x, spec.model.b_dec_init)
+    return {"params": params, "opt_state": optimizer(hparams).init(params),
+            "step": jnp.zeros((), jnp.int32), "aux": sae.init_aux(spec.model.d_sae)}
+
+
+def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
+               ) -> tuple[dict, jax.Array]:
+    kind = spec.model.kind
+    x = tasks.get(spec.task.name).train_batch(consts, key, state["step"], spec, hparams).x_BxD
+    hp = sae_hparams(spec, hparams)
+    hp["sparsity_coef"] = hp["sparsity_coef"] * sae.coef_schedule(
+        state["step"], hparams["train"]["sparsity_warmup_steps"])
+    (loss, (_, z)), grads = jax.value_and_grad(sae.loss, has_aux=True)(
+        state["params"], x, kind, hp, state["aux"])
+    if kind in sae.UNIT_NORM_KINDS:
+        grads = sae.project_decoder_grads(grads, state["params"])
+    updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])
+    scale = warmup_factor(state["step"], hparams)
+    params = optax.apply_updates(state["params"], jax.tree.map(lambda u: u * scale, updates))
+    if kind in sae.UNIT_NORM_KINDS:
+        params = sae.renormalize_decoder(params)
+    return {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+            "aux": sae.update_aux(state["aux"], z, hp)}, loss
+
+
+def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict:
+    """METRICS on the fixed held-out batch, suffixed with the split."""
+    task = tasks.get(spec.task.name)
+    out = {}
+    for split in task.SPLITS:
+        batch = task.eval_batch(consts, key, spec, hparams, split)
+        threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
+        z, x_hat = sae.forward(state["params"], batch.x_BxD, spec.model.kind,
+                               sae_hparams(spec, hparams), threshold)
+        f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B,
+                                             concept_geometry.num_concepts(spec))
+        if spec.task.geometry == "subspaces":
+            dirs, valid = concept_geometry.true_directions(consts)
+            max_cos = sae_metrics.mean_max_cosine(state["params"]["W_dec"], dirs, valid)
+        else:
+            max_cos = jnp.asarray(jnp.nan, jnp.float32)
+        values = {"mse": sae_metrics.mse(batch.x_BxD, x_hat),
+                  "fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
+                  "dead_fraction": sae.dead_latents(state["aux"],
+                                                    sae_hparams(spec, hparams)).mean(),
+                  "dense_fraction": sae_metrics.dense_fraction(z), "f1": f1_C.mean(),
+                  "max_cos": max_cos}
+        out.update({f"{name}_{split}": v.astype(jnp.float32) for name, v in values.items()})
+    return out
+
+
+def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict
+                   ) -> tuple[dict, dict[str, jax.Array]]:
+    consts = tasks.get(spec.task.name).constants(key, spec, hparams)
+
+    def body(carry, _):
+        return train_step(carry, consts, key, spec, hparams)
+
+    state, losses = jax.lax.scan(body, state, None, length=spec.train.eval_every)
+    metrics = evaluate(state, consts, key, spec, hparams)
+    metrics["train_loss"] = losses.mean()
+    return state, metrics
+
+
+def metric_names(spec: Spec) -> list[str]:
+    splits = tasks.get(spec.task.name).SPLITS
+    return ["train_loss"] + [f"{name}_{s}" for s in splits for name in METRICS]

@@ -66,6 +66,9 @@ class TaskConfig:
     max_concept_dim: int = _f(8, min=1, doc="concept_geometry (subspaces): intrinsic dimensions "
                               "1, 2, 4, ... up to this, in equal shares")
     noise_std: float = _f(0.0, dynamic=True, min=0.0, doc="concept_geometry: ambient noise std")
+    concept_offset: float = _f(4.0, dynamic=True, min=0.0,
+                               doc="concept_geometry (subspaces): norm of each cluster's centre "
+                                   "(0 = subspaces through the origin)")
 
 
 @dataclass(frozen=True)

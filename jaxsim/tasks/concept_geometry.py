@@ -222,7 +222,7 @@ def constants(run_key: jax.Array, spec, hparams: dict) -> SubspaceConstants | Ma
     key, noise = jax.random.fold_in(run_key, CONSTANTS), hparams["task"]["noise_std"]
     if t.geometry == "subspaces":
         return subspace_constants(key, t.num_concepts, t.dim, dim_choices(t.max_concept_dim),
-                                  noise_std=noise)
+                                  center_norm=hparams["task"]["concept_offset"], noise_std=noise)
     if t.geometry == "moons":
         return moons_constants(key, t.dim, noise_std=noise)
     return circles_constants(key, t.num_concepts, t.dim, noise_std=noise)

@@ -121,6 +121,8 @@ class TrainConfig:
 class SweepConfig:
     seeds: int = _f(2, min=1, doc="seeds 0..seeds-1 per grid point")
     axes: dict = _f({}, doc="dotted key -> list of values")
+    grids: list = _f([], doc="optional list of axes mappings: the runs are the union over grids "
+                     "of the product of sweep.axes and that grid's axes")
     chunk_size: int = _f(0, min=0, doc="runs per compiled call; 0 = a whole shape group")
     vmap_size: int = _f(0, min=0, doc="runs vmapped together inside a chunk (lax.map over the "
                         "rest, per device); 0 = vmap the whole chunk")
@@ -177,7 +179,7 @@ def coerce(key: str, value: Any, where: str | None = None) -> Any:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
             raise ConfigError(f"{where} must be null or a list of positive integers, got {value!r}")
         return tuple(sorted(set(value)))
-    if key == "sweep.axes":
+    if key in ("sweep.axes", "sweep.grids"):
         return value
     if kind is bool:
         if not isinstance(value, bool):
@@ -208,21 +210,30 @@ def coerce(key: str, value: Any, where: str | None = None) -> Any:
     return value
 
 
-def _check_axes(axes: Any) -> dict:
+def _check_grids(grids: Any) -> list:
+    if grids is None:
+        return []
+    if not isinstance(grids, list) or not all(isinstance(g, dict) and g for g in grids):
+        raise ConfigError(f"sweep.grids must be a list of non-empty mappings of dotted keys to "
+                          f"lists, got {grids!r}")
+    return [_check_axes(g, f"sweep.grids[{i}]") for i, g in enumerate(grids)]
+
+
+def _check_axes(axes: Any, name: str = "sweep.axes") -> dict:
     if axes is None:
         return {}
     if not isinstance(axes, dict):
-        raise ConfigError(f"sweep.axes must be a mapping of dotted keys to lists, got {axes!r}")
+        raise ConfigError(f"{name} must be a mapping of dotted keys to lists, got {axes!r}")
     sweepable = [k for k in all_keys() if k.split(".")[0] in SWEEPABLE]
     out = {}
     for key, values in axes.items():
         if key not in sweepable:
             raise _unknown(key, sweepable, "axis key")
         if not isinstance(values, list) or len(values) == 0:
-            raise ConfigError(f"sweep.axes.{key} must be a non-empty list of values, got {values!r}")
-        typed = [coerce(key, v, where=f"sweep.axes.{key}") for v in values]
+            raise ConfigError(f"{name}.{key} must be a non-empty list of values, got {values!r}")
+        typed = [coerce(key, v, where=f"{name}.{key}") for v in values]
         if len(set(typed)) != len(typed):
-            raise ConfigError(f"sweep.axes.{key} has repeated values: {values!r}")
+            raise ConfigError(f"{name}.{key} has repeated values: {values!r}")
         out[key] = typed
     return out
 
@@ -248,13 +259,26 @@ def from_dict(raw: dict) -> Config:
             values[name] = coerce(f"{section}.{name}", value)
         if section == "sweep" and "axes" in values:
             values["axes"] = _check_axes(values["axes"])
+        if section == "sweep" and "grids" in values:
+            values["grids"] = _check_grids(values["grids"])
         sections[section] = SECTIONS[section](**values)
     cfg = resolve(Config(**sections))
     check_consistency(cfg)
     for key, values in cfg.sweep.axes.items():
         for v in values:
             check_consistency(resolve(replace_key(cfg, key, v)), where=f"sweep.axes.{key}={v!r}: ")
+    if set(cfg.sweep.axes) & {k for g in cfg.sweep.grids for k in g}:
+        raise ConfigError("a key may be in sweep.axes or in sweep.grids, not both: "
+                          f"{sorted(set(cfg.sweep.axes) & {k for g in cfg.sweep.grids for k in g})}")
     return cfg
+
+
+def axis_keys(cfg: Config) -> list[str]:
+    """Every swept key: sweep.axes, then the grids' keys in order of first appearance."""
+    keys = list(cfg.sweep.axes)
+    for g in cfg.sweep.grids:
+        keys += [k for k in g if k not in keys]
+    return keys
 
 
 def resolve(cfg: Config) -> Config:

@@ -42,20 +42,30 @@ class Group:
 
 
 def expand(cfg: Config) -> list[Run]:
-    """Product of the axes (in config order) times the seeds (innermost)."""
-    axes = cfg.sweep.axes
+    """Product of the axes (in config order) times the seeds (innermost); with `sweep.grids`,
+    the union over grids of the product of sweep.axes and the grid's axes. A run's `values` hold
+    every swept key (a key its grid does not set keeps the base config's value)."""
+    keys = cfglib.axis_keys(cfg)
     runs = []
-    for combo in itertools.product(*axes.values()):
-        run_cfg = cfg
-        values = dict(zip(axes, combo))
-        for key, value in values.items():
-            run_cfg = cfglib.replace_key(run_cfg, key, value)
-        run_cfg = cfglib.resolve(run_cfg)
-        where = "sweep.axes combination " + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ": "
-        cfglib.check_consistency(run_cfg, where=where if values else "")
-        for seed in range(cfg.sweep.seeds):
-            runs.append(Run(len(runs), seed, values, run_cfg))
+    for grid in cfg.sweep.grids or [{}]:
+        axes = {**cfg.sweep.axes, **grid}
+        for combo in itertools.product(*axes.values()):
+            run_cfg = cfg
+            set_here = dict(zip(axes, combo))
+            for key, value in set_here.items():
+                run_cfg = cfglib.replace_key(run_cfg, key, value)
+            run_cfg = cfglib.resolve(run_cfg)
+            where = "sweep combination " + ", ".join(f"{k}={v!r}" for k, v in set_here.items())
+            cfglib.check_consistency(run_cfg, where=where + ": " if set_here else "")
+            values = {k: set_here[k] if k in set_here else _value(run_cfg, k) for k in keys}
+            for seed in range(cfg.sweep.seeds):
+                runs.append(Run(len(runs), seed, values, run_cfg))
     return runs
+
+
+def _value(cfg: Config, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def plan(cfg: Config, runs: list[Run], num_devices: int) -> list[Group]:

@@ -44,7 +44,7 @@ def write_config(out: Path, cfg: cfglib.Config) -> None:
 
 def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str]) -> None:
     """runs.csv from the planned groups (`jaxsim.grid.Group`) and each run's status."""
-    axes = list(cfg.sweep.axes)
+    axes = cfglib.axis_keys(cfg)
     rows = []
     for group in groups:
         for chunk in group.chunks:

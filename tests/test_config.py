@@ -85,3 +85,28 @@ def test_dump_roundtrip(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(config.dump(cfg))
     assert config.load(path) == cfg
+
+
+def test_grids_are_a_union_of_products_with_every_key_in_every_run():
+    from jaxsim import grid
+    raw = tiny_raw(sweep={"axes": {"task.num_chains": [2, 4]},
+                          "grids": [{"train.lr": [1e-3, 3e-3]}, {"train.weight_decay": [0.0]}]})
+    cfg = config.from_dict(raw)
+    runs = grid.expand(cfg)
+    assert len(runs) == 2 * 2 + 2 * 1
+    assert config.axis_keys(cfg) == ["task.num_chains", "train.lr", "train.weight_decay"]
+    assert runs[0].values == {"task.num_chains": 2, "train.lr": 1e-3, "train.weight_decay": 0.1}
+    assert runs[-1].values == {"task.num_chains": 4, "train.lr": 3e-3, "train.weight_decay": 0.0}
+    assert runs[-1].config.train.lr == 3e-3 and runs[-1].config.train.weight_decay == 0.0
+
+
+@pytest.mark.parametrize("grids,needle", [
+    ({"train.lr": [1e-3]}, "sweep.grids must be a list"),
+    ([{"train.lrr": [1e-3]}], "did you mean 'train.lr'"),
+    ([{"train.lr": [-1.0]}], "sweep.grids[0].train.lr"),
+    ([{"task.num_chains": [3]}], "not both"),
+])
+def test_bad_grids(grids, needle):
+    raw = tiny_raw(sweep={"axes": {"task.num_chains": [2]}, "grids": grids})
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(")):
+        config.from_dict(raw)

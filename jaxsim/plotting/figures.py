@@ -122,7 +122,8 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     healthy = np.array([r["status"] != "diverged" for r in rows])
     metrics = {k: (np.where(healthy[:, None], v, np.nan) if v.ndim == 2 else v)
                for k, v in metrics.items()}
-    axes = [a for a in cfg.sweep.axes if len(cfg.sweep.axes[a]) > 1] or list(cfg.sweep.axes)
+    keys = cfglib.axis_keys(cfg)
+    axes = [a for a in keys if len({r[a] for r in rows}) > 1] or keys
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)

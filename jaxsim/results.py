@@ -25,9 +25,9 @@ import orbax.checkpoint as ocp
 
 from jaxsim import config as cfglib
 
-CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION = (
+CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION, FIELDS = (
     "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
-    "analysis_attention.npz")
+    "analysis_attention.npz", "analysis_fields.npz")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 

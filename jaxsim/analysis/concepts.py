@@ -14,6 +14,7 @@ checkpoints), on `num_points` fixed analysis points drawn from the run's ground 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxsim import tasks
@@ -77,3 +78,31 @@ def summarise(run_metrics: dict) -> dict:
         out["max_cos"] = [float(c[np.asarray(valid)].mean()) for c in cos]
         out["intrinsic_dims"] = np.asarray(run_metrics["dims"]).tolist()
     return out
+
+
+FIELD_RESOLUTION = 96
+
+
+def receptive_fields(params, aux, run_key: jax.Array, spec: Spec, hparams: dict,
+                     num_points: int) -> dict[str, jax.Array]:
+    """For a 2-D task (task.dim = 2): which latent is most active at each point of a grid over
+    the data's bounding box ([G, G] index, -1 where no latent fires), the L0 there, and the
+    analysis points with their concepts for the overlay."""
+    task = tasks.get(spec.task.name)
+    consts = task.constants(run_key, spec, hparams)
+    batch = task.sample(jax.random.fold_in(run_key, ANALYSIS_STREAM), consts, spec, hparams,
+                        num_points)
+    lo, hi = batch.x_BxD.min(0), batch.x_BxD.max(0)
+    pad = 0.15 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    axis_x = jnp.linspace(lo[0], hi[0], FIELD_RESOLUTION)
+    axis_y = jnp.linspace(lo[1], hi[1], FIELD_RESOLUTION)
+    grid_GGx2 = jnp.stack(jnp.meshgrid(axis_x, axis_y), axis=-1)
+    threshold = aux["threshold"] if spec.model.kind == "batchtopk" else None
+    z, _ = sae.forward(params, grid_GGx2.reshape(-1, 2), spec.model.kind,
+                       sae_loop.sae_hparams(spec, hparams), threshold)
+    winner = jnp.where((z != 0).any(-1), jnp.argmax(z, -1), -1)
+    return {"winner": winner.reshape(FIELD_RESOLUTION, FIELD_RESOLUTION),
+            "l0": (z != 0).sum(-1).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION),
+            "extent": jnp.stack([lo[0], hi[0], lo[1], hi[1]]),
+            "points": batch.x_BxD, "concepts": batch.concept_B}

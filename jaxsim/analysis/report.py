@@ -34,6 +34,9 @@ concept_geometry — what each SAE recovers (`analysis/concepts.py`):
                "mcc_coordinates", "mcc_concepts": [S], "f1_per_concept", "l0_per_concept": [S][C],
                subspaces only: "max_cos", "l0_dim_corr", "l0_dim_slope": [S],
                "intrinsic_dims": [C]}, ...]}
+    with task.dim = 2, analysis_fields.npz: run_id [R], winner [R, G, G] (most active latent at
+    each grid point, -1 = none), l0 [R, G, G], extent [R, 4], points [R, B, 2], concepts [R, B]
+    (final checkpoint).
 """
 from __future__ import annotations
 
@@ -234,16 +237,39 @@ def _concepts_chunk(spec: Spec, params_RxS, aux_RxS, seeds_R, hparams_R, num_poi
         params_RxS, aux_RxS, keys, spec, hparams_R, num_points)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _fields_chunk(spec: Spec, params_R, aux_R, seeds_R, hparams_R, num_points: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(concepts.receptive_fields, (0, 0, 0, None, 0, None))(
+        params_R, aux_R, keys, spec, hparams_R, num_points)
+
+
 def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
-    report = []
+    report, fields = [], []
     for chunk in chunks(out, cfg, rows):
         m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.aux_RxS,
                                            chunk.seeds_R, chunk.hparams_R, num_points))
+        if chunk.spec.task.dim == 2:
+            last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
+            f = jax.device_get(_fields_chunk(chunk.spec, last(chunk.params_RxS),
+                                             last(chunk.aux_RxS), chunk.seeds_R,
+                                             chunk.hparams_R, num_points))
+            fields += [(run.run_id, jax.tree.map(lambda a: a[i], f))
+                       for i, run in enumerate(chunk.runs)]
         for i, run in enumerate(chunk.runs):
             entry = _entry(run, chunk.steps)
             entry.update(concepts.summarise(jax.tree.map(lambda a: a[i], m)))
             report.append({k: _finite(v) if isinstance(v, list) else v for k, v in entry.items()})
     report.sort(key=lambda e: e["run_id"])
+    if fields:
+        fields.sort(key=lambda t: t[0])
+
+        def write(path: Path):
+            with open(path, "wb") as fh:
+                np.savez(fh, run_id=np.array([r for r, _ in fields]),
+                         **{k: np.stack([f[k] for _, f in fields]) for k in fields[0][1]})
+
+        results.atomic_write(out / results.FIELDS, write)
     return {"task": cfg.task.name, "num_points": num_points,
             "mcc_rule": "mean |Pearson corr| of latents with ground-truth variables after a "
                         "Hungarian one-to-one matching (coordinates: concept-c coordinate m, 0 "

@@ -6,6 +6,8 @@
   trade-off), and the concept F1 against L0; one marker shape per value of the second axis.
 - figures/concept_l0.png (after `jaxsim analyze`, subspaces): L0 on each concept's points
   against the concept's intrinsic dimension, final checkpoint, one line per run.
+- figures/receptive_fields.png (after `jaxsim analyze`, task.dim = 2): per run, the plane
+  coloured by the most active latent (white: no latent fires), data points coloured by concept.
 """
 from __future__ import annotations
 
@@ -107,7 +109,40 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
     return save(fig, out, "concept_l0.png")
 
 
+def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int = 12
+                     ) -> Path | None:
+    path = Path(out) / results.FIELDS
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    by_id = {int(r["run_id"]): r for r in rows}
+    count = min(len(data["run_id"]), max_runs)
+    cols = min(count, 4)
+    fig, grid = plt.subplots(-(-count // cols), cols, figsize=(3.3 * cols, 3.3 * -(-count // cols)),
+                             squeeze=False)
+    for ax in grid.ravel()[count:]:
+        ax.axis("off")
+    for i, ax in enumerate(grid.ravel()[:count]):
+        winner = data["winner"][i].astype(float)
+        winner[winner < 0] = np.nan
+        lo_x, hi_x, lo_y, hi_y = data["extent"][i]
+        ax.imshow(np.mod(winner, 20), origin="lower", extent=(lo_x, hi_x, lo_y, hi_y),
+                  cmap="tab20", vmin=0, vmax=19, interpolation="nearest", aspect="auto")
+        pts = data["points"][i][:400]
+        ax.scatter(pts[:, 0], pts[:, 1], c=data["concepts"][i][:400], cmap="coolwarm", s=3,
+                   edgecolors="none")
+        row = by_id.get(int(data["run_id"][i]), {})
+        ax.set_title(", ".join(f"{_label(a)}={row.get(a, '?')}" for a in axes[:3]) or
+                     f"run {int(data['run_id'][i])}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("receptive fields: colour = most active latent (white = none fires); dots = data "
+                 "by concept", fontsize=9)
+    return save(fig, out, "receptive_fields.png", rect=(0, 0, 1, 0.95))
+
+
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
     paths = [curves(out, axes, rows, metrics), sparsity_fidelity(out, axes, rows, metrics),
-             concept_l0(out, axes, rows)]
+             concept_l0(out, axes, rows), receptive_fields(out, axes, rows)]
     return [p for p in paths if p is not None]

@@ -92,6 +92,9 @@ class ModelConfig:
     k: int = _f(8, dynamic=True, min=1, doc="sae: active latents per input (topk, batchtopk)")
     bandwidth: float = _f(1e-3, dynamic=True, min=0.0, min_exclusive=True,
                           doc="sae (jumprelu): straight-through rectangle-kernel width")
+    threshold_init: float = _f(1e-3, dynamic=True, min=0.0, min_exclusive=True,
+                               doc="sae (jumprelu): initial threshold (1e-3 in the reference "
+                                   "code; raise it on data with O(1) pre-activations)")
     auxk_coef: float = _f(1 / 32, dynamic=True, min=0.0, doc="sae (topk, batchtopk): AuxK weight")
     multi_topk_coef: float = _f(0.0, dynamic=True, min=0.0,
                                 doc="sae (topk): Multi-TopK (4k) term weight, 1/8 in Gao et al.")

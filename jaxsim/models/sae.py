@@ -62,9 +62,11 @@ def unit_rows(w_FxD: jax.Array) -> jax.Array:
     return w_FxD / jnp.linalg.norm(w_FxD, axis=-1, keepdims=True)
 
 
-def init(key: jax.Array, d_in: int, d_sae: int, kind: str, dtype=jnp.float32) -> Params:
+def init(key: jax.Array, d_in: int, d_sae: int, kind: str, dtype=jnp.float32,
+         threshold_init: float | jax.Array = None) -> Params:
     """Fresh params: decoder rows random (unit norm, or 0.1 for relu_decnorm, N(0, 1) for
-    spade), encoder = decoder transpose, biases zero (set b_dec with `init_b_dec`)."""
+    spade), encoder = decoder transpose, biases zero (set b_dec with `init_b_dec`); jumprelu
+    thresholds at `threshold_init` (default 1e-3, may be traced)."""
     _check(kind)
     w_FxD = jax.random.normal(key, (d_sae, d_in), dtype)
     if kind in UNIT_NORM_KINDS:
@@ -78,7 +80,8 @@ def init(key: jax.Array, d_in: int, d_sae: int, kind: str, dtype=jnp.float32) ->
     params["b_enc"] = jnp.zeros((d_sae,), dtype)
     params["b_dec"] = jnp.zeros((d_in,), dtype)
     if kind == "jumprelu":
-        params["log_threshold"] = jnp.full((d_sae,), math.log(JUMPRELU_INIT_THRESHOLD), dtype)
+        theta = JUMPRELU_INIT_THRESHOLD if threshold_init is None else threshold_init
+        params["log_threshold"] = jnp.full((d_sae,), jnp.log(jnp.asarray(theta, dtype)), dtype)
     return params
 
 

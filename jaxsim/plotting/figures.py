@@ -129,7 +129,7 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
         return completion.draw(out, axes, rows, metrics)
     if cfg.task.name == "concept_geometry":
         from jaxsim.plotting import sae
-        return sae.draw(out, axes, rows, metrics)
+        return sae.draw(out, axes, rows, metrics, cfg.task.geometry)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
     paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]

@@ -2,8 +2,9 @@
 
 - figures/sae_curves.png: held-out FVU, L0 and mean best-latent F1 over training, one line per
   run, colour = the leading axis.
-- figures/sparsity_fidelity.png: the final FVU against L0 for every run (the sparsity-fidelity
-  trade-off), and the concept F1 against L0; one marker shape per value of the second axis.
+- figures/sparsity_fidelity.png: per data geometry, the final FVU against L0 (the
+  sparsity-fidelity front of each value of the leading axis, e.g. each architecture) and concept
+  recovery against L0 (the MCC from analysis.json when present, else the F1).
 - figures/concept_l0.png (after `jaxsim analyze`, subspaces): L0 on each concept's points
   against the concept's intrinsic dimension, final checkpoint, one line per run.
 - figures/receptive_fields.png (after `jaxsim analyze`, task.dim = 2): per run, the plane
@@ -23,9 +24,6 @@ import numpy as np  # noqa: E402
 from jaxsim import results  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting.figures import _axis_values, _label  # noqa: E402
-
-MARKERS = "osD^v<>pP*"
-
 
 def _colours(axes: list[str], rows: list[dict]):
     names, index = _axis_values(rows, axes[0]) if axes else (["all runs"], np.zeros(len(rows), int))
@@ -56,30 +54,49 @@ def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
     return save(fig, out, "sae_curves.png")
 
 
-def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+def _geometries(rows: list[dict], cfg_geometry: str) -> tuple[list[str], np.ndarray]:
+    values = [r.get("task.geometry", cfg_geometry) for r in rows]
+    names = sorted(set(values))
+    return names, np.array([names.index(v) for v in values])
+
+
+def _analysis(out: Path) -> dict | None:
+    path = Path(out) / results.ANALYSIS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict,
+                      geometry: str) -> Path:
+    """Per data geometry (row): FVU vs L0 and concept recovery vs L0, one front per value of
+    the leading axis (e.g. the architecture), points joined in order of L0."""
     names, index, colours = _colours(axes, rows)
-    shapes, shape_index = (_axis_values(rows, axes[1]) if len(axes) > 1
-                           else ([None], np.zeros(len(rows), int)))
-    l0, fvu, f1 = (_last(metrics[k]) for k in ("l0_id", "fvu_id", "f1_id"))
-    fig, panels = plt.subplots(1, 2, figsize=(11, 4.4))
-    for panel, y, what in ((panels[0], fvu, "final FVU"), (panels[1], f1, "final concept F1")):
-        for r in range(len(rows)):
-            panel.scatter(l0[r], y[r], color=colours[index[r]],
-                          marker=MARKERS[shape_index[r] % len(MARKERS)], s=40)
-        panel.set_xscale("log")
-        panel.set_xlabel("final L0")
-        panel.set_ylabel(what)
-        panel.grid(alpha=0.3)
-    panels[0].set_yscale("log")
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=n)
-               for n, c in zip(names, colours)]
-    if len(axes) > 1:
-        handles += [plt.Line2D([], [], color="gray", marker=MARKERS[i % len(MARKERS)], ls="",
-                               label=f"{_label(axes[1])} = {s}") for i, s in enumerate(shapes)]
-    panels[1].legend(handles=handles, title=_label(axes[0]) if axes else None, fontsize=7,
-                     title_fontsize=8)
-    fig.suptitle("sparsity-fidelity trade-off, one point per run", fontsize=10)
-    return save(fig, out, "sparsity_fidelity.png", rect=(0, 0, 1, 0.95))
+    geos, geo_index = _geometries(rows, geometry)
+    l0, fvu = _last(metrics["l0_id"]), _last(metrics["fvu_id"])
+    doc = _analysis(out)
+    if doc is not None:
+        by_id = {int(r["run_id"]): r["mcc_coordinates"][-1] for r in doc["runs"]}
+        recovery = np.array([by_id.get(int(r["run_id"]), np.nan) for r in rows], float)
+        recovery_name = "final MCC (latents vs true coordinates)"
+    else:
+        recovery, recovery_name = _last(metrics["f1_id"]), "final concept F1"
+    fig, grid = plt.subplots(len(geos), 2, figsize=(11, 4.2 * len(geos)), squeeze=False)
+    for g, geo in enumerate(geos):
+        for panel, y, what in ((grid[g, 0], fvu, "final FVU"), (grid[g, 1], recovery,
+                                                                 recovery_name)):
+            for i, name in enumerate(names):
+                sel = np.flatnonzero((index == i) & (geo_index == g))
+                sel = sel[np.argsort(l0[sel])]
+                if sel.size:
+                    panel.plot(l0[sel], y[sel], "o-", color=colours[i], label=name, ms=5)
+            panel.set_xscale("log")
+            panel.set_xlabel("final L0")
+            panel.set_ylabel(what)
+            panel.set_title(f"{geo}", fontsize=9)
+            panel.grid(alpha=0.3)
+        grid[g, 0].set_yscale("log")
+    grid[0, 1].legend(title=_label(axes[0]) if axes else None, fontsize=7, title_fontsize=8)
+    fig.suptitle("sparsity-fidelity fronts, one point per run", fontsize=10)
+    return save(fig, out, "sparsity_fidelity.png", rect=(0, 0, 1, 0.96))
 
 
 def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
@@ -142,7 +159,9 @@ def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int
     return save(fig, out, "receptive_fields.png", rect=(0, 0, 1, 0.95))
 
 
-def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
-    paths = [curves(out, axes, rows, metrics), sparsity_fidelity(out, axes, rows, metrics),
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, geometry: str
+         ) -> list[Path]:
+    paths = [curves(out, axes, rows, metrics),
+             sparsity_fidelity(out, axes, rows, metrics, geometry),
              concept_l0(out, axes, rows), receptive_fields(out, axes, rows)]
     return [p for p in paths if p is not None]

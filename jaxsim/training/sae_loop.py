@@ -40,7 +40,7 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
     task = tasks.get(spec.task.name)
     consts = task.constants(key, spec, hparams)
     params = sae.init(jax.random.fold_in(key, INIT_STREAM), spec.task.dim, spec.model.d_sae,
-                      spec.model.kind)
+                      spec.model.kind, threshold_init=hparams["model"]["threshold_init"])
     x = task.sample(jax.random.fold_in(key, INIT_STREAM), consts, spec, hparams, INIT_BATCH).x_BxD
     params = sae.init_b_dec(params, x, spec.model.b_dec_init)
     return {"params": params, "opt_state": optimizer(hparams).init(params),

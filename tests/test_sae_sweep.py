@@ -93,3 +93,20 @@ def test_topk_sae_recovers_one_dimensional_concepts_through_the_sweep_loop():
 def test_bad_sae_configs(overrides, needle):
     with pytest.raises(cfglib.ConfigError, match=needle):
         cfglib.from_dict(_raw(**overrides))
+
+
+def test_jumprelu_l0_falls_as_its_coefficient_rises():
+    """The L0 penalty reaches the thresholds through the rectangle-kernel pseudo-gradient: in one
+    vmapped sweep over the coefficient, L0 decreases monotonically and thresholds rise."""
+    cfg = cfglib.from_dict(_raw(model={"kind": "jumprelu", "threshold_init": 0.3,
+                                       "bandwidth": 0.05},
+                                train={"steps": 300, "eval_every": 300}))
+    spec = cfglib.spec_of(cfg)
+    hp = jax.tree.map(lambda a: np.stack([a] * 3), training.as_arrays(cfglib.hparams_of(cfg)))
+    hp["model"]["sparsity_coef"] = np.array([0.0, 0.1, 1.0], np.float32)
+    keys = jax.numpy.stack([jax.random.key(0)] * 3)
+    state, m = jax.jit(jax.vmap(training.train, (0, None, 0)), static_argnums=1)(keys, spec, hp)
+    l0 = np.asarray(m["l0_id"][:, -1])
+    assert l0[0] > l0[1] > l0[2]
+    theta = np.exp(np.asarray(state["params"]["log_threshold"])).mean(-1)
+    assert theta[0] < theta[1] < theta[2]

@@ -88,18 +88,26 @@ def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[
     return out
 
 
-def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict
-                   ) -> tuple[State, dict[str, jax.Array]]:
-    """`eval_every` steps under lax.scan, then one evaluation; returns the metrics row."""
+def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn
+                  ) -> tuple[dict, dict[str, jax.Array]]:
+    """`eval_every` calls of `step_fn(state, consts, key, spec, hparams)` under lax.scan, then
+    `eval_fn(state, consts, key, spec, hparams)`; returns (state, metrics row with train_loss)."""
     consts = tasks.get(spec.task.name).constants(key, spec, hparams)
 
     def body(carry, _):
-        return train_step(carry, consts, key, spec, hparams)
+        return step_fn(carry, consts, key, spec, hparams)
 
     state, losses = jax.lax.scan(body, state, None, length=spec.train.eval_every)
-    metrics = evaluate(state["params"], consts, key, spec, hparams)
+    metrics = eval_fn(state, consts, key, spec, hparams)
     metrics["train_loss"] = losses.mean()
     return state, metrics
+
+
+def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict
+                   ) -> tuple[State, dict[str, jax.Array]]:
+    """`eval_every` steps under lax.scan, then one evaluation; returns the metrics row."""
+    return scan_interval(state, key, spec, hparams, train_step,
+                         lambda st, *args: evaluate(st["params"], *args))
 
 
 def metric_names(spec: Spec) -> list[str]:

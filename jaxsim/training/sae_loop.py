@@ -20,7 +20,7 @@ from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry
 from jaxsim.training import sae_metrics
-from jaxsim.training.loop import INIT_STREAM, optimizer, warmup_factor
+from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, warmup_factor
 
 METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1", "max_cos")
 INIT_BATCH = 1024     # points used to initialise b_dec
@@ -95,15 +95,7 @@ def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> 
 
 def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict
                    ) -> tuple[dict, dict[str, jax.Array]]:
-    consts = tasks.get(spec.task.name).constants(key, spec, hparams)
-
-    def body(carry, _):
-        return train_step(carry, consts, key, spec, hparams)
-
-    state, losses = jax.lax.scan(body, state, None, length=spec.train.eval_every)
-    metrics = evaluate(state, consts, key, spec, hparams)
-    metrics["train_loss"] = losses.mean()
-    return state, metrics
+    return scan_interval(state, key, spec, hparams, train_step, evaluate)
 
 
 def metric_names(spec: Spec) -> list[str]:

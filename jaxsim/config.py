@@ -41,7 +41,8 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 @dataclass(frozen=True)
 class TaskConfig:
     name: str = _f("markov_mixture",
-                   choices=("markov_mixture", "matrix_completion", "concept_geometry"),
+                   choices=("markov_mixture", "matrix_completion", "concept_geometry",
+                            "activations"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -66,6 +67,10 @@ class TaskConfig:
     max_concept_dim: int = _f(8, min=1, doc="concept_geometry (subspaces): intrinsic dimensions "
                               "1, 2, 4, ... up to this, in equal shares")
     noise_std: float = _f(0.0, dynamic=True, min=0.0, doc="concept_geometry: ambient noise std")
+    source: str = _f("", doc="activations: a results directory holding a trained gpt sweep")
+    source_run: int = _f(0, min=0, doc="activations: run_id of the source model")
+    source_step: int = _f(-1, min=-1, doc="activations: checkpoint step (-1 = the last saved)")
+    site: str = _f("block0", doc="activations: residual-stream site: embed, block0, block1, ...")
     concept_offset: float = _f(4.0, dynamic=True, min=0.0,
                                doc="concept_geometry (subspaces): norm of each cluster's centre "
                                    "(0 = subspaces through the origin)")
@@ -310,9 +315,12 @@ def check_consistency(cfg: Config, where: str = "") -> None:
         if cfg.task.rank > cfg.task.matrix_size:
             raise ConfigError(f"{where}task.rank ({cfg.task.rank}) must be <= task.matrix_size "
                               f"({cfg.task.matrix_size})")
-    if (m.name == "sae") != (cfg.task.name == "concept_geometry"):
-        raise ConfigError(f"{where}model.name=sae goes with task.name=concept_geometry "
-                          f"(got model.name={m.name!r}, task.name={cfg.task.name!r})")
+    if (m.name == "sae") != (cfg.task.name in ("concept_geometry", "activations")):
+        raise ConfigError(f"{where}model.name=sae goes with task.name=concept_geometry or "
+                          f"activations (got model.name={m.name!r}, task.name={cfg.task.name!r})")
+    if cfg.task.name == "activations" and not cfg.task.source:
+        raise ConfigError(f"{where}task.name=activations needs task.source (a results directory "
+                          f"of a trained gpt sweep)")
     if m.name == "sae" and m.k > m.d_sae:
         raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):

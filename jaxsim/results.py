@@ -20,6 +20,7 @@ import re
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -153,3 +154,24 @@ class ChunkCheckpoints:
 
     def restore(self, step: int, target):
         return self.checkpointer.restore(self.path(step), target)
+
+
+def restore_run(out: Path, run_id: int, step: int | None = None) -> tuple[int, dict]:
+    """(step, state) of one run of a saved sweep: its slice of its chunk's stacked checkpoint
+    at `step` (None or -1 = the last saved step)."""
+    out = Path(out)
+    rows = {int(r["run_id"]): r for r in read_runs(out)} if (out / RUNS).is_file() else {}
+    if run_id not in rows:
+        raise cfglib.ConfigError(f"run {run_id} is not in {out / RUNS} (runs: "
+                                 f"{sorted(rows) if rows else 'none'})")
+    row = rows[run_id]
+    ckpt = ChunkCheckpoints(chunk_dir(out, int(row["shape_group"]), int(row["chunk"])), [])
+    steps = ckpt.steps()
+    if not steps:
+        raise cfglib.ConfigError(f"no checkpoints in {ckpt.directory}")
+    step = steps[-1] if step is None or step < 0 else step
+    if step not in steps:
+        raise cfglib.ConfigError(f"step {step} of run {run_id} is not saved; saved: {steps}")
+    index = int(row["index_in_chunk"])
+    state = ckpt.restore(step, None)["state"]
+    return step, jax.tree.map(lambda a: a[index], state)

@@ -1,4 +1,7 @@
-"""What an SAE recovers of known concepts, at every saved checkpoint (concept_geometry task).
+"""What an SAE recovers of known concepts, at every saved checkpoint.
+
+On concept_geometry the concepts are the toy's ground truth; on activations (a trained
+transformer's residual stream) the known feature is the token at each position.
 
 For one run and a stack of its checkpoints (vmapped over runs by the caller, lax.map over
 checkpoints), on `num_points` fixed analysis points drawn from the run's ground truth:
@@ -17,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsim import tasks
 from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry as cg
@@ -28,14 +30,14 @@ ANALYSIS_STREAM = 2000
 
 def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
                 num_points: int) -> dict[str, jax.Array]:
-    task = tasks.get(spec.task.name)
+    task = sae_loop.data(spec)
     consts = task.constants(run_key, spec, hparams)
     batch = task.sample(jax.random.fold_in(run_key, ANALYSIS_STREAM), consts, spec, hparams,
                         num_points)
-    num_c = cg.num_concepts(spec)
-    subspaces = spec.task.geometry == "subspaces"
+    num_c = task.num_concepts(spec)
+    toy = spec.task.name == "concept_geometry"
+    subspaces = toy and spec.task.geometry == "subspaces"
     hp = sae_loop.sae_hparams(spec, hparams)
-    coords = cg.coordinate_targets(batch, num_c)
     members = cg.indicator_targets(batch.concept_B, num_c)
 
     def one_checkpoint(args):
@@ -45,9 +47,11 @@ def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
         f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, num_c)
         out = {"fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
                "f1_per_concept": f1_C,
-               "corr_coords": sae_metrics.correlation_matrix(z, coords),
                "corr_concepts": sae_metrics.correlation_matrix(z, members),
                "l0_per_concept": sae_metrics.l0_per_concept(z, batch.concept_B, num_c)}
+        if toy:
+            out["corr_coords"] = sae_metrics.correlation_matrix(
+                z, cg.coordinate_targets(batch, num_c))
         if subspaces:
             dirs, _ = cg.true_directions(consts)
             out["max_cos_per_direction"] = sae_metrics.max_cosines(params["W_dec"], dirs)
@@ -66,10 +70,11 @@ def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
 def summarise(run_metrics: dict) -> dict:
     """Host side for one run: MCCs by Hungarian matching, per-checkpoint lists for JSON."""
     valid = run_metrics.get("valid_directions")
-    out = {"mcc_coordinates": [], "mcc_concepts": []}
-    for corr_coords, corr_concepts in zip(run_metrics["corr_coords"], run_metrics["corr_concepts"]):
-        out["mcc_coordinates"].append(sae_metrics.mcc_from_correlations(corr_coords, valid)[0])
-        out["mcc_concepts"].append(sae_metrics.mcc_from_correlations(corr_concepts)[0])
+    out = {"mcc_concepts": [sae_metrics.mcc_from_correlations(c)[0]
+                            for c in run_metrics["corr_concepts"]]}
+    if "corr_coords" in run_metrics:
+        out["mcc_coordinates"] = [sae_metrics.mcc_from_correlations(c, valid)[0]
+                                  for c in run_metrics["corr_coords"]]
     for key in ("fvu", "l0", "f1_per_concept", "l0_per_concept", "l0_dim_corr", "l0_dim_slope"):
         if key in run_metrics:
             out[key] = np.asarray(run_metrics[key], np.float64).tolist()
@@ -88,7 +93,7 @@ def receptive_fields(params, aux, run_key: jax.Array, spec: Spec, hparams: dict,
     """For a 2-D task (task.dim = 2): which latent is most active at each point of a grid over
     the data's bounding box ([G, G] index, -1 where no latent fires), the L0 there, and the
     analysis points with their concepts for the overlay."""
-    task = tasks.get(spec.task.name)
+    task = sae_loop.data(spec)
     consts = task.constants(run_key, spec, hparams)
     batch = task.sample(jax.random.fold_in(run_key, ANALYSIS_STREAM), consts, spec, hparams,
                         num_points)

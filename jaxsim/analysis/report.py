@@ -135,7 +135,7 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
         raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
     if cfg.task.name == "matrix_completion":
         doc = _analyze_completion(out, cfg, rows, num_sequences)
-    elif cfg.task.name == "concept_geometry":
+    elif cfg.task.name in ("concept_geometry", "activations"):
         doc = _analyze_concepts(out, cfg, rows, num_sequences)
     else:
         doc = _analyze_icl(out, cfg, rows, num_sequences, lengths)

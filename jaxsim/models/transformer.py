@@ -86,7 +86,10 @@ class GPT(nn.Module):
     positional: str = "learned"
 
     @nn.compact
-    def __call__(self, tokens_BxT: jax.Array, return_activations: bool = False):
+    def __call__(self, tokens_BxT: jax.Array, return_activations: bool = False, edit=None):
+        """`edit(site, x) -> x`, if given, replaces the residual stream at each site ("embed",
+        "block0", ...) before the model reads on (e.g. an SAE reconstruction spliced in)."""
+        edit = edit or (lambda site, x: x)
         embed = nn.Embed(self.vocab_size, self.d_model,
                          embedding_init=nn.initializers.normal(INIT_STD), name="embed")
         x = embed(tokens_BxT)
@@ -95,10 +98,12 @@ class GPT(nn.Module):
                                  (self.max_length, self.d_model))
             x = x + pos_TxC[None, : tokens_BxT.shape[1]]
         residual_std = INIT_STD / math.sqrt(2 * self.num_layers)
+        x = edit("embed", x)
         activations = {"embed": x}
         for i in range(self.num_layers):
             x, attn = Block(self.num_heads, self.d_mlp, self.positional == "rope", residual_std,
                             name=f"block{i}")(x)
+            x = edit(f"block{i}", x)
             activations[f"block{i}"] = x
             activations[f"attn{i}"] = attn
         logits = embed.attend(nn.LayerNorm(name="ln_f")(x))

@@ -127,7 +127,7 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)
-    if cfg.task.name == "concept_geometry":
+    if cfg.task.name in ("concept_geometry", "activations"):
         from jaxsim.plotting import sae
         return sae.draw(out, axes, rows, metrics, cfg.task.geometry)
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]

@@ -74,9 +74,11 @@ def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dic
     l0, fvu = _last(metrics["l0_id"]), _last(metrics["fvu_id"])
     doc = _analysis(out)
     if doc is not None:
-        by_id = {int(r["run_id"]): r["mcc_coordinates"][-1] for r in doc["runs"]}
+        key = "mcc_coordinates" if "mcc_coordinates" in doc["runs"][0] else "mcc_concepts"
+        by_id = {int(r["run_id"]): r[key][-1] for r in doc["runs"]}
         recovery = np.array([by_id.get(int(r["run_id"]), np.nan) for r in rows], float)
-        recovery_name = "final MCC (latents vs true coordinates)"
+        recovery_name = ("final MCC (latents vs true coordinates)" if key == "mcc_coordinates"
+                         else "final MCC (latents vs concept/token indicators)")
     else:
         recovery, recovery_name = _last(metrics["f1_id"]), "final concept F1"
     fig, grid = plt.subplots(len(geos), 2, figsize=(11, 4.2 * len(geos)), squeeze=False)

@@ -88,11 +88,12 @@ def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[
     return out
 
 
-def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn
-                  ) -> tuple[dict, dict[str, jax.Array]]:
+def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn,
+                  data=None) -> tuple[dict, dict[str, jax.Array]]:
     """`eval_every` calls of `step_fn(state, consts, key, spec, hparams)` under lax.scan, then
-    `eval_fn(state, consts, key, spec, hparams)`; returns (state, metrics row with train_loss)."""
-    consts = tasks.get(spec.task.name).constants(key, spec, hparams)
+    `eval_fn(state, consts, key, spec, hparams)`; returns (state, metrics row with train_loss).
+    `consts` come from `data` (default: the spec's task module)."""
+    consts = (data or tasks.get(spec.task.name)).constants(key, spec, hparams)
 
     def body(carry, _):
         return step_fn(carry, consts, key, spec, hparams)

@@ -7,7 +7,8 @@ dead-latent counters and BatchTopK's inference threshold. Each step: fresh data 
 unit-norm decoder rows for the kinds that hold them, then renormalised), `sae.update_aux`.
 Evaluation on the run's fixed held-out batch: MSE, FVU, L0, dead and dense latent fractions,
 and concept recovery against the task's ground truth (mean best-latent F1; for subspaces, mean
-max |cos| of decoder atoms to the true directions).
+max |cos| of decoder atoms to the true directions, `max_cos`); on activations, the source
+model's next-token loss clean, with the SAE spliced in, and zero-ablated.
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from jaxsim import tasks
 from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry
-from jaxsim.training import sae_metrics
+from jaxsim.training import activations, sae_metrics
 from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, warmup_factor
 
-METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1", "max_cos")
+METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1")
+SPLICE_METRICS = ("clean_loss", "spliced_loss", "zero_ablation_loss", "loss_recovered")
+SPLICE_SEQUENCES = 32
 INIT_BATCH = 1024     # points used to initialise b_dec
 
 
@@ -36,8 +39,13 @@ def sae_hparams(spec: Spec, hparams: dict) -> dict:
             "threshold_decay": jnp.asarray(0.99, jnp.float32)}
 
 
+def data(spec: Spec):
+    """Where the SAE's inputs come from: the toy task, or a trained model's activations."""
+    return activations if spec.task.name == "activations" else tasks.get(spec.task.name)
+
+
 def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
-    task = tasks.get(spec.task.name)
+    task = data(spec)
     consts = task.constants(key, spec, hparams)
     params = sae.init(jax.random.fold_in(key, INIT_STREAM), spec.task.dim, spec.model.d_sae,
                       spec.model.kind, threshold_init=hparams["model"]["threshold_init"])
@@ -50,7 +58,7 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
 def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[dict, jax.Array]:
     kind = spec.model.kind
-    x = tasks.get(spec.task.name).train_batch(consts, key, state["step"], spec, hparams).x_BxD
+    x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD
     hp = sae_hparams(spec, hparams)
     hp["sparsity_coef"] = hp["sparsity_coef"] * sae.coef_schedule(
         state["step"], hparams["train"]["sparsity_warmup_steps"])
@@ -69,35 +77,45 @@ def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
 
 def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict:
     """METRICS on the fixed held-out batch, suffixed with the split."""
-    task = tasks.get(spec.task.name)
+    task = data(spec)
     out = {}
     for split in task.SPLITS:
         batch = task.eval_batch(consts, key, spec, hparams, split)
         threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
         z, x_hat = sae.forward(state["params"], batch.x_BxD, spec.model.kind,
                                sae_hparams(spec, hparams), threshold)
-        f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B,
-                                             concept_geometry.num_concepts(spec))
-        if spec.task.geometry == "subspaces":
-            dirs, valid = concept_geometry.true_directions(consts)
-            max_cos = sae_metrics.mean_max_cosine(state["params"]["W_dec"], dirs, valid)
-        else:
-            max_cos = jnp.asarray(jnp.nan, jnp.float32)
+        f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, task.num_concepts(spec))
         values = {"mse": sae_metrics.mse(batch.x_BxD, x_hat),
                   "fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
                   "dead_fraction": sae.dead_latents(state["aux"],
                                                     sae_hparams(spec, hparams)).mean(),
-                  "dense_fraction": sae_metrics.dense_fraction(z), "f1": f1_C.mean(),
-                  "max_cos": max_cos}
+                  "dense_fraction": sae_metrics.dense_fraction(z), "f1": f1_C.mean()}
+        if _subspaces(spec):
+            dirs, valid = concept_geometry.true_directions(consts)
+            values["max_cos"] = sae_metrics.mean_max_cosine(state["params"]["W_dec"], dirs, valid)
+        if spec.task.name == "activations":
+            def reconstruct(x_BxTxD):
+                flat = x_BxTxD.reshape(-1, x_BxTxD.shape[-1])
+                _, x_hat = sae.forward(state["params"], flat, spec.model.kind,
+                                       sae_hparams(spec, hparams), threshold)
+                return x_hat.reshape(x_BxTxD.shape)
+
+            values.update(activations.splice_losses(reconstruct, consts, key, spec,
+                                                    SPLICE_SEQUENCES))
         out.update({f"{name}_{split}": v.astype(jnp.float32) for name, v in values.items()})
     return out
 
 
 def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict
                    ) -> tuple[dict, dict[str, jax.Array]]:
-    return scan_interval(state, key, spec, hparams, train_step, evaluate)
+    return scan_interval(state, key, spec, hparams, train_step, evaluate, data(spec))
+
+
+def _subspaces(spec: Spec) -> bool:
+    return spec.task.name == "concept_geometry" and spec.task.geometry == "subspaces"
 
 
 def metric_names(spec: Spec) -> list[str]:
-    splits = tasks.get(spec.task.name).SPLITS
-    return ["train_loss"] + [f"{name}_{s}" for s in splits for name in METRICS]
+    names = (METRICS + (("max_cos",) if _subspaces(spec) else ())
+             + (SPLICE_METRICS if spec.task.name == "activations" else ()))
+    return ["train_loss"] + [f"{name}_{s}" for s in data(spec).SPLITS for name in names]

@@ -1,0 +1,149 @@
+"""SAE training data from a saved jaxsim sweep: the residual stream of a trained transformer.
+
+`task.name: activations` with `task.source` (a results directory), `task.source_run`,
+`task.source_step` (-1 = the last saved) and `task.site` ("embed", "block0", ...). Streamed: each
+batch draws fresh sequences from the source run's own task (its chains, its hparams, a stream of
+the SAE run's key), runs the frozen source model and keeps the first `batch_size` positions'
+activations at the site. Every point carries the token at its position (`concept_B`: the
+source's state, a known feature) and the position (`coords_BxM`).
+
+It lives in training/, not tasks/, because harvesting runs a model. The source checkpoint is
+read once per process (at trace time) and enters the compiled program as constants.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsim import config as cfglib
+from jaxsim import grid, results, tasks
+from jaxsim.config import ConfigError, Spec
+from jaxsim.tasks.concept_geometry import Batch
+from jaxsim.training.loop import as_arrays, model_of
+
+SPLITS = ("id",)
+TRAIN_STREAM, EVAL_ID = 1, 2
+
+
+class Source(NamedTuple):
+    spec: Spec            # the source run's own static spec
+    hparams: dict         # its dynamic hparams (Python scalars)
+    seed: int
+    step: int
+    params: dict          # numpy arrays
+
+
+@functools.lru_cache(maxsize=8)
+def load(path: str, run_id: int, step: int) -> Source:
+    """The source run's model at a saved step (cached: read once per process)."""
+    out = Path(path)
+    if not (out / results.CONFIG).is_file():
+        raise ConfigError(f"task.source '{path}' is not a jaxsim results directory "
+                          f"(no {results.CONFIG})")
+    cfg = cfglib.load(out / results.CONFIG)
+    runs = {r.run_id: r for r in grid.expand(cfg)}
+    if run_id not in runs:
+        raise ConfigError(f"task.source_run {run_id} not in {path}: runs 0..{len(runs) - 1}")
+    if cfg.model.name != "gpt":
+        raise ConfigError(f"task.source must hold a gpt sweep, {path} has model.name="
+                          f"{cfg.model.name!r}")
+    with jax.ensure_compile_time_eval():   # first called while tracing: read concretely
+        saved_step, state = results.restore_run(out, run_id, step)
+    run = runs[run_id]
+    return Source(cfglib.spec_of(run.config), cfglib.hparams_of(run.config), run.seed,
+                  saved_step, jax.tree.map(np.asarray, state["params"]))
+
+
+def source_of(spec: Spec) -> Source:
+    t = spec.task
+    src = load(str(Path(t.source).absolute()), t.source_run, t.source_step)
+    sites = ["embed"] + [f"block{i}" for i in range(src.spec.model.num_layers)]
+    if t.site not in sites:
+        raise ConfigError(f"task.site {t.site!r} is not a site of the source model; "
+                          f"allowed: {', '.join(sites)}")
+    if t.dim != src.spec.model.d_model:
+        raise ConfigError(f"task.dim ({t.dim}) must equal the source model's d_model "
+                          f"({src.spec.model.d_model})")
+    return src
+
+
+class Constants(NamedTuple):
+    params: dict          # the source model's params (constants of the program)
+    task: tuple           # the source task's constants (e.g. its chain bank)
+
+
+def _source_hparams(src: Source) -> dict:
+    return as_arrays(src.hparams)
+
+
+def constants(run_key: jax.Array, spec: Spec, hparams: dict) -> Constants:
+    src = source_of(spec)
+    task = tasks.get(src.spec.task.name)
+    consts = task.constants(jax.random.key(src.seed), src.spec, _source_hparams(src))
+    return Constants(jax.tree.map(jnp.asarray, src.params), consts)
+
+
+def sequences(key: jax.Array, consts: Constants, spec: Spec, num: int):
+    """`num` fresh sequences of the source run's task (its training distribution)."""
+    src = source_of(spec)
+    return tasks.get(src.spec.task.name).sample(key, consts.task, src.spec,
+                                                _source_hparams(src), num, "id")
+
+
+def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_size: int,
+           split: str = "id") -> Batch:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
+    src = source_of(spec)
+    length = src.spec.task.context_length - 1
+    seqs = sequences(key, consts, spec, math.ceil(batch_size / length))
+    inputs = seqs.tokens_BxL[:, :-1]
+    _, acts = model_of(src.spec).apply({"params": consts.params}, inputs, return_activations=True)
+    x = acts[spec.task.site].reshape(-1, spec.task.dim)[:batch_size]
+    positions = jnp.broadcast_to(jnp.arange(length), inputs.shape).reshape(-1)[:batch_size]
+    return Batch(x, inputs.reshape(-1)[:batch_size].astype(jnp.int32),
+                 positions[:, None].astype(jnp.float32))
+
+
+def train_batch(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec,
+                hparams: dict) -> Batch:
+    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
+    return sample(key, consts, spec, hparams, spec.train.batch_size)
+
+
+def eval_batch(consts: Constants, run_key: jax.Array, spec: Spec, hparams: dict,
+               split: str) -> Batch:
+    return sample(jax.random.fold_in(run_key, EVAL_ID), consts, spec, hparams,
+                  spec.train.eval_batch_size, split)
+
+
+def num_concepts(spec: Spec) -> int:
+    """The source's vocabulary: the token at a position is the known feature."""
+    return tasks.get(source_of(spec).spec.task.name).vocab_size(source_of(spec).spec)
+
+
+def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec,
+                  num_sequences: int) -> dict[str, jax.Array]:
+    """Next-token loss of the source model on fixed sequences: clean, with the site's
+    activations replaced by `reconstruct(x_BxTxD)` (the SAE spliced in), and zero-ablated;
+    `loss_recovered` = (zero - spliced) / (zero - clean)."""
+    src = source_of(spec)
+    seqs = sequences(jax.random.fold_in(run_key, EVAL_ID), consts, spec, num_sequences)
+    model = model_of(src.spec)
+
+    def loss(edit_site):
+        edit = lambda site, x: edit_site(x) if site == spec.task.site else x
+        logits = model.apply({"params": consts.params}, seqs.tokens_BxL[:, :-1], edit=edit)
+        logp = jax.nn.log_softmax(logits, -1)
+        return -jnp.take_along_axis(logp, seqs.tokens_BxL[:, 1:, None], -1).mean()
+
+    clean, spliced = loss(lambda x: x), loss(reconstruct)
+    zero = loss(jnp.zeros_like)
+    return {"clean_loss": clean, "spliced_loss": spliced, "zero_ablation_loss": zero,
+            "loss_recovered": (zero - spliced) / jnp.maximum(zero - clean, 1e-9)}

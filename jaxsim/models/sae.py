@@ -117,14 +117,20 @@ def topk_mask(values_BxF: jax.Array, k: jax.Array) -> jax.Array:
     can be a traced, vmapped integer.
     """
     order = jnp.argsort(-values_BxF, axis=-1)
-    rank = jnp.argsort(order, axis=-1)
-    return rank < k
+    return _inverse_permutation(order) < k
+
+
+def _inverse_permutation(order_xF: jax.Array) -> jax.Array:
+    """rank[..., order[..., j]] = j: a scatter instead of a second sort."""
+    flat = order_xF.reshape(-1, order_xF.shape[-1])
+    rows = jnp.arange(flat.shape[0])[:, None]
+    ranks = jnp.broadcast_to(jnp.arange(flat.shape[1])[None, :], flat.shape)
+    return jnp.zeros_like(flat).at[rows, flat].set(ranks).reshape(order_xF.shape)
 
 
 def batch_topk_mask(values_BxF: jax.Array, k: jax.Array) -> jax.Array:
     """Bool mask of the B*k largest entries of the whole batch (BatchTopK training)."""
-    flat = values_BxF.reshape(-1)
-    rank = jnp.argsort(jnp.argsort(-flat))
+    rank = _inverse_permutation(jnp.argsort(-values_BxF.reshape(1, -1)))
     return (rank < k * values_BxF.shape[0]).reshape(values_BxF.shape)
 
 

@@ -113,13 +113,15 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
     position = {int(r["run_id"]): i for i, r in enumerate(rows)}
     fig, ax = plt.subplots(figsize=(6, 4.4))
     dims = np.array(runs[0]["intrinsic_dims"], float)
-    order = np.argsort(dims)
+    levels = np.unique(dims)
     for run in runs:
         i = position[int(run["run_id"])]
         l0 = np.array(run["l0_per_concept"][-1], float)
-        ax.plot(dims[order], l0[order], "o-", color=colours[index[i]], alpha=0.8, lw=1,
+        mean = [np.nanmean(l0[dims == d]) for d in levels]     # concepts of one dimension
+        ax.plot(levels, mean, "o-", color=colours[index[i]], alpha=0.8, lw=1,
                 label=names[index[i]] if i == int(np.flatnonzero(index == index[i])[0]) else None)
-    ax.plot(dims[order], dims[order], "k--", lw=1, label="L0 = intrinsic dim")
+    ax.plot(levels, levels, "k--", lw=1, label="L0 = intrinsic dim")
+    ax.set_xscale("log", base=2)
     ax.set_xlabel("intrinsic dimension of the concept")
     ax.set_ylabel("L0 on the concept's points (final)")
     ax.set_title("does sparsity adapt to the concept?", fontsize=10)

@@ -105,6 +105,8 @@ class ModelConfig:
                                 doc="sae (topk): Multi-TopK (4k) term weight, 1/8 in Gao et al.")
     dead_steps: int = _f(1000, dynamic=True, min=1,
                          doc="sae: steps without firing after which a latent counts as dead")
+    normalize_input: bool = _f(False, doc="sae: scale inputs by a constant (from the first "
+                               "batch) so that E||x||^2 = D; metrics stay in input units")
     b_dec_init: str = _f("median", choices=("median", "mean"),
                          doc="sae: decoder bias initialised at the data's geometric median or mean")
 

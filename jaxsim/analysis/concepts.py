@@ -21,14 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsim.config import Spec
-from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry as cg
 from jaxsim.training import sae_loop, sae_metrics
 
 ANALYSIS_STREAM = 2000
 
 
-def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
+def analyze_run(params_S, extra_S, run_key: jax.Array, spec: Spec, hparams: dict,
                 num_points: int) -> dict[str, jax.Array]:
     task = sae_loop.data(spec)
     consts = task.constants(run_key, spec, hparams)
@@ -37,13 +36,11 @@ def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
     num_c = task.num_concepts(spec)
     toy = spec.task.name == "concept_geometry"
     subspaces = toy and spec.task.geometry == "subspaces"
-    hp = sae_loop.sae_hparams(spec, hparams)
     members = cg.indicator_targets(batch.concept_B, num_c)
 
     def one_checkpoint(args):
-        params, aux = args
-        threshold = aux["threshold"] if spec.model.kind == "batchtopk" else None
-        z, x_hat = sae.forward(params, batch.x_BxD, spec.model.kind, hp, threshold)
+        params, extra = args
+        z, x_hat = sae_loop.forward({"params": params, **extra}, batch.x_BxD, spec, hparams)
         f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, num_c)
         out = {"fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
                "f1_per_concept": f1_C,
@@ -59,7 +56,7 @@ def analyze_run(params_S, aux_S, run_key: jax.Array, spec: Spec, hparams: dict,
             out["l0_dim_corr"], out["l0_dim_slope"] = adapt["corr"], adapt["slope"]
         return out
 
-    per_ckpt = jax.lax.map(one_checkpoint, (params_S, aux_S))
+    per_ckpt = jax.lax.map(one_checkpoint, (params_S, extra_S))
     if subspaces:
         _, valid = cg.true_directions(consts)
         per_ckpt["valid_directions"] = valid
@@ -88,7 +85,7 @@ def summarise(run_metrics: dict) -> dict:
 FIELD_RESOLUTION = 96
 
 
-def receptive_fields(params, aux, run_key: jax.Array, spec: Spec, hparams: dict,
+def receptive_fields(params, extra, run_key: jax.Array, spec: Spec, hparams: dict,
                      num_points: int) -> dict[str, jax.Array]:
     """For a 2-D task (task.dim = 2): which latent is most active at each point of a grid over
     the data's bounding box ([G, G] index, -1 where no latent fires), the L0 there, and the
@@ -103,9 +100,7 @@ def receptive_fields(params, aux, run_key: jax.Array, spec: Spec, hparams: dict,
     axis_x = jnp.linspace(lo[0], hi[0], FIELD_RESOLUTION)
     axis_y = jnp.linspace(lo[1], hi[1], FIELD_RESOLUTION)
     grid_GGx2 = jnp.stack(jnp.meshgrid(axis_x, axis_y), axis=-1)
-    threshold = aux["threshold"] if spec.model.kind == "batchtopk" else None
-    z, _ = sae.forward(params, grid_GGx2.reshape(-1, 2), spec.model.kind,
-                       sae_loop.sae_hparams(spec, hparams), threshold)
+    z, _ = sae_loop.forward({"params": params, **extra}, grid_GGx2.reshape(-1, 2), spec, hparams)
     winner = jnp.where((z != 0).any(-1), jnp.argmax(z, -1), -1)
     return {"winner": winner.reshape(FIELD_RESOLUTION, FIELD_RESOLUTION),
             "l0": (z != 0).sum(-1).reshape(FIELD_RESOLUTION, FIELD_RESOLUTION),

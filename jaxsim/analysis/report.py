@@ -89,7 +89,8 @@ class ChunkParams(NamedTuple):
     params_RxS: dict          # params stacked [runs, steps, ...]
     seeds_R: jax.Array
     hparams_R: dict
-    aux_RxS: dict | None      # the SAE's aux state (dead counters, threshold), else None
+    extra_RxS: dict | None    # the rest of an SAE's state (aux counters and threshold,
+                              # input_scale), else None
 
 
 def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
@@ -107,12 +108,13 @@ def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkPar
         states = [ckpt.restore(s, None)["state"] for s in steps]
         stack = lambda *a: jnp.stack([x[index] for x in a], axis=1)
         params_RxS = jax.tree.map(stack, *[st["params"] for st in states])
-        aux_RxS = (jax.tree.map(stack, *[st["aux"] for st in states]) if "aux" in states[0]
-                   else None)
+        rest = [{k: v for k, v in st.items() if k not in ("params", "opt_state", "step")}
+                for st in states]
+        extra_RxS = jax.tree.map(stack, *rest) if rest[0] else None
         chunk_runs = [runs[int(r["run_id"])] for r in members]
         yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
                           jnp.array([r.seed for r in chunk_runs], jnp.int32),
-                          grid.stack_hparams(chunk_runs), aux_RxS)
+                          grid.stack_hparams(chunk_runs), extra_RxS)
 
 
 def _entry(run, steps) -> dict:
@@ -231,28 +233,28 @@ def _analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _concepts_chunk(spec: Spec, params_RxS, aux_RxS, seeds_R, hparams_R, num_points: int):
+def _concepts_chunk(spec: Spec, params_RxS, extra_RxS, seeds_R, hparams_R, num_points: int):
     keys = jax.vmap(jax.random.key)(seeds_R)
     return jax.vmap(concepts.analyze_run, (0, 0, 0, None, 0, None))(
-        params_RxS, aux_RxS, keys, spec, hparams_R, num_points)
+        params_RxS, extra_RxS, keys, spec, hparams_R, num_points)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _fields_chunk(spec: Spec, params_R, aux_R, seeds_R, hparams_R, num_points: int):
+def _fields_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_points: int):
     keys = jax.vmap(jax.random.key)(seeds_R)
     return jax.vmap(concepts.receptive_fields, (0, 0, 0, None, 0, None))(
-        params_R, aux_R, keys, spec, hparams_R, num_points)
+        params_R, extra_R, keys, spec, hparams_R, num_points)
 
 
 def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
     report, fields = [], []
     for chunk in chunks(out, cfg, rows):
-        m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.aux_RxS,
+        m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.extra_RxS,
                                            chunk.seeds_R, chunk.hparams_R, num_points))
         if chunk.spec.task.dim == 2:
             last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
             f = jax.device_get(_fields_chunk(chunk.spec, last(chunk.params_RxS),
-                                             last(chunk.aux_RxS), chunk.seeds_R,
+                                             last(chunk.extra_RxS), chunk.seeds_R,
                                              chunk.hparams_R, num_points))
             fields += [(run.run_id, jax.tree.map(lambda a: a[i], f))
                        for i, run in enumerate(chunk.runs)]

@@ -50,15 +50,34 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
     params = sae.init(jax.random.fold_in(key, INIT_STREAM), spec.task.dim, spec.model.d_sae,
                       spec.model.kind, threshold_init=hparams["model"]["threshold_init"])
     x = task.sample(jax.random.fold_in(key, INIT_STREAM), consts, spec, hparams, INIT_BATCH).x_BxD
-    params = sae.init_b_dec(params, x, spec.model.b_dec_init)
+    scale = input_scale(x) if spec.model.normalize_input else jnp.ones((), jnp.float32)
+    params = sae.init_b_dec(params, x * scale, spec.model.b_dec_init)
     return {"params": params, "opt_state": optimizer(hparams).init(params),
-            "step": jnp.zeros((), jnp.int32), "aux": sae.init_aux(spec.model.d_sae)}
+            "step": jnp.zeros((), jnp.int32), "aux": sae.init_aux(spec.model.d_sae),
+            "input_scale": scale}
+
+
+def input_scale(x_BxD: jax.Array) -> jax.Array:
+    """The constant c with E||c x||^2 = D (the SAELens / dictionary_learning normalisation)."""
+    return jnp.sqrt(x_BxD.shape[-1] / jnp.mean(jnp.sum(x_BxD ** 2, -1))).astype(jnp.float32)
+
+
+def forward(state: dict, x_BxD: jax.Array, spec: Spec, hparams: dict
+            ) -> tuple[jax.Array, jax.Array]:
+    """Inference codes and the reconstruction in the input's own units (the input scale and, for
+    BatchTopK, the learned threshold applied)."""
+    threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
+    scale = state["input_scale"]
+    z, x_hat = sae.forward(state["params"], x_BxD * scale, spec.model.kind,
+                           sae_hparams(spec, hparams), threshold)
+    return z, x_hat / scale
 
 
 def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[dict, jax.Array]:
     kind = spec.model.kind
     x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD
+    x = x * state["input_scale"]
     hp = sae_hparams(spec, hparams)
     hp["sparsity_coef"] = hp["sparsity_coef"] * sae.coef_schedule(
         state["step"], hparams["train"]["sparsity_warmup_steps"])
@@ -72,7 +91,7 @@ def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
     if kind in sae.UNIT_NORM_KINDS:
         params = sae.renormalize_decoder(params)
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
-            "aux": sae.update_aux(state["aux"], z, hp)}, loss
+            "aux": sae.update_aux(state["aux"], z, hp), "input_scale": state["input_scale"]}, loss
 
 
 def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict:
@@ -81,9 +100,7 @@ def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> 
     out = {}
     for split in task.SPLITS:
         batch = task.eval_batch(consts, key, spec, hparams, split)
-        threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
-        z, x_hat = sae.forward(state["params"], batch.x_BxD, spec.model.kind,
-                               sae_hparams(spec, hparams), threshold)
+        z, x_hat = forward(state, batch.x_BxD, spec, hparams)
         f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, task.num_concepts(spec))
         values = {"mse": sae_metrics.mse(batch.x_BxD, x_hat),
                   "fvu": sae_metrics.fvu(batch.x_BxD, x_hat), "l0": sae_metrics.l0(z),
@@ -96,9 +113,7 @@ def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> 
         if spec.task.name == "activations":
             def reconstruct(x_BxTxD):
                 flat = x_BxTxD.reshape(-1, x_BxTxD.shape[-1])
-                _, x_hat = sae.forward(state["params"], flat, spec.model.kind,
-                                       sae_hparams(spec, hparams), threshold)
-                return x_hat.reshape(x_BxTxD.shape)
+                return forward(state, flat, spec, hparams)[1].reshape(x_BxTxD.shape)
 
             values.update(activations.splice_losses(reconstruct, consts, key, spec,
                                                     SPLICE_SEQUENCES))

@@ -94,7 +94,9 @@ class ModelConfig:
     d_sae: int = _f(256, min=1, doc="sae: dictionary width (latents)")
     sparsity_coef: float = _f(0.1, dynamic=True, min=0.0,
                               doc="sae: L1 (relu), L0 (jumprelu) or distance-L1 (spade) weight")
-    k: int = _f(8, dynamic=True, min=1, doc="sae: active latents per input (topk, batchtopk)")
+    k: int = _f(8, dynamic="max", min=1,
+                doc="sae: active latents per input (topk, batchtopk); a per-run mask under the "
+                    "group's largest k")
     bandwidth: float = _f(1e-3, dynamic=True, min=0.0, min_exclusive=True,
                           doc="sae (jumprelu): straight-through rectangle-kernel width")
     threshold_init: float = _f(1e-3, dynamic=True, min=0.0, min_exclusive=True,

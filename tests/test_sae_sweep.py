@@ -57,16 +57,19 @@ def test_kinds_sweep_analyze_and_plot(tmp_path):
 
 
 def test_topk_run_in_a_k_sweep_equals_the_run_alone():
-    """k is a vmapped hparam: the k = 2 run of a {1, 2, 4} sweep equals k = 2 trained alone."""
+    """k is a vmapped hparam under the group's largest k: the k = 2 run of a {1, 2, 4} sweep
+    (compiled for k <= 4) equals k = 2 trained alone (compiled for k <= 2)."""
     cfg = cfglib.from_dict(_raw())
     spec = cfglib.spec_of(cfg)
+    group_spec = cfglib.spec_of(cfglib.from_dict(_raw(model={"k": 4})))
     hp = training.as_arrays(cfglib.hparams_of(cfg))
     key = jax.random.key(0)
     _, alone = jax.jit(training.train, static_argnums=1)(key, spec, hp)
     many = jax.tree.map(lambda a: np.stack([a] * 3), hp)
     many["model"]["k"] = np.array([1, 2, 4], np.int32)
     keys = jax.numpy.stack([key] * 3)
-    _, swept = jax.jit(jax.vmap(training.train, (0, None, 0)), static_argnums=1)(keys, spec, many)
+    _, swept = jax.jit(jax.vmap(training.train, (0, None, 0)), static_argnums=1)(
+        keys, group_spec, many)
     for name, values in alone.items():
         np.testing.assert_allclose(swept[name][1], values, rtol=2e-4, atol=1e-5, err_msg=name)
     assert swept["l0_id"][0, -1] == 1 and swept["l0_id"][2, -1] == 4

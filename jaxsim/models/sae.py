@@ -134,7 +134,7 @@ def pre_activations(params: Params, x_BxD: jax.Array, kind: str) -> jax.Array:
 
 
 def _sparsify(params: Params, pre_BxF: jax.Array, kind: str, hp: dict,
-              threshold: jax.Array | None) -> jax.Array:
+              threshold: jax.Array | None, k_max: int | None = None) -> jax.Array:
     if kind == "spade":
         return sparsemax(pre_BxF)
     if kind == "jumprelu":
@@ -142,18 +142,19 @@ def _sparsify(params: Params, pre_BxF: jax.Array, kind: str, hp: dict,
         return jumprelu(pre_BxF, jnp.broadcast_to(theta_F[None, :], pre_BxF.shape), hp["eps"])
     acts = jax.nn.relu(pre_BxF)
     if kind == "topk":
-        return jnp.where(topk_mask(acts, hp["k"]), acts, 0.0)
+        return jnp.where(topk_mask(acts, hp["k"], k_max), acts, 0.0)
     if kind == "batchtopk":
-        keep = batch_topk_mask(acts, hp["k"]) if threshold is None else acts > threshold
+        keep = batch_topk_mask(acts, hp["k"], k_max) if threshold is None else acts > threshold
         return jnp.where(keep, acts, 0.0)
     return acts
 
 
 def encode(params: Params, x_BxD: jax.Array, kind: str, hp: dict,
-           threshold: jax.Array | None = None) -> jax.Array:
+           threshold: jax.Array | None = None, k_max: int | None = None) -> jax.Array:
     """[B, F] latent codes. For batchtopk, `threshold=None` is the training-mode batch top-k;
-    a scalar (e.g. ``aux_state["threshold"]``) gives inference codes acts * (acts > threshold)."""
-    return _sparsify(params, pre_activations(params, x_BxD, kind), kind, hp, threshold)
+    a scalar (e.g. ``aux_state["threshold"]``) gives inference codes acts * (acts > threshold).
+    `k_max`: a static bound on hp["k"] that makes (batch) top-k fast (`topk_mask`)."""
+    return _sparsify(params, pre_activations(params, x_BxD, kind), kind, hp, threshold, k_max)
 
 
 def decode(params: Params, z_BxF: jax.Array) -> jax.Array:
@@ -163,9 +164,10 @@ def decode(params: Params, z_BxF: jax.Array) -> jax.Array:
 
 
 def forward(params: Params, x_BxD: jax.Array, kind: str, hp: dict,
-            threshold: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+            threshold: jax.Array | None = None, k_max: int | None = None
+            ) -> tuple[jax.Array, jax.Array]:
     """(z_BxF, x_hat_BxD)."""
-    z = encode(params, x_BxD, kind, hp, threshold)
+    z = encode(params, x_BxD, kind, hp, threshold, k_max)
     return z, decode(params, z)
 
 
@@ -175,7 +177,7 @@ def sq_error(x_BxD: jax.Array, x_hat_BxD: jax.Array) -> jax.Array:
 
 
 def auxk_loss(params: Params, acts_BxF: jax.Array, residual_BxD: jax.Array,
-              dead_F: jax.Array, k_aux: jax.Array) -> jax.Array:
+              dead_F: jax.Array, k_aux: jax.Array, k_aux_max: int | None = None) -> jax.Array:
     """Gao et al. AuxK: reconstruct the detached residual from the top-k_aux dead latents.
 
     No b_dec in e_hat (sparsify issue #132); normalised by the residual's variance
@@ -183,19 +185,21 @@ def auxk_loss(params: Params, acts_BxF: jax.Array, residual_BxD: jax.Array,
     """
     e_BxD = jax.lax.stop_gradient(residual_BxD)
     masked = jnp.where(dead_F[None, :], acts_BxF, -jnp.inf)
-    keep = topk_mask(masked, k_aux) & dead_F[None, :]
+    keep = topk_mask(masked, k_aux, k_aux_max) & dead_F[None, :]
     e_hat = jnp.where(keep, acts_BxF, 0.0) @ params["W_dec"]
     variance = ((e_BxD - e_BxD.mean(0, keepdims=True)) ** 2).sum(-1).mean()
     return jnp.where(dead_F.any(), sq_error(e_BxD, e_hat) / jnp.maximum(variance, 1e-12), 0.0)
 
 
-def loss(params: Params, x_BxD: jax.Array, kind: str, hp: dict, aux_state: AuxState
+def loss(params: Params, x_BxD: jax.Array, kind: str, hp: dict, aux_state: AuxState,
+         k_max: int | None = None, k_aux_max: int | None = None
          ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
     """Training loss and ``(metrics, z_BxF)`` (z for `update_aux`), for `jax.value_and_grad(
     ..., has_aux=True)`. Metrics (same keys for every kind): mse, fvu, l0, penalty (the
-    unweighted sparsity term), auxk, multi_topk."""
+    unweighted sparsity term), auxk, multi_topk. `k_max`, `k_aux_max`: static bounds on
+    hp["k"] and hp["k_aux"] that make the top-k masks fast (results unchanged)."""
     pre = pre_activations(params, x_BxD, kind)
-    z = _sparsify(params, pre, kind, hp, None)
+    z = _sparsify(params, pre, kind, hp, None, k_max)
     x_hat = decode(params, z)
     mse = sq_error(x_BxD, x_hat)
     zero = jnp.zeros((), mse.dtype)
@@ -211,9 +215,11 @@ def loss(params: Params, x_BxD: jax.Array, kind: str, hp: dict, aux_state: AuxSt
         penalty = (z * sq_distances(x_BxD, params["W_dec"])).sum(-1).mean()
     else:
         acts = jax.nn.relu(pre)
-        auxk = auxk_loss(params, acts, x_BxD - x_hat, dead_latents(aux_state, hp), hp["k_aux"])
+        auxk = auxk_loss(params, acts, x_BxD - x_hat, dead_latents(aux_state, hp), hp["k_aux"],
+                         k_aux_max)
         if kind == "topk":
-            z4 = jnp.where(topk_mask(acts, 4 * hp["k"]), acts, 0.0)
+            z4 = jnp.where(topk_mask(acts, 4 * hp["k"], None if k_max is None else 4 * k_max),
+                           acts, 0.0)
             multi = sq_error(x_BxD, decode(params, z4))
     total = (mse + hp["sparsity_coef"] * penalty + hp["auxk_coef"] * auxk
              + hp["multi_topk_coef"] * multi)

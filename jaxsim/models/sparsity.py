@@ -13,14 +13,22 @@ import jax
 import jax.numpy as jnp
 
 
-def topk_mask(values_BxF: jax.Array, k: jax.Array) -> jax.Array:
-    """Bool mask of the k largest entries of each row, exactly min(k, F) per row.
+def topk_mask(values_BxF: jax.Array, k: jax.Array, k_max: int | None = None) -> jax.Array:
+    """Bool mask of the k largest entries of each row, exactly min(k, F) per row (ties go to
+    the lower index).
 
-    A threshold on the rank from a sort (ties go to the lower index), not `lax.top_k`, so k
-    can be a traced, vmapped integer.
+    k may be a traced, vmapped integer. With a static bound `k_max` >= k (the sweep passes the
+    group's largest k) this is `lax.top_k(values, k_max)` and a scatter of the first k; without
+    one, the rank from a full sort (about 50x slower on CPU at F = 512).
     """
-    order = jnp.argsort(-values_BxF, axis=-1)
-    return _inverse_permutation(order) < k
+    flat = values_BxF.reshape(-1, values_BxF.shape[-1])
+    if k_max is None:
+        return _inverse_permutation(jnp.argsort(-flat, axis=-1)).reshape(values_BxF.shape) < k
+    k_max = min(k_max, flat.shape[-1])
+    _, index = jax.lax.top_k(flat, k_max)
+    keep = jnp.broadcast_to(jnp.arange(k_max) < k, index.shape)
+    rows = jnp.arange(flat.shape[0])[:, None]
+    return jnp.zeros(flat.shape, bool).at[rows, index].set(keep).reshape(values_BxF.shape)
 
 
 def _inverse_permutation(order_xF: jax.Array) -> jax.Array:
@@ -31,10 +39,12 @@ def _inverse_permutation(order_xF: jax.Array) -> jax.Array:
     return jnp.zeros_like(flat).at[rows, flat].set(ranks).reshape(order_xF.shape)
 
 
-def batch_topk_mask(values_BxF: jax.Array, k: jax.Array) -> jax.Array:
+def batch_topk_mask(values_BxF: jax.Array, k: jax.Array, k_max: int | None = None) -> jax.Array:
     """Bool mask of the B*k largest entries of the whole batch (BatchTopK training)."""
-    rank = _inverse_permutation(jnp.argsort(-values_BxF.reshape(1, -1)))
-    return (rank < k * values_BxF.shape[0]).reshape(values_BxF.shape)
+    batch = values_BxF.shape[0]
+    flat = values_BxF.reshape(1, -1)
+    return topk_mask(flat, k * batch, None if k_max is None else k_max * batch
+                     ).reshape(values_BxF.shape)
 
 
 def rectangle(u: jax.Array) -> jax.Array:

@@ -29,11 +29,16 @@ SPLICE_SEQUENCES = 32
 INIT_BATCH = 1024     # points used to initialise b_dec
 
 
+def _k_aux(spec: Spec) -> int:
+    """AuxK's k: half the input dimension (Gao et al.)."""
+    return max(spec.task.dim // 2, 1)
+
+
 def sae_hparams(spec: Spec, hparams: dict) -> dict:
     """The `sae.loss` hp dict from the config's (traced) model hparams."""
     m = hparams["model"]
     return {"sparsity_coef": m["sparsity_coef"], "k": m["k"],
-            "k_aux": jnp.asarray(max(spec.task.dim // 2, 1), jnp.int32),
+            "k_aux": jnp.asarray(_k_aux(spec), jnp.int32),
             "auxk_coef": m["auxk_coef"], "multi_topk_coef": m["multi_topk_coef"],
             "dead_steps": m["dead_steps"], "eps": m["bandwidth"],
             "threshold_decay": jnp.asarray(0.99, jnp.float32)}
@@ -69,7 +74,7 @@ def forward(state: dict, x_BxD: jax.Array, spec: Spec, hparams: dict
     threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
     scale = state["input_scale"]
     z, x_hat = sae.forward(state["params"], x_BxD * scale, spec.model.kind,
-                           sae_hparams(spec, hparams), threshold)
+                           sae_hparams(spec, hparams), threshold, spec.model.k)
     return z, x_hat / scale
 
 
@@ -82,7 +87,7 @@ def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
     hp["sparsity_coef"] = hp["sparsity_coef"] * sae.coef_schedule(
         state["step"], hparams["train"]["sparsity_warmup_steps"])
     (loss, (_, z)), grads = jax.value_and_grad(sae.loss, has_aux=True)(
-        state["params"], x, kind, hp, state["aux"])
+        state["params"], x, kind, hp, state["aux"], spec.model.k, _k_aux(spec))
     if kind in sae.UNIT_NORM_KINDS:
         grads = sae.project_decoder_grads(grads, state["params"])
     updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])

@@ -1,5 +1,5 @@
 """The PyTorch baseline: the same GPT, Markov-mixture sampler and AdamW as jaxsim, written the way
-a researcher would in PyTorch, in three variants:
+a researcher would in PyTorch, in three variants (the layouts are in torch_common):
 
 - `train_sequential`: one model and optimiser per run, runs trained one after another (eager, or
   each model wrapped in `torch.compile`);
@@ -12,19 +12,24 @@ step, as it is in jaxsim's compiled step.
 """
 from __future__ import annotations
 
-import copy
-import time
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import torch_common as common
+
+ADAMW = {"lr": 1e-3, "betas": (0.9, 0.95), "weight_decay": 0.1}
+CLIP = 1.0
+
 
 class Block(nn.Module):
-    def __init__(self, d: int, heads: int, d_mlp: int, fused: bool = True):
+    """Pre-LN transformer block: causal (the GPT) or bidirectional (causal=False, the encoder)."""
+
+    def __init__(self, d: int, heads: int, d_mlp: int, fused: bool = True, causal: bool = True,
+                 eps: float = 1e-5):
         super().__init__()
-        self.heads, self.fused = heads, fused
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.heads, self.fused, self.causal = heads, fused, causal
+        self.ln1, self.ln2 = nn.LayerNorm(d, eps=eps), nn.LayerNorm(d, eps=eps)
         self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
         self.fc, self.proj = nn.Linear(d, d_mlp), nn.Linear(d_mlp, d)
 
@@ -33,11 +38,13 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.fused:
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
         else:  # plain ops: torch.func.vmap has no batching rule for the fused CPU kernel
             scores = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5)
-            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            a = scores.masked_fill(~causal, float("-inf")).softmax(-1) @ v
+            if self.causal:
+                causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+                scores = scores.masked_fill(~causal, float("-inf"))
+            a = scores.softmax(-1) @ v
         x = x + self.out(a.transpose(1, 2).reshape(b, t, d))
         return x + self.proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
 
@@ -103,68 +110,38 @@ def _loss(logits, tokens):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
 
 
+def loss_of(fn, tokens):
+    """(next-token loss of the model `fn` on a [B, L] batch, no aux)."""
+    return _loss(fn(tokens[:, :-1]), tokens[:, 1:]), ()
+
+
 def train_sequential(models, sampler: Sampler, steps: int, compile_: bool = False,
                      warmup: int = 2) -> float:
     """Seconds for `steps` steps of every run, trained one run after another."""
-    total = 0.0
-    for r, model in enumerate(models):
-        fn = torch.compile(model) if compile_ else model
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    def make_step(r, model, fn):
+        opt = common.adamw(**ADAMW)(model.parameters())
 
         def step():
-            tokens = sampler.sample(r)
-            loss = _loss(fn(tokens[:, :-1]), tokens[:, 1:])
+            loss, _ = loss_of(fn, sampler.sample(r))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
             opt.step()
 
-        total += _timed(step, steps, warmup, sampler.bank.device)
-    return total
+        return step
+
+    return common.sequential(models, make_step, steps, compile_, warmup)
 
 
 def train_ensemble(models, sampler: Sampler, steps: int, warmup: int = 2) -> float:
     """Seconds for `steps` steps of all runs at once with torch.func."""
-    from torch.func import functional_call, grad, stack_module_state, vmap
-
-    params, buffers = stack_module_state(models)
-    base = copy.deepcopy(models[0]).to("meta")
-    params = {k: v.detach().requires_grad_(False) for k, v in params.items()}
-
-    def loss_one(p, b, tokens):
-        return _loss(functional_call(base, (p, b), (tokens[:, :-1],)), tokens[:, 1:])
-
-    grads_fn = vmap(grad(loss_one))
-    leaves = list(params.values())
-    opt = torch.optim.AdamW(leaves, lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1, foreach=True)
+    ens = common.Ensemble(models, loss_of, common.adamw(**ADAMW))
 
     def step():
-        tokens = sampler.sample()
-        grads = grads_fn(params, buffers, tokens)
-        norms = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads.values()))
-        scale = (1.0 / torch.clamp(norms, min=1.0))
-        for leaf, g in zip(leaves, grads.values()):
-            leaf.grad = g * scale.view(-1, *([1] * (g.dim() - 1)))
-        opt.step()
+        grads, _ = ens.grads(sampler.sample())
+        ens.apply(common.per_run_clip(grads, CLIP))
 
-    return _timed(step, steps, warmup, sampler.bank.device)
-
-
-def _timed(step, steps: int, warmup: int, device) -> float:
-    """Seconds for `steps` calls of `step` after `warmup` untimed ones (device synchronised)."""
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+    return common.timed(step, steps, warmup, sampler.bank.device)
 
 
 def make_models(runs: int, vocab, length, layers, d, heads, d_mlp, device, fused=True):
@@ -172,7 +149,17 @@ def make_models(runs: int, vocab, length, layers, d, heads, d_mlp, device, fused
             for _ in range(runs)]
 
 
-def param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def setup(w: dict, runs: int, device, fused: bool = True):
+    """(models, sampler) for the workload shape `w` (throughput.py's GPT workloads)."""
+    models = make_models(runs, w["k"], w["length"], w["layers"], w["d"], w["heads"], w["d_mlp"],
+                         device, fused)
+    return models, Sampler(runs, w["chains"], w["k"], w["batch"], w["length"], device)
 
 
+def step_flops(model: nn.Module, sampler: Sampler) -> int:
+    """Counted matmul FLOPs of one training step (forward + backward) of run 0 (not its data)."""
+    tokens = sampler.sample(0)
+    return common.counted_flops(lambda: loss_of(model, tokens)[0])
+
+
+param_count = common.param_count

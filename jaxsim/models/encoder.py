@@ -1,10 +1,11 @@
 """A BERT-style encoder with a scalar read-out per position (matrix completion as MLM).
 
 As in the paper's code (a HuggingFace BertModel): learned absolute positions, no token types,
-no dropout, GELU MLP, post-LayerNorm (eps 1e-12) with an embedding LayerNorm; pre-LN as an
-option. The MASK token's embedding is fixed at zero and gets no gradient (BERT's padding_idx 0).
-With ``input="continuous"`` an observed entry is embedded as value x a learned vector and a
-masked entry as a learned mask vector. Read-out: Dense(1) at every position.
+no dropout, GELU MLP, an embedding LayerNorm over token + position, then post-LayerNorm blocks
+(eps 1e-12); pre-LN blocks (with a final LayerNorm) as an option, the embedding LayerNorm kept.
+The MASK token's embedding is fixed at zero and gets no gradient (BERT's padding_idx 0). With
+``input="continuous"`` an observed entry is embedded as value x a learned vector (init std
+d^-1/2) and a masked entry as a learned mask vector. Read-out: Dense(1) at every position.
 """
 from __future__ import annotations
 
@@ -61,15 +62,14 @@ class Encoder(nn.Module):
             table = table.at[0].set(0.0)     # MASK: fixed zero, no gradient
             x = table[tokens_BxT]
         else:
-            value_C = self.param("value_embed", nn.initializers.normal(1.0), (self.d_model,))
+            value_C = self.param("value_embed", nn.initializers.normal(self.d_model ** -0.5),
+                                 (self.d_model,))
             mask_C = self.param("mask_embed", nn.initializers.normal(INIT_STD), (self.d_model,))
             observed = jnp.where(masked_BxT, 0.0, values_BxT)[..., None] * value_C[None, None]
             x = jnp.where(masked_BxT[..., None], mask_C[None, None], observed)
         pos_TxC = self.param("pos_embed", nn.initializers.normal(INIT_STD),
                              (self.max_length, self.d_model))
-        x = x + pos_TxC[None, : tokens_BxT.shape[1]]
-        if self.norm == "post":
-            x = nn.LayerNorm(BERT_LN_EPS, name="ln_embed")(x)
+        x = nn.LayerNorm(BERT_LN_EPS, name="ln_embed")(x + pos_TxC[None, : tokens_BxT.shape[1]])
         residual_std = INIT_STD / math.sqrt(2 * self.num_layers)
         activations = {"embed": x}
         for i in range(self.num_layers):

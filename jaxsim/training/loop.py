@@ -46,9 +46,15 @@ def warmup_factor(step: jax.Array, hparams: dict) -> jax.Array:
 
 def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
     task = tasks.get(spec.task.name)
-    dummy = task.eval_batch(task.constants(key, spec, hparams), key, spec, hparams,
-                            task.SPLITS[0])
-    inputs = jax.tree.map(lambda a: a[:1], objectives.get(spec.task.name).inputs(dummy))
+
+    def batch_inputs():
+        batch = task.eval_batch(task.constants(key, spec, hparams), key, spec, hparams,
+                                task.SPLITS[0])
+        return objectives.get(spec.task.name).inputs(batch)
+
+    # shapes only: a batch of one of zeros, so the init program holds no task computation
+    inputs = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape[1:], s.dtype),
+                          jax.eval_shape(batch_inputs))
     params = model_of(spec).init(jax.random.fold_in(key, INIT_STREAM), *inputs)["params"]
     return {"params": params, "opt_state": optimizer(hparams).init(params),
             "step": jnp.zeros((), jnp.int32)}

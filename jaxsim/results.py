@@ -97,7 +97,8 @@ def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
                                                      g.spec.train.steps + 1,
                                                      g.spec.train.eval_every)})
     column = {s: i for i, s in enumerate(steps)}
-    names = next(iter(per_chunk.values())).keys()
+    # the union of the groups' metric names (e.g. max_cos only on subspace data): NaN elsewhere
+    names = list(dict.fromkeys(n for metrics in per_chunk.values() for n in metrics))
     arrays = {n: np.full((len(runs), len(steps)), np.nan, np.float32) for n in names}
     for group in groups:
         cols = [column[s] for s in range(group.spec.train.eval_every, group.spec.train.steps + 1,
@@ -105,7 +106,7 @@ def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
         for chunk in group.chunks:
             metrics = per_chunk[group.index, chunk.index]
             for i, run in enumerate(chunk.runs):
-                for n in names:
+                for n in metrics:
                     arrays[n][run.run_id, cols] = metrics[n][i]
     return np.array(steps, np.int64), arrays
 

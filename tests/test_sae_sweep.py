@@ -176,3 +176,19 @@ def test_input_normalisation_makes_training_scale_invariant():
     z2, xh2 = sae_loop.forward(big, jax.numpy.asarray(10 * x), spec, hp)
     np.testing.assert_allclose(np.asarray(z1), np.asarray(z2), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(10 * np.asarray(xh1), np.asarray(xh2), rtol=1e-4, atol=1e-4)
+
+
+def test_groups_with_different_metrics_share_one_metrics_file(tmp_path):
+    """Subspace groups log max_cos, moons groups do not: metrics.npz holds the union, NaN where
+    a run's group has no such metric."""
+    raw = _raw(sweep={"grids": [{"task.geometry": ["subspaces"]},
+                                {"task.geometry": ["moons"], "task.dim": [2], "model.d_sae": [8],
+                                 "model.k": [1]}]},
+               train={"steps": 20, "eval_every": 20})
+    path = tmp_path / "mixed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    m = np.load(out / "metrics.npz")
+    assert np.isfinite(m["max_cos_id"][0]).all() and np.isnan(m["max_cos_id"][1]).all()
+    assert np.isfinite(m["fvu_id"]).all()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,8 @@ def coerce(key: str, value: Any, where: str | None = None) -> Any:
         return tuple(sorted(set(value)))
     if key in ("sweep.axes", "sweep.grids"):
         return value
+    if key == "sweep.memory_budget":
+        return _check_budget(value, where)
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
@@ -100,6 +103,19 @@ def coerce(key: str, value: Any, where: str | None = None) -> Any:
     if hi is not None and value > hi:
         raise ConfigError(f"{where} must be <= {hi}, got {value!r}")
     return value
+
+
+def _check_budget(value: Any, where: str) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where} must be a positive number of GiB, got {value!r}")
+        return float(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("auto", "none") or (text and re.fullmatch(r"\d+(\.\d+)?\s*%", text)
+                                    and 0 < float(text.rstrip("% ")) <= 100):
+        return text
+    raise ConfigError(f"{where} must be 'auto', 'none', a positive number of GiB or a share "
+                      f"like '25%' (at most 100%), got {value!r}")
 
 
 def _check_grids(grids: Any) -> list:

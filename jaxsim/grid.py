@@ -68,21 +68,35 @@ def _value(cfg: Config, key: str):
     return getattr(getattr(cfg, section), name)
 
 
-def plan(cfg: Config, runs: list[Run], num_devices: int) -> list[Group]:
-    """Group runs by shape; split each group into equal chunks whose size divides by devices."""
+def plan(cfg: Config, runs: list[Run], num_devices: int,
+         sizes: dict[int, int] | None = None) -> list[Group]:
+    """Group runs by shape; split each group into equal chunks whose size divides by devices.
+
+    Chunk size: `sizes[group index]` when given (as fitted to the memory budget, or as recorded
+    in runs.csv on resume), else `sweep.chunk_size` (0 = the whole group)."""
     by_key: dict[Spec, list[Run]] = {}
     for run in runs:
         by_key.setdefault(cfglib.group_key(cfglib.spec_of(run.config)), []).append(run)
     groups = []
     for index, members in enumerate(by_key.values()):
         spec = cfglib.merge_specs([cfglib.spec_of(r.config) for r in members])
-        size = cfg.sweep.chunk_size or len(members)
+        size = (sizes or {}).get(index) or cfg.sweep.chunk_size or len(members)
         size = min(size, len(members))
         size = math.ceil(size / num_devices) * num_devices
         chunks = [Chunk(i, members[start:start + size], size)
                   for i, start in enumerate(range(0, len(members), size))]
         groups.append(Group(index, spec, members, chunks))
     return groups
+
+
+def recorded_sizes(rows: list[dict]) -> dict[int, int]:
+    """Each shape group's chunk size as runs.csv records it (the runs in its first chunk)."""
+    sizes: dict[int, int] = {}
+    for row in rows:
+        if int(row["chunk"]) == 0:
+            group = int(row["shape_group"])
+            sizes[group] = sizes.get(group, 0) + 1
+    return sizes
 
 
 def save_steps(cfg: Config, spec: Spec) -> list[int]:

@@ -128,6 +128,9 @@ class SweepConfig:
                                  "(taken at the first evaluation at or after each multiple)")
     save_steps: Any = _f(None, doc="steps kept for analysis; null = ~20 log-spaced")
     plot: bool = _f(True, doc="draw figures at the end of the sweep")
+    memory_budget: Any = _f("auto", doc="device memory per chunk: 'auto' (half of a device's "
+                            "memory; CPU: half the RAM), GiB as a number, a share like '25%', or "
+                            "'none'; larger chunks are split until the compiled program fits")
 
 
 SECTIONS = {"task": TaskConfig, "model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig}

@@ -27,9 +27,13 @@ def _run_keys(seeds_R: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.key)(seeds_R)
 
 
+def _stacked_init(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
+    return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
+
+
 def _init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
     TRACE_COUNTS["init", spec] += 1
-    return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
+    return _stacked_init(spec, seeds_R, hparams)
 
 
 def over_runs(fn, args, vmap_size: int):
@@ -110,7 +114,7 @@ def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
 def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     """Shapes, dtypes and shardings of a chunk checkpoint (the orbax restore target)."""
     sharding = run_sharding()
-    state = jax.eval_shape(functools.partial(_init_chunk, spec), seeds, hparams)
+    state = jax.eval_shape(functools.partial(_stacked_init, spec), seeds, hparams)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
     return {"state": state, "metrics": metrics}
 

@@ -13,7 +13,7 @@ from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
 from jaxsim import results
 from jaxsim import grid
-from jaxsim.sweeps import engine
+from jaxsim.sweeps import engine, memory
 
 
 def _log(message: str) -> None:
@@ -27,7 +27,7 @@ def start(cfg: Config, out: Path, progress: bool = True) -> Path:
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
                           f"`jaxsim resume {out}` or choose another --out")
     runs = grid.expand(cfg)
-    groups = grid.plan(cfg, runs, jax.device_count())
+    groups = _fit_to_memory(cfg, runs)
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
     results.write_runs(out, cfg, groups, {})
@@ -42,8 +42,30 @@ def resume(out: Path, progress: bool = True) -> Path:
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
     cfg = cfglib.load(out / results.CONFIG)
     runs = grid.expand(cfg)
-    groups = grid.plan(cfg, runs, jax.device_count())
+    sizes = grid.recorded_sizes(results.read_runs(out)) if (out / results.RUNS).is_file() else None
+    groups = grid.plan(cfg, runs, jax.device_count(), sizes)
     return _train(cfg, out, runs, groups, progress)
+
+
+def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
+    """The plan with each group's chunks as large as `sweep.chunk_size` asks and
+    `sweep.memory_budget` allows (each size checked by compiling it: that compile is cached and
+    trains the group)."""
+    devices = jax.device_count()
+    groups = grid.plan(cfg, runs, devices)
+    limit = memory.budget_bytes(cfg.sweep.memory_budget)
+    if limit is None:
+        return groups
+    sizes = {}
+    for g in groups:
+        size, peak = memory.fit_chunk_size(g.spec, g.runs, g.chunks[0].size, devices,
+                                           cfg.sweep.memory_budget, cfg.sweep.vmap_size,
+                                           where=f"shape group {g.index} ")
+        sizes[g.index] = size
+        note = (f" (split from {g.chunks[0].size} to fit)" if size < g.chunks[0].size else "")
+        _log(f"jaxsim: shape group {g.index}: chunks of {size} runs{note}, "
+             f"{memory.human(peak)} per device of a {memory.human(limit)} budget")
+    return grid.plan(cfg, runs, devices, sizes)
 
 
 def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],

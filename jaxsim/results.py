@@ -129,6 +129,7 @@ class ChunkCheckpoints:
         self.directory = Path(directory).absolute()  # orbax needs absolute paths
         self.keep = set(keep_steps)
         self.checkpointer = ocp.StandardCheckpointer()
+        self._writing: int | None = None  # step of an async save not yet known to be complete
 
     def steps(self) -> list[int]:
         if not self.directory.exists():
@@ -146,9 +147,21 @@ class ChunkCheckpoints:
                     shutil.rmtree(p, ignore_errors=True)
 
     def save(self, step: int, state, metrics: dict[str, np.ndarray]) -> None:
+        """Start an async save: the arrays are copied to host now (so `state` may be donated to
+        the next step), written in the background. Older steps not kept for analysis are removed
+        once this save is known complete (at the next save or `wait`)."""
+        self.wait()
         self.directory.mkdir(parents=True, exist_ok=True)
+        metrics = {name: np.array(values) for name, values in metrics.items()}
         self.checkpointer.save(self.path(step), {"state": state, "metrics": metrics})
+        self._writing = step
+
+    def wait(self) -> None:
+        """Block until the last save is on disk, then drop the steps it supersedes."""
+        if self._writing is None:
+            return
         self.checkpointer.wait_until_finished()
+        step, self._writing = self._writing, None
         for old in self.steps():
             if old < step and old not in self.keep:
                 shutil.rmtree(self.path(old), ignore_errors=True)

@@ -89,6 +89,7 @@ def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, h
     return _jitted()[1](spec, vmap_size, state, seeds_R, hparams)
 
 
+HOST_SECONDS: collections.Counter = collections.Counter()  # host work blocking the loop, by kind
 COMPILE_SECONDS: dict[tuple, float] = {}  # (spec, chunk size, vmap_size) -> compile wall time
 _COMPILED: dict = {}
 
@@ -144,10 +145,17 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
 
     def flush():
         step, row = pending
-        row = jax.device_get(row)
+        row = jax.device_get(row)  # waits for the device: not counted as host work
+        t0 = time.perf_counter()
         for name, values in row.items():
             metrics[name][:, step // every - 1] = values
         on_interval(step, row)
+        HOST_SECONDS["metrics"] += time.perf_counter() - t0
+
+    def save(step):
+        t0 = time.perf_counter()
+        checkpoints.save(step, state, metrics)
+        HOST_SECONDS["checkpoints"] += time.perf_counter() - t0
 
     last_saved = start
     step_fn = compiled_interval(spec, state, seeds, hparams, vmap_size)
@@ -159,8 +167,11 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
         if step // checkpoint_every > last_saved // checkpoint_every or step in checkpoints.keep:
             flush()
             pending = None
-            checkpoints.save(step, state, metrics)
+            save(step)
             last_saved = step
     if pending is not None:
         flush()
+    t0 = time.perf_counter()
+    checkpoints.wait()
+    HOST_SECONDS["checkpoints"] += time.perf_counter() - t0
     return metrics

@@ -77,6 +77,7 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}
     compiled_before = set(engine.COMPILE_SECONDS)
+    host_before = dict(engine.HOST_SECONDS)
     t0, run_steps = time.perf_counter(), 0
     for group in groups:
         spec = group.spec
@@ -116,6 +117,10 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     results.write_metrics(out, steps, arrays)
     diverged = [r for r, s in status.items() if s == "diverged"]
     elapsed = time.perf_counter() - t0
+    host = {k: v - host_before.get(k, 0.0) for k, v in engine.HOST_SECONDS.items()}
+    _log(f"jaxsim: host work between compiled calls: checkpoints {host.get('checkpoints', 0):.1f}s, "
+         f"metrics and progress {host.get('metrics', 0):.1f}s "
+         f"({100 * sum(host.values()) / max(elapsed, 1e-9):.1f}% of the wall time)")
     _log(f"jaxsim: done in {elapsed:.1f}s, {compile_s:.1f}s of it compiling; "
          f"{run_steps / max(elapsed - compile_s, 1e-9):.1f} runs·steps/s after compile; "
          f"{len(diverged)} diverged run(s){': ' + str(diverged) if diverged else ''}")

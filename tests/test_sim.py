@@ -154,3 +154,96 @@ def test_sim_models_need_the_sim_task():
     raw = {"task": {"name": "markov_mixture"}, "model": {"name": "symmetric"}}
     with pytest.raises(cfglib.ConfigError, match="task.name=sim"):
         cfglib.from_dict(raw)
+
+
+# ---- analysis on hand-made cases ----------------------------------------------------------
+
+from jaxsim import cli  # noqa: E402
+from jaxsim.analysis import sim as simlib  # noqa: E402
+
+
+def test_closed_form_gd_is_population_gradient_descent_and_flow_its_small_lr_limit():
+    """closed_form(discrete) == iterating W <- W - lr (W - I) A_x with A_x = R diag(a) R^T."""
+    rng = np.random.default_rng(0)
+    dim, means, noises, lr = 4, np.array([1.0, 2.0]), np.array([0.1, 0.3]), 0.05
+    rot = np.linalg.qr(rng.normal(size=(dim, dim)))[0]
+    w0 = 0.3 * rng.normal(size=(dim, dim))
+    a = means ** 2 / 2 + noises ** 2
+    a_x = rot @ np.diag(np.r_[a, 0, 0]) @ rot.T
+    steps = np.array([1, 5, 20, 60])
+    pred = simlib.closed_form(w0, rot, means, noises, lr, steps, discrete=True)
+    w, expect = w0.copy(), []
+    for n in range(1, 61):
+        w = w - lr * (w - np.eye(dim)) @ a_x
+        if n in steps:
+            expect.append((rot.T @ w @ rot @ np.r_[means, 0, 0])[:2])
+    np.testing.assert_allclose(pred["ood_coords"], np.array(expect).T, atol=1e-10)
+    # from W0 = 0 without rotation: (1 - e^{-a t}) mu, the paper's formula
+    flow = simlib.closed_form(np.zeros((dim, dim)), np.eye(dim), means, noises, lr, steps)
+    np.testing.assert_allclose(flow["centre_coords"],
+                               (1 - np.exp(-np.outer(a, lr * steps))) * means[:, None])
+    tiny = simlib.closed_form(w0, rot, means, noises, 1e-4, steps * 500, discrete=True)
+    near = simlib.closed_form(w0, rot, means, noises, 1e-4, steps * 500)
+    np.testing.assert_allclose(tiny["ood_coords"], near["ood_coords"], atol=1e-4)
+
+
+def test_rise_rule_on_hand_made_curves():
+    steps = np.arange(1, 9) * 10
+    down = np.array([5.0, 3, 2, 1.5, 1.2, 1.1, 1.05, 1.0])
+    r = simlib.rise(steps, down, scale=5.0)
+    assert r["rise"] == 0 and not r["nonmonotonic"]
+    bump = np.array([5.0, 3, 1.0, 1.6, 2.0, 1.2, 0.5, 0.1])      # swing-by: down, up, down
+    r = simlib.rise(steps, bump, scale=5.0)
+    assert r["nonmonotonic"] and r["min_step"] == 30 and r["max_step"] == 50
+    np.testing.assert_allclose([r["rise"], r["rise_rel"]], [1.0, 0.2])
+    jitter = down + np.array([0, 0, 0, 0, 0, 0, 0.03, 0])       # 0.03 < 0.01 x 5
+    assert not simlib.rise(steps, jitter, scale=5.0)["nonmonotonic"]
+
+
+def test_learning_times_order_and_slowing_on_exponentials():
+    steps = np.arange(1, 2001)
+    a = np.array([0.01, 0.003])
+    coords = 1 - np.exp(-np.outer(a, steps))                    # mu = 1, learned from 0
+    times = simlib.learn_times(steps, coords, np.ones(2))
+    np.testing.assert_allclose(times["t90"], np.ceil(np.log(10) / a), atol=1)
+    assert simlib.order_matches(a, times["t90"])
+    assert not simlib.order_matches(a[::-1], times["t90"])
+    assert simlib.order_matches(a, [100, None]) and simlib.order_matches(a, [None, None]) is None
+    np.testing.assert_allclose(simlib.slowing(times), np.log(10) / np.log(5), rtol=0.02)
+
+
+def test_partial_order_counts_violations():
+    ok = {"00": np.zeros(3), "01": np.ones(3), "10": np.ones(3) * 2, "11": np.ones(3) * 4}
+    assert simlib.partial_order(ok, 2, 1.0) == {"pairs": 2, "violations_fraction": 0.0,
+                                                 "final_violations": []}
+    bad = dict(ok, **{"10": np.array([2.0, 5.0, 5.0])})           # 10 above 11 for two steps
+    r = simlib.partial_order(bad, 2, 1.0)
+    assert r["violations_fraction"] == pytest.approx(2 / 6) and r["final_violations"] == ["10>11"]
+
+
+def test_cli_sweep_analyze_plot_and_closed_form(tmp_path):
+    """A tiny sweep over depth: the one-layer runs follow the closed form (GD to 1%)."""
+    raw = {k: dict(v) for k, v in SIM.items()}
+    raw["task"].update(dim=3, num_concepts=2, concept_noise_step=0.0, rotate=True)
+    raw["model"].update(d_mlp=3, init_scale=0.5)
+    raw["train"].update(steps=120, batch_size=64, eval_every=6, lr=0.05)
+    raw["sweep"].update(seeds=2, axes={"model.num_layers": [1, 2]}, checkpoint_every=60)
+    import yaml
+    path, out = tmp_path / "sim.yaml", tmp_path / "out"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli.main(["sweep", str(path), "--out", str(out)]) == 0
+    assert cli.main(["analyze", str(out)]) == 0
+    assert cli.main(["plot", str(out)]) == 0
+    import json
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["task"] == "sim" and len(doc["runs"]) == 4
+    for e in doc["runs"]:
+        assert e["learn_order"] == [2, 1] == e["signal_order"] and e["order_matches_signal"]
+        assert not e["eval"]["nonmonotonic"]
+        if e["axes"]["model.num_layers"] == 1:
+            assert e["closed_form"]["gd"]["max_error"] < 0.01
+            assert e["closed_form"]["flow"]["max_error"] < 0.05
+        else:
+            assert e["closed_form"] is None
+    for name in ("sim_trajectories", "sim_learning_curves", "sim_loss_curves", "sim_phase"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000

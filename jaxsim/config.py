@@ -226,9 +226,42 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
         raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
+    _check_sim(cfg, where)
     if t.steps % t.eval_every:
         raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
                           f"train.eval_every ({t.eval_every})")
+
+
+SIM_MODELS = ("mlp", "symmetric")
+SIM_MAX_CONCEPTS = 6
+
+
+def _check_sim(cfg: Config, where: str) -> None:
+    """task.name=sim pairs with model.name mlp|symmetric; s <= min(d, 6); every mu_p > 0 and
+    sigma_p >= 0 (mu_p = concept_mean + (p - 1) concept_mean_step, sigma_p likewise)."""
+    task, m = cfg.task, cfg.model
+    if (task.name == "sim") != (m.name in SIM_MODELS):
+        raise ConfigError(f"{where}model.name={m.name!r} and task.name={task.name!r} do not go "
+                          f"together: task.name=sim needs model.name in {', '.join(SIM_MODELS)} "
+                          f"and those models need task.name=sim")
+    if task.name != "sim":
+        return
+    if m.name == "mlp" and m.activation == "relu" and m.num_layers == 1:
+        raise ConfigError(f"{where}model.activation=relu needs model.num_layers >= 2 (a one-layer "
+                          f"mlp is linear)")
+    if not 1 <= task.num_concepts <= min(task.dim, SIM_MAX_CONCEPTS):
+        raise ConfigError(f"{where}task.num_concepts ({task.num_concepts}) must be between 1 and "
+                          f"min(task.dim, {SIM_MAX_CONCEPTS}) = "
+                          f"{min(task.dim, SIM_MAX_CONCEPTS)} for task.name=sim")
+    last = task.num_concepts - 1
+    if min(task.concept_mean, task.concept_mean + last * task.concept_mean_step) <= 0:
+        raise ConfigError(f"{where}task.concept_mean + (p - 1) task.concept_mean_step must be > 0 "
+                          f"for p = 1..{task.num_concepts}; got concept_mean="
+                          f"{task.concept_mean}, concept_mean_step={task.concept_mean_step}")
+    if task.concept_noise + last * task.concept_noise_step < 0:
+        raise ConfigError(f"{where}task.concept_noise + (p - 1) task.concept_noise_step must be "
+                          f">= 0 for p = 1..{task.num_concepts}; got concept_noise="
+                          f"{task.concept_noise}, concept_noise_step={task.concept_noise_step}")
 
 
 def replace_key(cfg: Config, key: str, value: Any) -> Config:

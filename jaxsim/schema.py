@@ -28,7 +28,7 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 class TaskConfig:
     name: str = _f("markov_mixture",
                    choices=("markov_mixture", "matrix_completion", "concept_geometry",
-                            "activations"),
+                            "activations", "sim"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -48,8 +48,9 @@ class TaskConfig:
     geometry: str = _f("subspaces", choices=("subspaces", "moons", "circles"),
                        doc="concept_geometry: Gaussian clusters on subspaces of mixed intrinsic "
                            "dimension, or nonlinearly separable 1-D arcs")
-    dim: int = _f(64, min=2, doc="concept_geometry: D, the ambient dimension")
-    num_concepts: int = _f(8, min=1, doc="concept_geometry: C, concepts (moons: always 2)")
+    dim: int = _f(64, min=2, doc="concept_geometry, sim: D (sim: d), the ambient dimension")
+    num_concepts: int = _f(8, min=1, doc="concept_geometry: C, concepts (moons: always 2); "
+                           "sim: s, Gaussian clusters (at most 6)")
     max_concept_dim: int = _f(8, min=1, doc="concept_geometry (subspaces): intrinsic dimensions "
                               "1, 2, 4, ... up to this, in equal shares")
     noise_std: float = _f(0.0, dynamic=True, min=0.0, doc="concept_geometry: ambient noise std")
@@ -60,13 +61,24 @@ class TaskConfig:
     concept_offset: float = _f(4.0, dynamic=True, min=0.0,
                                doc="concept_geometry (subspaces): norm of each cluster's centre "
                                    "(0 = subspaces through the origin)")
+    concept_mean: float = _f(1.0, dynamic=True,
+                             doc="sim: mu_1, the first cluster's mean along e_1; mu_p = "
+                                 "concept_mean + (p - 1) concept_mean_step (all must be > 0)")
+    concept_mean_step: float = _f(1.0, dynamic=True, doc="sim: mu_{p+1} - mu_p")
+    concept_noise: float = _f(0.05, dynamic=True, min=0.0,
+                              doc="sim: sigma_1, noise std of concept coordinate 1; sigma_p = "
+                                  "concept_noise + (p - 1) concept_noise_step (all must be >= 0)")
+    concept_noise_step: float = _f(0.0, dynamic=True, doc="sim: sigma_{p+1} - sigma_p")
+    rotate: bool = _f(False, doc="sim: apply one random orthogonal matrix per run (Householder "
+                      "product from its key) to every training and test point")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _f("gpt", choices=("gpt", "encoder", "sae"),
+    name: str = _f("gpt", choices=("gpt", "encoder", "sae", "mlp", "symmetric"),
                    doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per "
-                       "position; sae: sparse autoencoder")
+                       "position; sae: sparse autoencoder; mlp (sim): num_layers bias-free "
+                       "dense layers of width d_mlp; symmetric (sim): f(x) = U U^T x, U is d x d_mlp")
     num_layers: int = _f(2, min=1)
     d_model: int = _f(64, min=1)
     num_heads: int = _f(4, min=1)
@@ -97,6 +109,10 @@ class ModelConfig:
                                "batch) so that E||x||^2 = D; metrics stay in input units")
     b_dec_init: str = _f("median", choices=("median", "mean"),
                          doc="sae: decoder bias initialised at the data's geometric median or mean")
+    activation: str = _f("linear", choices=("linear", "relu"),
+                         doc="mlp: hidden activation (linear = a deep linear network)")
+    init_scale: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
+                           doc="mlp, symmetric: weights ~ N(0, init_scale^2 / fan_in)")
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,9 @@ class TrainConfig:
                                     doc="sae: linear warm-up of the sparsity coefficient")
     eval_every: int = _f(100, min=1, doc="steps between evaluations (at most train.steps)")
     eval_batch_size: int = _f(128, min=1, doc="held-out sequences per evaluation split")
+    optimizer: str = _f("adamw", choices=("adamw", "sgd"),
+                        doc="adamw, or plain SGD (lr, grad_clip, weight_decay added to the gradient as wd w; "
+                            "beta1/beta2 unused); SAEs always use adamw")
 
 
 @dataclass(frozen=True)

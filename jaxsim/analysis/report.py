@@ -28,6 +28,18 @@ matrix_completion — plateau, diagnostics, baselines:
     (mean attention over the analysis matrices, at the last checkpoint inside the plateau and at
     the final one).
 
+sim — structured identity mapping (`analysis/sim.py`, from metrics.npz and the initial weights):
+    {"task", "rules": {...}, "tolerance", "summary": {"runs", "analysed", "order_matches_signal",
+     "ood_nonmonotonic", "eval_nonmonotonic" (fractions of runs)},
+     "runs": [{"run_id", "seed", "axes", "status", "steps": [E], "means", "noises", "signal": [S],
+               "t50", "t90", "t99": [S] (None = never), "learn_order", "signal_order": [S],
+               "order_matches_signal", "terminal_slowing": [S],
+               "ood", "eval": {"rise", "rise_rel", "min_step", "max_step", "nonmonotonic",
+                               "initial_loss", "final_loss", "min_loss"},
+               "partial_order": {"pairs", "violations_fraction", "final_violations"},
+               "closed_form": null or {"flow", "gd": {"max_error", "ood_coords",
+                                                      "centre_coords": [S][E]}}}, ...]}
+
 concept_geometry — what each SAE recovers (`analysis/concepts.py`):
     {"task", "num_points", "mcc_rule",
      "runs": [{"run_id", "seed", "axes", "steps": [S], "fvu", "l0": [S],
@@ -53,6 +65,7 @@ import numpy as np
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
 from jaxsim.analysis import completion, concepts, icl, plateau
+from jaxsim.analysis import sim as simlib
 from jaxsim.config import ConfigError, Spec
 
 
@@ -135,7 +148,10 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
     rows = results.read_runs(out)
     if cfg.task.name != "markov_mixture" and lengths:
         raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
-    if cfg.task.name == "matrix_completion":
+    if cfg.task.name == "sim":
+        _, runs = _group_specs(cfg, rows)
+        doc = simlib.report(cfg, rows, results.read_metrics(out), runs)
+    elif cfg.task.name == "matrix_completion":
         doc = _analyze_completion(out, cfg, rows, num_sequences)
     elif cfg.task.name in ("concept_geometry", "activations"):
         doc = _analyze_concepts(out, cfg, rows, num_sequences)

@@ -26,7 +26,9 @@ LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning 
           "task.mask_prob": "mask probability", "task.rank": "rank r",
           "task.matrix_size": "matrix size n", "model.d_model": "width", "model.k": "TopK k",
           "model.kind": "SAE", "model.sparsity_coef": "sparsity coefficient",
-          "model.d_sae": "dictionary width"}
+          "model.d_sae": "dictionary width", "task.concept_mean": "μ₁ (concept mean)",
+          "task.concept_noise": "σ (concept noise)", "model.num_layers": "depth",
+          "model.init_scale": "init scale", "task.dim": "d"}
 
 
 def _label(key: str) -> str:
@@ -124,6 +126,10 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
                for k, v in metrics.items()}
     keys = cfglib.axis_keys(cfg)
     axes = [a for a in keys if len({r[a] for r in rows}) > 1] or keys
+    if cfg.task.name == "sim":
+        from jaxsim import grid
+        from jaxsim.plotting import sim
+        return sim.draw(out, axes, rows, metrics, {r.run_id: r for r in grid.expand(cfg)})
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)

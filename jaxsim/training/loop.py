@@ -26,12 +26,16 @@ def model_of(spec: Spec):
     return models.build(spec.model, task.vocab_size(spec), task.seq_len(spec))
 
 
-def optimizer(hparams: dict) -> optax.GradientTransformation:
-    """AdamW with global-norm clipping (grad_clip 0 = off); every hyperparameter may be a traced
-    per-run scalar. Warm-up scales the update in `train_step`, not here, so the optimizer state
-    has the same structure with or without it."""
+def optimizer(hparams: dict, name: str = "adamw") -> optax.GradientTransformation:
+    """AdamW (or plain SGD, `train.optimizer`) with global-norm clipping (grad_clip 0 = off);
+    every hyperparameter may be a traced per-run scalar. Warm-up scales the update in
+    `train_step`, not here, so the optimizer state has the same structure with or without it.
+    SGD adds weight_decay * w to the gradient (no momentum: the paper's plain SGD)."""
     hp = hparams["train"]
     clip = jnp.where(hp["grad_clip"] > 0, hp["grad_clip"], jnp.inf)
+    if name == "sgd":
+        return optax.chain(optax.clip_by_global_norm(clip),
+                           optax.add_decayed_weights(hp["weight_decay"]), optax.sgd(hp["lr"]))
     return optax.chain(
         optax.clip_by_global_norm(clip),
         optax.adamw(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], weight_decay=hp["weight_decay"]),
@@ -56,7 +60,8 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
     inputs = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape[1:], s.dtype),
                           jax.eval_shape(batch_inputs))
     params = model_of(spec).init(jax.random.fold_in(key, INIT_STREAM), *inputs)["params"]
-    return {"params": params, "opt_state": optimizer(hparams).init(params),
+    params = models.scale_init(spec.model, params, hparams)
+    return {"params": params, "opt_state": optimizer(hparams, spec.train.optimizer).init(params),
             "step": jnp.zeros((), jnp.int32)}
 
 
@@ -71,11 +76,12 @@ def loss_fn(params, spec: Spec, batch) -> jax.Array:
 
 def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[State, jax.Array]:
-    """One AdamW step on the fresh batch of step `state["step"]`."""
+    """One optimizer step on the fresh batch of step `state["step"]`."""
     task = tasks.get(spec.task.name)
     batch = task.train_batch(consts, key, state["step"], spec, hparams)
     loss, grads = jax.value_and_grad(loss_fn)(state["params"], spec, batch)
-    updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])
+    updates, opt_state = optimizer(hparams, spec.train.optimizer).update(
+        grads, state["opt_state"], state["params"])
     scale = warmup_factor(state["step"], hparams)
     updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
     params = optax.apply_updates(state["params"], updates)
@@ -121,6 +127,7 @@ def metric_names(spec: Spec) -> list[str]:
     """Names of the per-evaluation metrics `train_interval` returns."""
     splits = tasks.get(spec.task.name).SPLITS
     names = objectives.get(spec.task.name).eval_names
+    names = names(spec) if callable(names) else names
     return ["train_loss"] + [f"{kind}_{s}" for s in splits for kind in names]
 
 

@@ -6,6 +6,9 @@ One objective per task family, so the training loop stays task-agnostic:
 - `masked_regression` (matrix_completion): MSE over all n^2 entries (the paper's loss), with the
   masked and observed entries also reported apart, and the copy baseline (observed entries
   copied, 0 = the mean predicted for masked ones) on the same matrices.
+- `identity` (sim): (1/2) E||f(x) - x||^2 on the held-out sample, and the model's output on the
+  2^s partial compositions (probes) read in concept coordinates: the OOD point's loss and
+  coordinates, each cluster centre's learned coordinate, every composition's loss.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from jaxsim.tasks.sim import composition_bits
 
 
 class Objective(NamedTuple):
@@ -69,16 +74,60 @@ def _mlm_evaluate(preds, batch) -> dict:
             "copy_mse_masked": masked_mse(copy_baseline(batch), batch.values_BxP, batch.masked_BxP)}
 
 
+def _sim_inputs(batch):
+    return (jnp.concatenate([batch.x_BxD, batch.probes_VxD], axis=0),)
+
+
+def _half_sq(out_BxD: jax.Array, target_BxD: jax.Array) -> jax.Array:
+    """[B] (1/2) ||f(x) - x||^2 per point."""
+    return 0.5 * jnp.sum((out_BxD - target_BxD) ** 2, axis=-1)
+
+
+def _sim_loss(out_NxD: jax.Array, batch) -> jax.Array:
+    n = batch.x_BxD.shape[0]
+    return _half_sq(out_NxD[:n], batch.x_BxD).mean()
+
+
+def bits_name(bits) -> str:
+    """v in {0, 1}^s as a string, '10' = concept 1 alone."""
+    return "".join(str(int(b)) for b in bits)
+
+
+def sim_eval_names(spec) -> tuple:
+    """Metric names of the identity objective for s = `spec.task.num_concepts` concepts."""
+    s = spec.task.num_concepts
+    return (("eval_loss", "ood_loss", "ood_off") + tuple(f"ood_coord{p}" for p in range(1, s + 1))
+            + tuple(f"centre_coord{p}" for p in range(1, s + 1))
+            + tuple(f"comp_loss_{bits_name(v)}" for v in composition_bits(s)))
+
+
+def _sim_evaluate(out_NxD, batch) -> dict:
+    n, s = batch.x_BxD.shape[0], batch.probe_bits_VxS.shape[1]
+    probe_out_VxD = out_NxD[n:]
+    coords_VxD = probe_out_VxD @ batch.rotation_DxD          # R^T f, row-wise
+    comp_V = _half_sq(probe_out_VxD, batch.probes_VxD)
+    metrics = {"eval_loss": _sim_loss(out_NxD, batch), "ood_loss": comp_V[-1],
+               "ood_off": jnp.sqrt(jnp.sum(coords_VxD[-1, s:] ** 2))}
+    for p in range(s):
+        metrics[f"ood_coord{p + 1}"] = coords_VxD[-1, p]
+        metrics[f"centre_coord{p + 1}"] = coords_VxD[2 ** (s - 1 - p), p]
+    for v, bits in enumerate(composition_bits(s)):
+        metrics[f"comp_loss_{bits_name(bits)}"] = comp_V[v]
+    return metrics
+
+
 OBJECTIVES = {
     "markov_mixture": Objective(_lm_inputs, _lm_loss, _lm_evaluate, ("eval_loss", "oracle_loss")),
     "matrix_completion": Objective(_mlm_inputs, _mse, _mlm_evaluate,
                                    ("eval_mse", "eval_mse_masked", "eval_mse_observed",
                                     "copy_mse", "copy_mse_masked")),
+    "sim": Objective(_sim_inputs, _sim_loss, _sim_evaluate, sim_eval_names),
 }
 
 # The metric pair a loss-curve figure draws per split: (model, reference level).
 CURVES = {"markov_mixture": ("eval_loss", "oracle_loss"),
-          "matrix_completion": ("eval_mse", "copy_mse")}
+          "matrix_completion": ("eval_mse", "copy_mse"),
+          "sim": ("eval_loss", "ood_loss")}
 
 
 def get(task_name: str) -> Objective:

@@ -28,7 +28,7 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 class TaskConfig:
     name: str = _f("markov_mixture",
                    choices=("markov_mixture", "matrix_completion", "concept_geometry",
-                            "activations"),
+                            "activations", "pcfg"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -60,6 +60,9 @@ class TaskConfig:
     concept_offset: float = _f(4.0, dynamic=True, min=0.0,
                                doc="concept_geometry (subspaces): norm of each cluster's centre "
                                    "(0 = subspaces through the origin)")
+    grammar: str = _f("dyck2", choices=("dyck2", "expr", "english"),
+                      doc="pcfg: the formal language (Dyck-2, prefix expressions, toy English); "
+                          "one sentence per sequence, at most context_length - 2 tokens")
 
 
 @dataclass(frozen=True)

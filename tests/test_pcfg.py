@@ -247,3 +247,45 @@ def test_bad_pcfg_configs():
         cfglib.from_dict({"task": {"name": "pcfg"}, "model": {"name": "encoder"}})
     with pytest.raises(cfglib.ConfigError, match="task.context_length"):
         cfglib.from_dict({"task": {"name": "pcfg", "context_length": 3}})
+
+
+def test_judge_counts_grammatical_finished_and_legal_tokens():
+    from jaxsim.analysis import grammaticality
+    o0, c0, o1, c1 = 3, 5, 4, 6
+    seqs = np.array([[BOS, o0, c0, EOS, 1, 2, 3, 4],      # grammatical (junk after EOS ignored)
+                     [BOS, o0, c1, c0, EOS, 0, 0, 0],     # wrong close at token 2
+                     [BOS, o0, o0, o0, o0, o0, o0, o0]])  # never finishes
+    m = grammaticality.judge("dyck2", jnp.asarray(seqs, jnp.int32))
+    assert float(m["grammatical"]) == pytest.approx(1 / 3)
+    assert float(m["finished"]) == pytest.approx(2 / 3)
+    # legal tokens: 3 of 3, then 1 of 4 (o0 legal; c1, c0, EOS after the error are not), 7 of 7
+    assert float(m["legal_tokens"]) == pytest.approx((3 + 1 + 7) / 14)
+    assert float(m["mean_length"]) == pytest.approx(2.0)
+
+
+def test_cli_sweep_analyze_plot(tmp_path):
+    import yaml
+    raw = {"task": {"name": "pcfg", "context_length": 16},
+           "model": {"num_layers": 1, "d_model": 16, "num_heads": 2, "d_mlp": 32},
+           "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batch_size": 16,
+                     "lr": 3e-3},
+           "sweep": {"seeds": 1, "checkpoint_every": 10, "plot": False,
+                     "axes": {"task.grammar": ["dyck2", "english"]}}}
+    path = tmp_path / "pcfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(path), "--out", str(out)]) == 0
+    m = np.load(out / "metrics.npz")
+    assert m["eval_loss_id"].shape == (2, 2) and np.isfinite(m["eval_loss_id"]).all()
+    assert ((m["legal_mass_id"] > 0) & (m["legal_mass_id"] <= 1)).all()
+    assert cli.main(["analyze", str(out), "--sequences", "8"]) == 0
+    assert cli.main(["plot", str(out)]) == 0
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["task"] == "pcfg" and [r["grammar"] for r in doc["runs"]] == ["dyck2", "english"]
+    for run in doc["runs"]:
+        assert len(run["grammatical"]) == len(run["steps"]) and run["earley_agreement"] == 1.0
+        assert all(0 <= g <= 1 for g in run["grammatical"])
+    with np.load(out / "analysis_samples.npz") as f:
+        assert f["samples"].shape == (2, 8, 16) and (f["samples"][:, :, 0] == BOS).all()
+    for name in ("loss_curves.png", "grammaticality.png", "sample_lengths.png"):
+        assert (out / "figures" / name).stat().st_size > 0

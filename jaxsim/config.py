@@ -221,6 +221,13 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     if cfg.task.name == "activations" and not cfg.task.source:
         raise ConfigError(f"{where}task.name=activations needs task.source (a results directory "
                           f"of a trained gpt sweep)")
+    if cfg.task.name == "pcfg":
+        if m.name != "gpt":
+            raise ConfigError(f"{where}task.name=pcfg needs model.name=gpt, got {m.name!r}")
+        if cfg.task.context_length < 4:
+            raise ConfigError(f"{where}task.context_length must be >= 4 for task.name=pcfg "
+                              f"(BOS, a sentence of >= 2 tokens, EOS), got "
+                              f"{cfg.task.context_length}")
     if m.name == "sae" and m.k > m.d_sae:
         raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):

@@ -29,6 +29,7 @@ from jaxsim import config as cfglib
 CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION, FIELDS = (
     "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
     "analysis_attention.npz", "analysis_fields.npz")
+SAMPLES = "analysis_samples.npz"     # pcfg: the final checkpoint's model samples
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 

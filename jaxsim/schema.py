@@ -28,7 +28,7 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 class TaskConfig:
     name: str = _f("markov_mixture",
                    choices=("markov_mixture", "matrix_completion", "concept_geometry",
-                            "activations", "sim"),
+                            "activations", "sim", "pcfg"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -71,6 +71,9 @@ class TaskConfig:
     concept_noise_step: float = _f(0.0, dynamic=True, doc="sim: sigma_{p+1} - sigma_p")
     rotate: bool = _f(False, doc="sim: apply one random orthogonal matrix per run (Householder "
                       "product from its key) to every training and test point")
+    grammar: str = _f("dyck2", choices=("dyck2", "expr", "english"),
+                      doc="pcfg: the formal language (Dyck-2, prefix expressions, toy English); "
+                          "one sentence per sequence, at most context_length - 2 tokens")
 
 
 @dataclass(frozen=True)

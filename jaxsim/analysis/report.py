@@ -49,6 +49,15 @@ concept_geometry — what each SAE recovers (`analysis/concepts.py`):
     with task.dim = 2, analysis_fields.npz: run_id [R], winner [R, G, G] (most active latent at
     each grid point, -1 = none), l0 [R, G, G], extent [R, 4], points [R, B, 2], concepts [R, B]
     (final checkpoint).
+
+pcfg — grammaticality of the models' own samples (`analysis/grammaticality.py`):
+    {"task", "num_samples", "checker",
+     "runs": [{"run_id", "seed", "axes", "grammar", "steps": [S], "grammatical", "finished",
+               "legal_tokens",
+               "mean_length": [S], "grammar_mean_length", "earley_agreement"}, ...]}
+    analysis_samples.npz: run_id [R], grammar [R] (str), samples [R, B, L] (final checkpoint,
+    temperature 1, PAD-padded to the longest context),
+    grammar_lengths [R, B] (exact samples of the grammar under the same cap).
 """
 from __future__ import annotations
 
@@ -64,7 +73,7 @@ import numpy as np
 
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
-from jaxsim.analysis import completion, concepts, icl, plateau
+from jaxsim.analysis import completion, concepts, earley, grammaticality, icl, plateau
 from jaxsim.analysis import sim as simlib
 from jaxsim.config import ConfigError, Spec
 
@@ -155,6 +164,8 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
         doc = _analyze_completion(out, cfg, rows, num_sequences)
     elif cfg.task.name in ("concept_geometry", "activations"):
         doc = _analyze_concepts(out, cfg, rows, num_sequences)
+    elif cfg.task.name == "pcfg":
+        doc = _analyze_pcfg(out, cfg, rows, num_sequences)
     else:
         doc = _analyze_icl(out, cfg, rows, num_sequences, lengths)
     path = out / results.ANALYSIS
@@ -292,4 +303,45 @@ def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
             "mcc_rule": "mean |Pearson corr| of latents with ground-truth variables after a "
                         "Hungarian one-to-one matching (coordinates: concept-c coordinate m, 0 "
                         "off the concept; concepts: membership indicators)",
+            "runs": report}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _pcfg_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, num_samples: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(grammaticality.analyze_run, (0, 0, None, 0, None))(
+        params_RxS, keys, spec, hparams_R, num_samples)
+
+
+def _analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
+    report, samples = [], []
+    for chunk in chunks(out, cfg, rows):
+        m = jax.device_get(_pcfg_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
+                                       chunk.hparams_R, num_samples))
+        for i, run in enumerate(chunk.runs):
+            entry = _entry(run, chunk.steps)
+            entry.update({k: _tolist(m[k][i]) for k in grammaticality.METRICS})
+            entry["grammar_mean_length"] = float(m["grammar_mean_length"][i])
+            final, grammar = m["samples"][i], chunk.spec.task.grammar
+            entry["grammar"] = grammar
+            host = np.array([earley.is_grammatical(grammar, s) for s in final])
+            entry["earley_agreement"] = float(np.mean(host == m["samples_grammatical"][i]))
+            report.append(entry)
+            samples.append((run.run_id, grammar, final, m["grammar_lengths"][i]))
+    report.sort(key=lambda e: e["run_id"])
+    samples.sort(key=lambda t: t[0])
+    width = max(s.shape[1] for _, _, s, _ in samples)
+    pad = lambda s: np.pad(s, ((0, 0), (0, width - s.shape[1])))    # PAD = 0
+
+    def write(path: Path):
+        with open(path, "wb") as fh:
+            np.savez(fh, run_id=np.array([t[0] for t in samples]),
+                     grammar=np.array([t[1] for t in samples]),
+                     samples=np.stack([pad(t[2]) for t in samples]),
+                     grammar_lengths=np.stack([t[3] for t in samples]))
+
+    results.atomic_write(out / results.SAMPLES, write)
+    return {"task": cfg.task.name, "num_samples": num_samples,
+            "checker": "exact jax recogniser per grammar; earley_agreement = share of the final "
+                       "checkpoint's samples on which the plain-Python Earley parser agrees",
             "runs": report}

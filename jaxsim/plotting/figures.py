@@ -25,7 +25,7 @@ LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning 
           "train.weight_decay": "weight decay", "task.context_length": "context length",
           "task.mask_prob": "mask probability", "task.rank": "rank r",
           "task.matrix_size": "matrix size n", "model.d_model": "width", "model.k": "TopK k",
-          "model.kind": "SAE", "model.sparsity_coef": "sparsity coefficient",
+          "model.kind": "SAE", "task.grammar": "grammar", "model.sparsity_coef": "sparsity coefficient",
           "model.d_sae": "dictionary width", "task.concept_mean": "μ₁ (concept mean)",
           "task.concept_noise": "σ (concept noise)", "model.num_layers": "depth",
           "model.init_scale": "init scale", "task.dim": "d"}
@@ -133,6 +133,9 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)
+    if cfg.task.name == "pcfg":
+        from jaxsim.plotting import pcfg
+        return pcfg.draw(out, axes, rows, metrics, cfg.task.grammar)
     if cfg.task.name in ("concept_geometry", "activations"):
         from jaxsim.plotting import sae
         return sae.draw(out, axes, rows, metrics, cfg.task.geometry)

@@ -3,11 +3,12 @@
 distribution, the full matrix)."""
 from types import ModuleType
 
-from jaxsim.tasks import concept_geometry, markov_mixture, matrix_completion, sim
+from jaxsim.tasks import concept_geometry, markov_mixture, matrix_completion, pcfg, sim
 
 TASKS: dict[str, ModuleType] = {"markov_mixture": markov_mixture,
                                 "matrix_completion": matrix_completion,
-                                "concept_geometry": concept_geometry, "sim": sim}
+                                "concept_geometry": concept_geometry, "sim": sim,
+                                "pcfg": pcfg}
 
 
 def get(name: str) -> ModuleType:

@@ -3,6 +3,8 @@
 One objective per task family, so the training loop stays task-agnostic:
 - `next_token` (markov_mixture): causal LM cross-entropy; evaluated against the oracle (the
   true next-token distribution's loss on the same targets).
+- `masked_next_token` (pcfg): causal LM cross-entropy over the sentence and EOS targets only
+  (padding ignored); evaluated by the model's probability mass on the legal next tokens.
 - `masked_regression` (matrix_completion): MSE over all n^2 entries (the paper's loss), with the
   masked and observed entries also reported apart, and the copy baseline (observed entries
   copied, 0 = the mean predicted for masked ones) on the same matrices.
@@ -116,18 +118,39 @@ def _sim_evaluate(out_NxD, batch) -> dict:
     return metrics
 
 
+def _masked_lm_loss(logits_BxTxV: jax.Array, batch) -> jax.Array:
+    """Mean cross-entropy over the targets the batch marks (sentence tokens and EOS)."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV, batch.tokens_BxL[:, 1:])
+    w = batch.loss_mask_BxL[:, 1:].astype(ce.dtype)
+    return jnp.sum(ce * w) / jnp.maximum(w.sum(), 1.0)
+
+
+def legal_mass(logits_BxTxV: jax.Array, batch) -> jax.Array:
+    """Mean over target positions of the model's probability on the legal next tokens."""
+    probs = jax.nn.softmax(logits_BxTxV, axis=-1)
+    legal = jnp.sum(probs * batch.legal_next_BxLxV[:, :-1].astype(probs.dtype), axis=-1)
+    w = batch.loss_mask_BxL[:, 1:].astype(probs.dtype)
+    return jnp.sum(legal * w) / jnp.maximum(w.sum(), 1.0)
+
+
+def _pcfg_evaluate(logits, batch) -> dict:
+    return {"eval_loss": _masked_lm_loss(logits, batch), "legal_mass": legal_mass(logits, batch)}
+
+
 OBJECTIVES = {
     "markov_mixture": Objective(_lm_inputs, _lm_loss, _lm_evaluate, ("eval_loss", "oracle_loss")),
     "matrix_completion": Objective(_mlm_inputs, _mse, _mlm_evaluate,
                                    ("eval_mse", "eval_mse_masked", "eval_mse_observed",
                                     "copy_mse", "copy_mse_masked")),
     "sim": Objective(_sim_inputs, _sim_loss, _sim_evaluate, sim_eval_names),
+    "pcfg": Objective(_lm_inputs, _masked_lm_loss, _pcfg_evaluate, ("eval_loss", "legal_mass")),
 }
 
 # The metric pair a loss-curve figure draws per split: (model, reference level).
 CURVES = {"markov_mixture": ("eval_loss", "oracle_loss"),
           "matrix_completion": ("eval_mse", "copy_mse"),
-          "sim": ("eval_loss", "ood_loss")}
+          "sim": ("eval_loss", "ood_loss"),
+          "pcfg": ("eval_loss", None)}
 
 
 def get(task_name: str) -> Objective:

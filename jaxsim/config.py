@@ -221,6 +221,10 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     if cfg.task.name == "activations" and not cfg.task.source:
         raise ConfigError(f"{where}task.name=activations needs task.source (a results directory "
                           f"of a trained gpt sweep)")
+    if m.causal_coef > 0 and cfg.task.name != "activations":
+        raise ConfigError(f"{where}model.causal_coef ({m.causal_coef}) needs task.name=activations "
+                          f"(an SAE spliced into a source model); got task.name={cfg.task.name!r}; "
+                          f"allowed: 0 (off)")
     if m.name == "sae" and m.k > m.d_sae:
         raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):

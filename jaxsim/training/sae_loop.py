@@ -118,6 +118,11 @@ def _loss_fn(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict, hp:
     return loss_fn, x
 
 
+def forward_decode(state: dict, z_BxF: jax.Array) -> jax.Array:
+    """Decode codes (e.g. edited ones) to the input's own units, as `forward` does."""
+    return sae.decode(state["params"], z_BxF) / state["input_scale"]
+
+
 def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[dict, jax.Array]:
     kind = spec.model.kind

@@ -22,6 +22,8 @@ Markov state, bracket depth, part of speech) may not be what the model reads. Fo
 3. Control: the same code change moved onto two random other latents (the coefficient
    removed from a's latent taken from a random latent, the one added to b's given to another), so
    an effect the control matches is not specific to the feature's latents.
+4. Ceiling ("patch"): the whole code replaced by that of a random sample point of value b, i.e.
+   the most a change of this one position's activation at the site can do.
 Everything is matmuls, sorts and gathers: no LAPACK inside the vmapped program.
 Shapes: N points (sequences x positions), P intervened points, F latents, V feature values,
 W vocabulary.
@@ -45,7 +47,8 @@ RULE = ("per feature value: latent of max Pearson corr with the value's indicato
         "zeroes value a's latent and clamps value b's to its mean activation on b's points, "
         "splices the decoded point at its position; shift = (TV(base,p_b) - TV(int,p_b)) / "
         "TV(p_a,p_b), success = share with TV(int,p_b) < TV(int,p_a), kl = KL(base||int); "
-        "control = the same coefficient changes on two random other latents")
+        "control = the same coefficient changes on two random other latents; patch = the whole "
+        "code of a random point of value b (the ceiling)")
 
 
 def num_sequences(spec: Spec, num_points: int) -> int:
@@ -177,7 +180,7 @@ def analyze_run(params, extra, run_key: jax.Array, spec: Spec, hparams: dict,
     state = {"params": params, **extra}
     z_NxF, x_hat_NxD = sae_loop.forward(state, ctx.acts_BxTxD.reshape(-1, d), spec, hparams)
     logp_NxW = jax.nn.log_softmax(ctx.logits_BxTxV.reshape(b * t, -1), -1)
-    pos_key, value_key, control_key = jax.random.split(jax.random.fold_in(key, 1), 3)
+    pos_key, value_key, control_key, patch_key = jax.random.split(jax.random.fold_in(key, 1), 4)
     seq_P = jnp.repeat(jnp.arange(b), POSITIONS)
     pos_P = jax.random.randint(pos_key, seq_P.shape, t // 4, t)
     n_P = seq_P * t + pos_P
@@ -206,10 +209,14 @@ def analyze_run(params, extra, run_key: jax.Array, spec: Spec, hparams: dict,
         p_b = expected(task_name, ctx, consts, name, seq_P, b_P, member, probs_NxW)
         z_probe = clamp_codes(z_PxF, la, lb, cb)
         z_control = control_codes(jax.random.fold_in(control_key, k), z_PxF, la, lb, cb)
+        donor_P = jax.random.categorical(jax.random.fold_in(patch_key, k), jnp.where(
+            value_N[None, :] == b_P[:, None], 0.0, -jnp.inf))
+        patch = splice_points(consts, spec, ctx, seq_P, pos_P, x_hat_NxD[donor_P])
         probe = splice_points(consts, spec, ctx, seq_P, pos_P, decode(z_probe))
         control = splice_points(consts, spec, ctx, seq_P, pos_P, decode(z_control))
         out[name] = {**stats, "probe": effect(logp_base, probe, p_a, p_b, valid),
                      "control": effect(logp_base, control, p_a, p_b, valid),
+                     "patch": effect(logp_base, patch, p_a, p_b, valid),
                      "base": effect(logp_base, logp_base, p_a, p_b, valid),
                      "expected_fit": _mean(tv(jnp.exp(logp_clean), p_a), valid),
                      "points": valid.sum()}

@@ -50,7 +50,7 @@ concept_geometry — what each SAE recovers (`analysis/concepts.py`):
     "feature_sizes", "sequences", "positions_per_sequence", "rule"} and per run "causal":
     {"step", "recon_kl", per feature name: {"count", "best_latent", "corr", "f1", "auc",
      "clamp": [V], "ordinal_corr", "ordinal_latent", "expected_fit", "points",
-     "probe", "control", "base": {"kl", "shift", "success"}}};
+     "probe", "control", "patch", "base": {"kl", "shift", "success"}}};
     with task.dim = 2, analysis_fields.npz: run_id [R], winner [R, G, G] (most active latent at
     each grid point, -1 = none), l0 [R, G, G], extent [R, 4], points [R, B, 2], concepts [R, B]
     (final checkpoint).

@@ -2,8 +2,9 @@
 
 - figures/causal_effects.png: per ground-truth feature (row), for every run, the shift of the
   source model's next-token distribution toward what the feature value says (left) and
-  KL(base || intervened) (right), when the feature's best latents are clamped vs the same change
-  on random latents (control).
+  KL(base || intervened) (right), when the feature's best latents are clamped, for the same
+  change on random latents (control), and for the whole code of a point of the target value
+  (the ceiling).
 - figures/feature_latents.png: per feature, the Pearson correlation (colour) of each value's
   best latent with the value's indicator, one row per run.
 """
@@ -20,7 +21,6 @@ import numpy as np  # noqa: E402
 
 from jaxsim import results  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
-from jaxsim.plotting.figures import _label  # noqa: E402
 
 
 def _runs(out: Path) -> tuple[dict, list[dict]] | None:
@@ -32,9 +32,9 @@ def _runs(out: Path) -> tuple[dict, list[dict]] | None:
     return (doc, runs) if runs and "causal" in doc else None
 
 
-def _run_label(run: dict, axes: list[str]) -> str:
-    parts = [f"{_label(a)}={run['axes'].get(a, '?')}" for a in axes if a in run["axes"]]
-    return ", ".join(parts) or f"run {run['run_id']}"
+def _run_label(run: dict, axes: list[str], sep: str = "\n") -> str:
+    parts = [f"{a.split('.')[-1]}={run['axes'][a]}" for a in axes if a in run["axes"]]
+    return sep.join(parts) or f"run {run['run_id']}"
 
 
 def _num(x) -> float:
@@ -50,20 +50,21 @@ def effects(out: Path, axes: list[str]) -> Path | None:
     labels = [_run_label(r, axes) for r in runs]
     x = np.arange(len(runs))
     width = max(4.0, 0.5 * len(runs) + 2)
-    fig, grid = plt.subplots(len(features), 2, figsize=(2 * width, 3.6 * len(features)),
+    fig, grid = plt.subplots(len(features), 2, figsize=(2 * width, 4.4 * len(features)),
                              squeeze=False)
     for row, name in enumerate(features):
         for panel, metric, what in ((grid[row, 0], "shift", "shift toward the feature's "
                                      "prediction (1 = all the way)"),
                                     (grid[row, 1], "kl", "KL(base || intervened)")):
-            for offset, arm, colour in ((-0.2, "probe", "tab:blue"), (0.2, "control", "tab:grey")):
-                vals = [_num(r["causal"][name][arm][metric]) for r in runs]
-                panel.bar(x + offset, vals, 0.4, color=colour,
-                          label=("best latents clamped" if arm == "probe" else
-                                 "random latents (control)"))
+            for offset, arm, colour, what_arm in (
+                    (-0.27, "probe", "tab:blue", "best latents clamped"),
+                    (0.0, "control", "tab:grey", "random latents (control)"),
+                    (0.27, "patch", "tab:orange", "whole code of a value-b point (ceiling)")):
+                vals = [_num(r["causal"][name].get(arm, {}).get(metric)) for r in runs]
+                panel.bar(x + offset, vals, 0.27, color=colour, label=what_arm)
             panel.axhline(0, color="k", lw=0.6)
             panel.set_xticks(x)
-            panel.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+            panel.set_xticklabels(labels, fontsize=6)
             panel.set_title(f"{name}: {what}", fontsize=9)
             panel.grid(alpha=0.3, axis="y")
         grid[row, 0].legend(fontsize=7)
@@ -87,7 +88,7 @@ def feature_latents(out: Path, axes: list[str]) -> Path | None:
         panel.set_xticks(range(int(seen.sum())))
         panel.set_xticklabels(np.flatnonzero(seen), fontsize=7)
         panel.set_yticks(range(len(runs)))
-        panel.set_yticklabels([_run_label(r, axes) for r in runs], fontsize=7)
+        panel.set_yticklabels([_run_label(r, axes, ", ") for r in runs], fontsize=7)
         panel.set_xlabel(f"value of {name}")
         panel.set_title(f"{name}: corr of the best latent with each value", fontsize=9)
         fig.colorbar(image, ax=panel, shrink=0.8)

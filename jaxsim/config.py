@@ -228,6 +228,10 @@ def check_consistency(cfg: Config, where: str = "") -> None:
             raise ConfigError(f"{where}task.context_length must be >= 4 for task.name=pcfg "
                               f"(BOS, a sentence of >= 2 tokens, EOS), got "
                               f"{cfg.task.context_length}")
+    if m.causal_coef > 0 and cfg.task.name != "activations":
+        raise ConfigError(f"{where}model.causal_coef ({m.causal_coef}) needs task.name=activations "
+                          f"(an SAE spliced into a source model); got task.name={cfg.task.name!r}; "
+                          f"allowed: 0 (off)")
     if m.name == "sae" and m.k > m.d_sae:
         raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):

@@ -116,6 +116,11 @@ class ModelConfig:
                          doc="mlp: hidden activation (linear = a deep linear network)")
     init_scale: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
                            doc="mlp, symmetric: weights ~ N(0, init_scale^2 / fan_in)")
+    causal_coef: float = _f(0.0, dynamic="max", min=0.0,
+                            doc="sae on activations: weight of the causal term (Menon et al.): "
+                                "interpolate each point's code toward its nearest neighbour's, "
+                                "splice the decoded activations into the source model, MSE of "
+                                "its logits to the interpolated clean logits; 0 = off")
 
 
 @dataclass(frozen=True)

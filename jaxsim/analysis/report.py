@@ -46,6 +46,11 @@ concept_geometry — what each SAE recovers (`analysis/concepts.py`):
                "mcc_coordinates", "mcc_concepts": [S], "f1_per_concept", "l0_per_concept": [S][C],
                subspaces only: "max_cos", "l0_dim_corr", "l0_dim_slope": [S],
                "intrinsic_dims": [C]}, ...]}
+    activations adds (`analysis/causal.py`, final checkpoint) a top-level "causal": {"features",
+    "feature_sizes", "sequences", "positions_per_sequence", "rule"} and per run "causal":
+    {"step", "recon_kl", per feature name: {"count", "best_latent", "corr", "f1", "auc",
+     "clamp": [V], "ordinal_corr", "ordinal_latent", "expected_fit", "points",
+     "probe", "control", "patch", "base": {"kl", "shift", "success"}}};
     with task.dim = 2, analysis_fields.npz: run_id [R], winner [R, G, G] (most active latent at
     each grid point, -1 = none), l0 [R, G, G], extent [R, 4], points [R, B, 2], concepts [R, B]
     (final checkpoint).
@@ -73,9 +78,10 @@ import numpy as np
 
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
-from jaxsim.analysis import completion, concepts, earley, grammaticality, icl, plateau
+from jaxsim.analysis import causal, completion, concepts, earley, grammaticality, icl, plateau
 from jaxsim.analysis import sim as simlib
 from jaxsim.config import ConfigError, Spec
+from jaxsim.training import activations
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
@@ -273,13 +279,27 @@ def _fields_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_points:
         params_R, extra_R, keys, spec, hparams_R, num_points)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _causal_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_seqs: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(causal.analyze_run, (0, 0, 0, None, 0, None))(
+        params_R, extra_R, keys, spec, hparams_R, num_seqs)
+
+
 def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
-    report, fields = [], []
+    report, fields, probes = [], [], {}
     for chunk in chunks(out, cfg, rows):
         m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.extra_RxS,
                                            chunk.seeds_R, chunk.hparams_R, num_points))
+        last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
+        if cfg.task.name == "activations":
+            c = jax.device_get(_causal_chunk(
+                chunk.spec, last(chunk.params_RxS), last(chunk.extra_RxS), chunk.seeds_R,
+                chunk.hparams_R, causal.num_sequences(chunk.spec, num_points)))
+            probes.update({run.run_id: dict(causal.summarise(jax.tree.map(lambda a: a[i], c)),
+                                            step=chunk.steps[-1])
+                           for i, run in enumerate(chunk.runs)})
         if chunk.spec.task.dim == 2:
-            last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
             f = jax.device_get(_fields_chunk(chunk.spec, last(chunk.params_RxS),
                                              last(chunk.extra_RxS), chunk.seeds_R,
                                              chunk.hparams_R, num_points))
@@ -288,6 +308,8 @@ def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
         for i, run in enumerate(chunk.runs):
             entry = _entry(run, chunk.steps)
             entry.update(concepts.summarise(jax.tree.map(lambda a: a[i], m)))
+            if run.run_id in probes:
+                entry["causal"] = probes[run.run_id]
             report.append({k: _finite(v) if isinstance(v, list) else v for k, v in entry.items()})
     report.sort(key=lambda e: e["run_id"])
     if fields:
@@ -299,7 +321,14 @@ def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
                          **{k: np.stack([f[k] for _, f in fields]) for k in fields[0][1]})
 
         results.atomic_write(out / results.FIELDS, write)
-    return {"task": cfg.task.name, "num_points": num_points,
+    extra = {}
+    if probes:
+        spec = next(iter(_group_specs(cfg, rows)[0].values()))
+        extra["causal"] = {"features": activations.feature_names(spec),
+                           "feature_sizes": activations.feature_sizes(spec),
+                           "sequences": causal.num_sequences(spec, num_points),
+                           "positions_per_sequence": causal.POSITIONS, "rule": causal.RULE}
+    return {"task": cfg.task.name, "num_points": num_points, **extra,
             "mcc_rule": "mean |Pearson corr| of latents with ground-truth variables after a "
                         "Hungarian one-to-one matching (coordinates: concept-c coordinate m, 0 "
                         "off the concept; concepts: membership indicators)",

@@ -9,6 +9,7 @@
   against the concept's intrinsic dimension, final checkpoint, one line per run.
 - figures/receptive_fields.png (after `jaxsim analyze`, task.dim = 2): per run, the plane
   coloured by the most active latent (white: no latent fires), data points coloured by concept.
+- activations: figures/causal_effects.png and feature_latents.png (`plotting/causal.py`).
 """
 from __future__ import annotations
 
@@ -168,4 +169,6 @@ def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, geometry: 
     paths = [curves(out, axes, rows, metrics),
              sparsity_fidelity(out, axes, rows, metrics, geometry),
              concept_l0(out, axes, rows), receptive_fields(out, axes, rows)]
+    from jaxsim.plotting import causal
+    paths += causal.draw(out, axes)
     return [p for p in paths if p is not None]

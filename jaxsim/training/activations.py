@@ -5,7 +5,11 @@
 batch draws fresh sequences from the source run's own task (its chains, its hparams, a stream of
 the SAE run's key), runs the frozen source model and keeps the first `batch_size` positions'
 activations at the site. Every point carries the token at its position (`concept_B`: the
-source's state, a known feature) and the position (`coords_BxM`).
+source's state, a known feature), the position (`coords_BxM`) and the source task's
+ground-truth features at that position (`features_BxK`, names from `feature_names`): the
+task's own ``features_BxLxF`` when its batch has them (e.g. bracket depth), else the token.
+`context` gives whole sequences with their clean logits, and `splice_logits` runs the source
+model with the site replaced (for the causal probes and the causal training term).
 
 It lives in training/, not tasks/, because harvesting runs a model. The source checkpoint is
 read once per process (at trace time) and enters the compiled program as constants.
@@ -24,11 +28,26 @@ import numpy as np
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
 from jaxsim.config import ConfigError, Spec
-from jaxsim.tasks.concept_geometry import Batch
 from jaxsim.training.loop import as_arrays, model_of
 
 SPLITS = ("id",)
 TRAIN_STREAM, EVAL_ID = 1, 2
+
+
+class Batch(NamedTuple):
+    x_BxD: jax.Array        # float32 activations at the site
+    concept_B: jax.Array    # int32 token at the point's position
+    coords_BxM: jax.Array   # float32 position (M = 1)
+    features_BxK: jax.Array  # int32 ground-truth features at the point (`feature_names`)
+
+
+class Context(NamedTuple):
+    """Whole source sequences with the clean model's view of them (T = context_length - 1)."""
+    seqs: NamedTuple         # the source task's own batch (its ground truth, e.g. chain_B)
+    inputs_BxT: jax.Array    # int32 tokens the model reads
+    acts_BxTxD: jax.Array    # clean activations at the site
+    logits_BxTxV: jax.Array  # clean next-token logits
+    features_BxTxK: jax.Array  # int32 ground-truth features per position
 
 
 class Source(NamedTuple):
@@ -96,19 +115,79 @@ def sequences(key: jax.Array, consts: Constants, spec: Spec, num: int):
                                                 _source_hparams(src), num, "id")
 
 
+def feature_names(spec: Spec) -> list[str]:
+    """Names of the ground-truth feature columns: the source task's `feature_names(spec)` when
+    it has them (its batches then carry ``features_BxLxF``), else ["token"]."""
+    src = source_of(spec)
+    names = getattr(tasks.get(src.spec.task.name), "feature_names", None)
+    return list(names(src.spec)) if names is not None else ["token"]
+
+
+def feature_sizes(spec: Spec, default: int = 32) -> list[int]:
+    """Number of values of each feature (values >= size are ignored by the probes): the source
+    task's `feature_sizes(spec)` if it has one; the vocabulary for "token"; else `default`."""
+    src = source_of(spec)
+    task = tasks.get(src.spec.task.name)
+    sizes = getattr(task, "feature_sizes", None)
+    if sizes is not None:
+        return [int(v) for v in sizes(src.spec)]
+    return [task.vocab_size(src.spec) if name == "token" else default
+            for name in feature_names(spec)]
+
+
+def _features(seqs, inputs_BxT: jax.Array) -> jax.Array:
+    """[B, T, K] int32 features aligned with the model's input positions."""
+    feats = getattr(seqs, "features_BxLxF", None)
+    if feats is None:
+        return inputs_BxT[..., None].astype(jnp.int32)
+    return feats[:, : inputs_BxT.shape[1]].astype(jnp.int32)
+
+
+def context(key: jax.Array, consts: Constants, spec: Spec, num: int) -> Context:
+    """`num` fresh source sequences, the clean activations at the site, logits and features."""
+    src = source_of(spec)
+    seqs = sequences(key, consts, spec, num)
+    inputs = seqs.tokens_BxL[:, :-1]
+    logits, acts = model_of(src.spec).apply({"params": consts.params}, inputs,
+                                            return_activations=True)
+    return Context(seqs, inputs, acts[spec.task.site], logits, _features(seqs, inputs))
+
+
+def splice_logits(consts: Constants, spec: Spec, inputs_BxT: jax.Array,
+                  site_BxTxD: jax.Array) -> jax.Array:
+    """[B, T, V] source logits with the site's residual stream replaced by `site_BxTxD`."""
+    edit = lambda site, x: site_BxTxD if site == spec.task.site else x
+    return model_of(source_of(spec).spec).apply({"params": consts.params}, inputs_BxT, edit=edit)
+
+
+def points(ctx: Context, batch_size: int) -> Batch:
+    """The first `batch_size` positions of the flattened sequences as SAE data points."""
+    inputs = ctx.inputs_BxT
+    d, k = ctx.acts_BxTxD.shape[-1], ctx.features_BxTxK.shape[-1]
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape).reshape(-1)
+    return Batch(ctx.acts_BxTxD.reshape(-1, d)[:batch_size],
+                 inputs.reshape(-1)[:batch_size].astype(jnp.int32),
+                 positions[:batch_size, None].astype(jnp.float32),
+                 ctx.features_BxTxK.reshape(-1, k)[:batch_size])
+
+
+def num_sequences(spec: Spec, batch_size: int) -> int:
+    """Sequences needed for `batch_size` points."""
+    return math.ceil(batch_size / (source_of(spec).spec.task.context_length - 1))
+
+
 def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_size: int,
            split: str = "id") -> Batch:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
-    src = source_of(spec)
-    length = src.spec.task.context_length - 1
-    seqs = sequences(key, consts, spec, math.ceil(batch_size / length))
-    inputs = seqs.tokens_BxL[:, :-1]
-    _, acts = model_of(src.spec).apply({"params": consts.params}, inputs, return_activations=True)
-    x = acts[spec.task.site].reshape(-1, spec.task.dim)[:batch_size]
-    positions = jnp.broadcast_to(jnp.arange(length), inputs.shape).reshape(-1)[:batch_size]
-    return Batch(x, inputs.reshape(-1)[:batch_size].astype(jnp.int32),
-                 positions[:, None].astype(jnp.float32))
+    return points(context(key, consts, spec, num_sequences(spec, batch_size)), batch_size)
+
+
+def train_context(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec
+                  ) -> Context:
+    """The sequences behind `train_batch` of `step` (same key: its points are their prefix)."""
+    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
+    return context(key, consts, spec, num_sequences(spec, spec.train.batch_size))
 
 
 def train_batch(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec,

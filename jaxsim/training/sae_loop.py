@@ -8,7 +8,11 @@ unit-norm decoder rows for the kinds that hold them, then renormalised), `sae.up
 Evaluation on the run's fixed held-out batch: MSE, FVU, L0, dead and dense latent fractions,
 and concept recovery against the task's ground truth (mean best-latent F1; for subspaces, mean
 max |cos| of decoder atoms to the true directions, `max_cos`); on activations, the source
-model's next-token loss clean, with the SAE spliced in, and zero-ablated.
+model's next-token loss clean, with the SAE spliced in, and zero-ablated, and the
+interpolation-consistency error of `training/causal.py` (`interp_error`). With
+`model.causal_coef` > 0 in the group (activations only) the loss adds causal_coef times that
+error on the step's training sequences; a group whose largest coefficient is 0 compiles the
+original step unchanged.
 """
 from __future__ import annotations
 
@@ -20,11 +24,13 @@ from jaxsim import tasks
 from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.tasks import concept_geometry
-from jaxsim.training import activations, sae_metrics
+from jaxsim.training import activations, causal, sae_metrics
 from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, warmup_factor
 
 METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1")
-SPLICE_METRICS = ("clean_loss", "spliced_loss", "zero_ablation_loss", "loss_recovered")
+SPLICE_METRICS = ("clean_loss", "spliced_loss", "zero_ablation_loss", "loss_recovered",
+                  "interp_error")
+CAUSAL_STREAM = 3000  # sub-stream of the run key: interpolation weights of the causal term
 SPLICE_SEQUENCES = 32
 INIT_BATCH = 1024     # points used to initialise b_dec
 
@@ -78,16 +84,53 @@ def forward(state: dict, x_BxD: jax.Array, spec: Spec, hparams: dict
     return z, x_hat / scale
 
 
+def causal_on(spec: Spec) -> bool:
+    """Whether the group trains with the causal term (static: the group's largest coefficient)."""
+    return spec.task.name == "activations" and spec.model.causal_coef > 0
+
+
+def interp_error(params: dict, scale: jax.Array, consts, ctx, key: jax.Array, spec: Spec,
+                 hp: dict, threshold: jax.Array | None = None) -> jax.Array:
+    """`causal.interpolation_error` of this SAE on `ctx` (training-mode codes when `threshold`
+    is None; inputs scaled by `scale`, reconstructions back in input units)."""
+    return causal.interpolation_error(
+        lambda x: sae.encode(params, x * scale, spec.model.kind, hp, threshold, spec.model.k),
+        lambda z: sae.decode(params, z) / scale,
+        lambda inputs, x: activations.splice_logits(consts, spec, inputs, x), ctx, key)
+
+
+def _loss_fn(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict, hp: dict):
+    """(loss function of the params, its scaled input batch) for this step."""
+    kind, scale = spec.model.kind, state["input_scale"]
+    if not causal_on(spec):
+        x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD * scale
+        return (lambda params: sae.loss(params, x, kind, hp, state["aux"], spec.model.k,
+                                        _k_aux(spec))), x
+    ctx = activations.train_context(consts, key, state["step"], spec)
+    x = activations.points(ctx, spec.train.batch_size).x_BxD * scale
+    causal_key = jax.random.fold_in(jax.random.fold_in(key, CAUSAL_STREAM), state["step"])
+
+    def loss_fn(params):
+        total, aux = sae.loss(params, x, kind, hp, state["aux"], spec.model.k, _k_aux(spec))
+        error = interp_error(params, scale, consts, ctx, causal_key, spec, hp)
+        return total + hparams["model"]["causal_coef"] * error, aux
+
+    return loss_fn, x
+
+
+def forward_decode(state: dict, z_BxF: jax.Array) -> jax.Array:
+    """Decode codes (e.g. edited ones) to the input's own units, as `forward` does."""
+    return sae.decode(state["params"], z_BxF) / state["input_scale"]
+
+
 def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[dict, jax.Array]:
     kind = spec.model.kind
-    x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD
-    x = x * state["input_scale"]
     hp = sae_hparams(spec, hparams)
     hp["sparsity_coef"] = hp["sparsity_coef"] * sae.coef_schedule(
         state["step"], hparams["train"]["sparsity_warmup_steps"])
-    (loss, (_, z)), grads = jax.value_and_grad(sae.loss, has_aux=True)(
-        state["params"], x, kind, hp, state["aux"], spec.model.k, _k_aux(spec))
+    loss_fn, _ = _loss_fn(state, consts, key, spec, hparams, hp)
+    (loss, (_, z)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     if kind in sae.UNIT_NORM_KINDS:
         grads = sae.project_decoder_grads(grads, state["params"])
     updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])
@@ -122,8 +165,20 @@ def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> 
 
             values.update(activations.splice_losses(reconstruct, consts, key, spec,
                                                     SPLICE_SEQUENCES))
+            values["interp_error"] = eval_interp_error(state, consts, key, spec, hparams)
         out.update({f"{name}_{split}": v.astype(jnp.float32) for name, v in values.items()})
     return out
+
+
+def eval_interp_error(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
+                      ) -> jax.Array:
+    """The causal term's error with inference codes on the fixed splice sequences."""
+    ctx = activations.context(jax.random.fold_in(key, activations.EVAL_ID), consts, spec,
+                              SPLICE_SEQUENCES)
+    threshold = state["aux"]["threshold"] if spec.model.kind == "batchtopk" else None
+    return interp_error(state["params"], state["input_scale"], consts, ctx,
+                        jax.random.fold_in(key, CAUSAL_STREAM), spec,
+                        sae_hparams(spec, hparams), threshold)
 
 
 def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict

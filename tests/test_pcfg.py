@@ -289,3 +289,20 @@ def test_cli_sweep_analyze_plot(tmp_path):
         assert f["samples"].shape == (2, 8, 16) and (f["samples"][:, :, 0] == BOS).all()
     for name in ("loss_curves.png", "grammaticality.png", "sample_lengths.png"):
         assert (out / "figures" / name).stat().st_size > 0
+    # the trained dyck2 run feeds SAEs with the grammar's features at every input position
+    from jaxsim.training import activations
+    sae = cfglib.from_dict({"task": {"name": "activations", "source": str(out), "site": "block0",
+                                     "dim": 16},
+                            "model": {"name": "sae", "d_sae": 32, "k": 2}})
+    spec, hp = cfglib.spec_of(sae), as_arrays(cfglib.hparams_of(sae))
+    assert activations.feature_names(spec) == list(grammars.GRAMMARS["dyck2"].features)
+    assert activations.feature_sizes(spec) == [8, 2, 2, 2]
+    consts = activations.constants(jax.random.key(0), spec, hp)
+    ctx = activations.context(jax.random.key(1), consts, spec, 6)
+    tokens, feats = np.asarray(ctx.inputs_BxT), np.asarray(ctx.features_BxTxK)
+    assert feats.shape == tokens.shape + (4,)
+    # depth after each bracket, recomputed from the tokens the model read (o0 o1 c0 c1 = 3..6)
+    step = np.select([(tokens == 3) | (tokens == 4), (tokens == 5) | (tokens == 6)], [1, -1], 0)
+    depth = np.where(tokens >= 3, np.cumsum(step, axis=1), -1)
+    np.testing.assert_array_equal(feats[..., 0], depth)
+    np.testing.assert_array_equal(feats[..., 2], np.where(tokens >= 3, tokens <= 4, -1))

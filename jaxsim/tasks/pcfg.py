@@ -181,6 +181,19 @@ def eval_batch(consts: tuple, run_key: jax.Array, spec: Spec, hparams: dict,
                   spec.train.eval_batch_size, split)
 
 
+def feature_names(spec: Spec) -> list[str]:
+    """Names of the `features_BxLxF` columns (what SAE probes on this task's activations see)."""
+    return list(grammars.GRAMMARS[spec.task.grammar].features)
+
+
+def feature_sizes(spec: Spec) -> list[int]:
+    """How many values each feature column takes (-1 = outside the sentence, not counted)."""
+    cap = spec.task.context_length - 2
+    return {"dyck2": [cap // 2 + 1, 2, 2, 2],          # depth after a token <= cap / 2
+            "expr": [cap + 1, 4, 4, 3],                 # depth < sentence length
+            "english": [6, 2, 2]}[spec.task.grammar]   # Pro N Adj V Adv Conj
+
+
 def vocab_size(spec: Spec) -> int:
     return grammars.vocab_size(spec.task.grammar)
 

@@ -306,3 +306,8 @@ def test_cli_sweep_analyze_plot(tmp_path):
     depth = np.where(tokens >= 3, np.cumsum(step, axis=1), -1)
     np.testing.assert_array_equal(feats[..., 0], depth)
     np.testing.assert_array_equal(feats[..., 2], np.where(tokens >= 3, tokens <= 4, -1))
+    # SAE points are sentence positions first (padding only once those run out)
+    inside = int((feats[..., 0] >= 0).sum())
+    pts = activations.points(ctx, 40)
+    got = np.asarray(pts.features_BxK)[:, 0]
+    assert (got[:min(inside, 40)] >= 0).all() and inside > 0

@@ -182,7 +182,12 @@ def analyze_run(params, extra, run_key: jax.Array, spec: Spec, hparams: dict,
     logp_NxW = jax.nn.log_softmax(ctx.logits_BxTxV.reshape(b * t, -1), -1)
     pos_key, value_key, control_key, patch_key = jax.random.split(jax.random.fold_in(key, 1), 4)
     seq_P = jnp.repeat(jnp.arange(b), POSITIONS)
-    pos_P = jax.random.randint(pos_key, seq_P.shape, t // 4, t)
+    if hasattr(ctx.seqs, "features_BxLxF"):   # inside sentences (features -1 elsewhere)
+        inside_BxT = ctx.features_BxTxK[..., 0] >= 0
+        inside_BxT = inside_BxT | ~inside_BxT.any(-1, keepdims=True)
+        pos_P = jax.random.categorical(pos_key, jnp.where(inside_BxT[seq_P], 0.0, -jnp.inf))
+    else:   # a Markov sequence after its first quarter, where in-context statistics formed
+        pos_P = jax.random.randint(pos_key, seq_P.shape, t // 4, t)
     n_P = seq_P * t + pos_P
     z_PxF = z_NxF[n_P]
     logp_clean = logp_NxW[n_P]

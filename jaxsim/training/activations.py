@@ -161,19 +161,26 @@ def splice_logits(consts: Constants, spec: Spec, inputs_BxT: jax.Array,
 
 
 def points(ctx: Context, batch_size: int) -> Batch:
-    """The first `batch_size` positions of the flattened sequences as SAE data points."""
+    """The first `batch_size` in-sentence positions of the flattened sequences as SAE data
+    points (positions whose first feature is -1, e.g. a pcfg's padding, go last; a task without
+    such positions keeps its plain order)."""
     inputs = ctx.inputs_BxT
     d, k = ctx.acts_BxTxD.shape[-1], ctx.features_BxTxK.shape[-1]
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape).reshape(-1)
-    return Batch(ctx.acts_BxTxD.reshape(-1, d)[:batch_size],
-                 inputs.reshape(-1)[:batch_size].astype(jnp.int32),
-                 positions[:batch_size, None].astype(jnp.float32),
-                 ctx.features_BxTxK.reshape(-1, k)[:batch_size])
+    outside = ctx.features_BxTxK[..., 0].reshape(-1) < 0
+    take = jnp.argsort(outside, stable=True)[:batch_size]
+    return Batch(ctx.acts_BxTxD.reshape(-1, d)[take], inputs.reshape(-1)[take].astype(jnp.int32),
+                 positions[take, None].astype(jnp.float32),
+                 ctx.features_BxTxK.reshape(-1, k)[take])
 
 
 def num_sequences(spec: Spec, batch_size: int) -> int:
-    """Sequences needed for `batch_size` points."""
-    return math.ceil(batch_size / (source_of(spec).spec.task.context_length - 1))
+    """Sequences needed for `batch_size` points: the source task's `points_per_sequence(spec)`
+    (a low estimate of its in-sentence positions) when it has one, else every input position."""
+    src = source_of(spec).spec
+    per_sequence = getattr(tasks.get(src.task.name), "points_per_sequence", None)
+    return math.ceil(batch_size / (per_sequence(src) if per_sequence
+                                   else src.task.context_length - 1))
 
 
 def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_size: int,

@@ -3,11 +3,12 @@
 distribution, the full matrix)."""
 from types import ModuleType
 
-from jaxsim.tasks import concept_geometry, markov_mixture, matrix_completion
+from jaxsim.tasks import concept_geometry, graph_walk, markov_mixture, matrix_completion
 
 TASKS: dict[str, ModuleType] = {"markov_mixture": markov_mixture,
                                 "matrix_completion": matrix_completion,
-                                "concept_geometry": concept_geometry}
+                                "concept_geometry": concept_geometry,
+                                "graph_walk": graph_walk}
 
 
 def get(name: str) -> ModuleType:

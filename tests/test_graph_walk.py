@@ -1,0 +1,143 @@
+"""Graph tracing (in-context learning of representations): the generator against its definition,
+the neighbour-mass metric, the analysis on hand-made embeddings, and the CLI end to end."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsim import cli, training
+from jaxsim import config as cfglib
+from jaxsim.tasks import graph_walk as gw
+from jaxsim.training import objectives
+
+GW = {"task": {"name": "graph_walk", "graph": "grid", "graph_size": 4, "vocab": 32,
+               "context_length": 24},
+      "model": {"name": "gpt", "num_layers": 2, "d_model": 16, "num_heads": 2, "d_mlp": 32},
+      "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batch_size": 16},
+      "sweep": {"seeds": 1, "checkpoint_every": 10, "plot": False}}
+
+
+def _setup(**task):
+    raw = {k: dict(v) for k, v in GW.items()}
+    raw["task"].update(task)
+    cfg = cfglib.from_dict(raw)
+    return cfg, cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
+
+
+def _sample(batch_size, key=0, split="id", run_key=0, **task):
+    _, spec, hp = _setup(**task)
+    consts = gw.constants(jax.random.key(run_key), spec, hp)
+    return gw.sample(jax.random.key(key), consts, spec, hp, batch_size, split), consts
+
+
+@pytest.mark.parametrize("graph,size,nodes,edges,max_deg", [
+    ("grid", 4, 16, 24, 4), ("ring", 7, 7, 7, 2), ("hex", 4, 16, 18, 3)])
+def test_graphs_by_definition(graph, size, nodes, edges, max_deg):
+    a = gw.adjacency(graph, size)
+    assert a.shape == (nodes, nodes) and np.array_equal(a, a.T) and not a.diagonal().any()
+    assert a.sum() // 2 == edges and a.sum(1).max() == max_deg
+    reach = np.linalg.matrix_power(a + np.eye(nodes, dtype=int), nodes) > 0
+    assert reach.all()                                   # connected
+    xy = gw.layout(graph, size)
+    dist = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
+    if graph != "ring":                                  # edges join layout neighbours
+        assert np.allclose(dist[a == 1], 1.0)
+    if graph == "hex":                                   # honeycomb: every cycle has even length
+        colour = (np.arange(nodes) // size + np.arange(nodes) % size) % 2
+        assert not a[colour[:, None] == colour[None]].any()
+
+
+@pytest.mark.parametrize("graph,size", [("grid", 4), ("ring", 7), ("hex", 4)])
+def test_walks_only_take_edges_and_are_uniform_over_neighbours(graph, size):
+    b, consts = _sample(512, graph=graph, graph_size=size, context_length=64)
+    a = gw.adjacency(graph, size)
+    nodes = np.asarray(b.nodes_BxL)
+    assert a[nodes[:, :-1], nodes[:, 1:]].all()
+    # each step's move is uniform over the current node's neighbours: chi-square per node
+    counts = np.zeros_like(a, dtype=float)
+    np.add.at(counts, (nodes[:, :-1].ravel(), nodes[:, 1:].ravel()), 1)
+    for v in range(len(a)):
+        nbrs = np.flatnonzero(a[v])
+        c = counts[v, nbrs]
+        expected = c.sum() / len(nbrs)
+        assert ((c - expected) ** 2 / expected).sum() < 25, (v, c)
+    # the start is uniform over nodes
+    start = np.bincount(nodes[:, 0], minlength=len(a))
+    assert ((start - 512 / len(a)) ** 2 / (512 / len(a))).sum() < 3 * len(a)
+
+
+def test_assignment_is_injective_and_fresh_per_sequence():
+    b, _ = _sample(256)
+    maps = np.asarray(b.token_of_node_BxN)
+    assert all(len(set(m)) == 16 for m in maps) and maps.min() >= 0 and maps.max() < 32
+    assert len({tuple(m) for m in maps}) == 256
+    # every token is used about equally often over sequences (16 of 32 each time)
+    use = np.bincount(maps.ravel(), minlength=32) / 256
+    assert np.all(np.abs(use - 0.5) < 0.15)
+    tokens, nodes = np.asarray(b.tokens_BxL), np.asarray(b.nodes_BxL)
+    np.testing.assert_array_equal(tokens, np.take_along_axis(maps, nodes, axis=1))
+
+
+def test_next_probs_are_uniform_over_neighbour_tokens():
+    b, _ = _sample(8)
+    a = gw.adjacency("grid", 4)
+    probs = np.asarray(b.next_probs_BxLxK)
+    maps, nodes = np.asarray(b.token_of_node_BxN), np.asarray(b.nodes_BxL)
+    for s in range(8):
+        for t in (0, 5, 23):
+            nbrs = maps[s, np.flatnonzero(a[nodes[s, t]])]
+            expected = np.zeros(32)
+            expected[nbrs] = 1 / len(nbrs)
+            np.testing.assert_allclose(probs[s, t], expected, atol=1e-6)
+    # the next token always has positive probability (the oracle loss is finite)
+    nxt = np.take_along_axis(probs[:, :-1], np.asarray(b.tokens_BxL)[:, 1:, None], -1)
+    assert nxt.min() > 0
+
+
+def test_fixed_assignment_and_conflict_split():
+    fixed, consts = _sample(64, pretrain_frac=1.0)
+    fixed_map = np.asarray(consts.fixed_map_N)
+    assert np.all(np.asarray(fixed.token_of_node_BxN) == fixed_map[None])
+    # under the fixed map the prior distribution is the true one
+    np.testing.assert_allclose(np.asarray(fixed.prior_probs_BxLxK),
+                               np.asarray(fixed.next_probs_BxLxK), atol=1e-6)
+    half, _ = _sample(2000, pretrain_frac=0.5)
+    share = np.mean(np.all(np.asarray(half.token_of_node_BxN) == fixed_map[None], axis=1))
+    assert abs(share - 0.5) < 0.05
+    conflict, _ = _sample(64, split="conflict")
+    maps = np.asarray(conflict.token_of_node_BxN)
+    assert all(sorted(m) == sorted(fixed_map) for m in maps)       # same tokens, rearranged
+    assert np.mean(np.all(maps == fixed_map[None], axis=1)) < 0.05
+    # another run has another fixed map; the same run the same one
+    _, other = _sample(4, run_key=1)
+    _, same = _sample(4, run_key=0, key=9)
+    assert not np.array_equal(np.asarray(other.fixed_map_N), fixed_map)
+    np.testing.assert_array_equal(np.asarray(same.fixed_map_N), fixed_map)
+
+
+def test_neighbour_mass_metric_on_known_logits():
+    b, _ = _sample(4)
+    probs = b.next_probs_BxLxK
+    oracle_logits = jnp.log(jnp.maximum(probs, 1e-9))
+    mass = objectives.probability_mass(oracle_logits, probs)
+    np.testing.assert_allclose(np.asarray(mass), 1.0, atol=1e-5)
+    uniform = objectives.probability_mass(jnp.zeros_like(probs), probs)
+    deg = (np.asarray(probs) > 0).sum(-1)
+    np.testing.assert_allclose(np.asarray(uniform), deg / 32, atol=1e-6)
+    m = objectives.get("graph_walk").evaluate(oracle_logits[:, :-1], b)
+    assert float(m["eval_loss"]) == pytest.approx(float(m["oracle_loss"]), abs=1e-4)
+
+
+def test_bad_graph_configs():
+    with pytest.raises(cfglib.ConfigError, match="task.vocab"):
+        _setup(vocab=10)
+    with pytest.raises(cfglib.ConfigError, match="task.graph "):
+        _setup(graph="torus")
+    with pytest.raises(cfglib.ConfigError, match="task.graph_size"):
+        _setup(graph="ring", graph_size=2)
+    with pytest.raises(cfglib.ConfigError, match="model.name"):
+        cfglib.from_dict({"task": {"name": "graph_walk"}, "model": {"name": "encoder"}})
+    with pytest.raises(cfglib.ConfigError, match="task.pretrain_frac"):
+        _setup(pretrain_frac=1.5)

@@ -29,6 +29,7 @@ from jaxsim import config as cfglib
 CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION, FIELDS = (
     "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
     "analysis_attention.npz", "analysis_fields.npz")
+GRAPH = "analysis_graph.npz"   # graph_walk: class means and PC1/PC2 at the final checkpoint
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 

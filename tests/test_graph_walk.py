@@ -141,3 +141,80 @@ def test_bad_graph_configs():
         cfglib.from_dict({"task": {"name": "graph_walk"}, "model": {"name": "encoder"}})
     with pytest.raises(cfglib.ConfigError, match="task.pretrain_frac"):
         _setup(pretrain_frac=1.5)
+
+
+# ---- analysis on hand-made cases ----
+
+from jaxsim.analysis import graph  # noqa: E402
+
+
+def test_dirichlet_energy_of_known_embeddings():
+    a = gw.adjacency("ring", 4)                        # square 0-1-2-3-0
+    x = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    # sum over ordered pairs: 2 * 4 edges of length 1 = 8; total variance = 4 * 0.5 = 2
+    e = graph.dirichlet_energy(jnp.asarray(x), jnp.ones(4, bool), jnp.asarray(a))
+    assert float(e) == pytest.approx(4.0)
+    # invariant to scale, shift and width (zero-padded dimensions)
+    x2 = np.concatenate([3 * x + 5, np.zeros((4, 3))], 1).astype(np.float32)
+    assert float(graph.dirichlet_energy(jnp.asarray(x2), jnp.ones(4, bool), jnp.asarray(a))) \
+        == pytest.approx(4.0, rel=1e-5)
+    # an absent node drops out: path 0-1-2, edges of length 1, variance 2/3 + ... by hand
+    present = jnp.asarray([True, True, True, False])
+    mean = x[:3].mean(0)
+    expected = 2 * 2 / ((x[:3] - mean) ** 2).sum()
+    assert float(graph.dirichlet_energy(jnp.asarray(x), present, jnp.asarray(a))) \
+        == pytest.approx(expected, rel=1e-5)
+    assert np.isnan(float(graph.dirichlet_energy(jnp.asarray(x), jnp.asarray(
+        [True, True, False, False]), jnp.asarray(a))))
+
+
+def test_energy_references_minimum_and_random():
+    a = gw.adjacency("grid", 4)
+    refs = graph.laplacian_references(a)
+    assert refs["energy_min"] == pytest.approx(2 * (2 - 2 * np.cos(np.pi / 4)))
+    spectral = refs["spectral"].astype(np.float32)
+    e_min = float(graph.dirichlet_energy(jnp.asarray(spectral), jnp.ones(16, bool),
+                                         jnp.asarray(a)))
+    assert e_min == pytest.approx(refs["energy_min"], rel=1e-4)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2000, 16, 8)), jnp.float32)
+    e_rand = np.asarray(graph.dirichlet_energy(x, jnp.ones((2000, 16), bool), jnp.asarray(a)))
+    assert e_rand.mean() == pytest.approx(refs["energy_random"], rel=0.03)
+    assert e_rand.min() > e_min
+
+
+def test_class_means_over_the_window():
+    nodes = jnp.asarray([[0, 1, 0, 2, 1, 0]])
+    acts = jnp.asarray(np.arange(6, dtype=np.float32)[None, :, None])
+    means, counts = graph.class_means(acts, nodes, jnp.asarray([5, 2]), 3, 3)
+    # window (2, 5] = positions 3, 4, 5: nodes 2, 1, 0 with activations 3, 4, 5
+    np.testing.assert_allclose(np.asarray(means[0, 0, :, 0]), [5, 4, 3])
+    np.testing.assert_allclose(np.asarray(counts[0, 0]), [1, 1, 1])
+    # window (-1, 2] = positions 0, 1, 2: node 0 twice (0, 2), node 1 once, node 2 absent
+    np.testing.assert_allclose(np.asarray(means[0, 1, :, 0]), [1, 1, 0])
+    np.testing.assert_allclose(np.asarray(counts[0, 1]), [2, 1, 0])
+
+
+def test_pca_of_a_planted_grid_recovers_it():
+    xy = gw.layout("grid", 4)
+    rng = np.random.default_rng(0)
+    embed = xy @ rng.normal(size=(2, 32)) + 0.05 * rng.normal(size=(16, 32)) + 3.0
+    coords, explained = graph.pca2(embed, np.ones(16, bool))
+    assert graph.layout_r2(coords, xy) > 0.99 and explained.sum() > 0.99
+    # a random embedding's top PCs explain little of the layout
+    noise = rng.normal(size=(16, 32))
+    coords, _ = graph.pca2(noise, np.ones(16, bool))
+    assert graph.layout_r2(coords, xy) < 0.6
+    # absent nodes are NaN and ignored
+    present = np.ones(16, bool)
+    present[[0, 5]] = False
+    coords, _ = graph.pca2(embed, present)
+    assert np.isnan(coords[[0, 5]]).all() and graph.layout_r2(coords, xy) > 0.99
+
+
+def test_edge_coverage_by_hand():
+    a = gw.adjacency("grid", 2)                       # square 0-1, 0-2, 1-3, 2-3
+    nodes = np.array([[0, 1, 0, 2, 3]])
+    # t=0: node 0, nothing taken -> 0; t=1: node 1, edge 0-1 of {0, 3} -> 1/2;
+    # t=2: node 0, edge 0-1 of {1, 2} -> 1/2; t=3: node 2, edge 0-2 of {0, 3} -> 1/2
+    np.testing.assert_allclose(graph.edge_coverage(nodes, a), [0, 0.5, 0.5, 0.5])

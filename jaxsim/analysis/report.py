@@ -37,6 +37,8 @@ concept_geometry — what each SAE recovers (`analysis/concepts.py`):
     with task.dim = 2, analysis_fields.npz: run_id [R], winner [R, G, G] (most active latent at
     each grid point, -1 = none), l0 [R, G, G], extent [R, 4], points [R, B, 2], concepts [R, B]
     (final checkpoint).
+
+graph_walk — in-context representations of the graph (`analysis/graph_report.py`).
 """
 from __future__ import annotations
 
@@ -133,9 +135,13 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
                           f"{results.RUNS})")
     cfg = cfglib.load(out / results.CONFIG)
     rows = results.read_runs(out)
-    if cfg.task.name != "markov_mixture" and lengths:
-        raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
-    if cfg.task.name == "matrix_completion":
+    if cfg.task.name not in ("markov_mixture", "graph_walk") and lengths:
+        raise ConfigError("--context-lengths applies to task.name=markov_mixture or graph_walk "
+                          "only")
+    if cfg.task.name == "graph_walk":
+        from jaxsim.analysis import graph_report
+        doc = graph_report.analyze_graph(out, cfg, rows, num_sequences, lengths)
+    elif cfg.task.name == "matrix_completion":
         doc = _analyze_completion(out, cfg, rows, num_sequences)
     elif cfg.task.name in ("concept_geometry", "activations"):
         doc = _analyze_concepts(out, cfg, rows, num_sequences)

@@ -26,7 +26,8 @@ LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning 
           "task.mask_prob": "mask probability", "task.rank": "rank r",
           "task.matrix_size": "matrix size n", "model.d_model": "width", "model.k": "TopK k",
           "model.kind": "SAE", "model.sparsity_coef": "sparsity coefficient",
-          "model.d_sae": "dictionary width"}
+          "model.d_sae": "dictionary width",
+          "task.pretrain_frac": "pretraining fraction", "task.vocab": "vocabulary"}
 
 
 def _label(key: str) -> str:
@@ -127,6 +128,9 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     if cfg.task.name == "matrix_completion":
         from jaxsim.plotting import completion
         return completion.draw(out, axes, rows, metrics)
+    if cfg.task.name == "graph_walk":
+        from jaxsim.plotting import graph
+        return graph.draw(out, axes, rows, metrics)
     if cfg.task.name in ("concept_geometry", "activations"):
         from jaxsim.plotting import sae
         return sae.draw(out, axes, rows, metrics, cfg.task.geometry)

@@ -1,0 +1,165 @@
+"""Graph-tracing figures (task graph_walk), drawn from saved files only.
+
+- figures/graph_curves.png: held-out loss (oracle dashed) and neighbour-mass accuracy over
+  training, one line per run (colour = the leading axis); the fixed map's neighbour mass on the
+  conflict split when some run pretrains on it.
+After `jaxsim analyze`:
+- figures/graph_accuracy.png: accuracy against context length (log x) at the final checkpoint,
+  with the share of the current node's edges the walk has revealed; and one run's curve at
+  every saved checkpoint.
+- figures/graph_energy.png: normalised Dirichlet energy of the class means against context
+  length, one panel per residual site, with the random-embedding energy on the same windows and
+  the minimum 2 lambda_2; the accuracy of the same run on a right axis.
+- figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
+  for each site, the graph's edges drawn between them, nodes coloured by their place in the
+  layout.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting.figures import _axis_values, _label  # noqa: E402
+
+
+def _colours(rows, axes):
+    names, index = _axis_values(rows, axes[0]) if axes else (["all runs"],
+                                                             np.zeros(len(rows), int))
+    return names, index, plt.cm.viridis(np.linspace(0, 0.85, len(names)))
+
+
+def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    steps = metrics["step"]
+    names, index, colours = _colours(rows, axes)
+    pretrain = "prior_acc_conflict" in metrics and any(
+        float(r.get("task.pretrain_frac", 0) or 0) > 0 for r in rows)
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in range(len(rows)):
+        first = r == int(np.flatnonzero(index == index[r])[0])
+        label = f"{names[index[r]]} (seed {rows[r]['seed']})"
+        panels[0].plot(steps, metrics["eval_loss_id"][r], color=colours[index[r]], label=label)
+        panels[1].plot(steps, metrics["neighbor_acc_id"][r], color=colours[index[r]],
+                       label=label if first else None)
+        if pretrain:
+            panels[1].plot(steps, metrics["prior_acc_conflict"][r], color=colours[index[r]],
+                           ls=":")
+    panels[0].axhline(np.nanmean(metrics["oracle_loss_id"]), color="k", ls="--", lw=1,
+                      label="oracle")
+    panels[0].set_ylabel("next-token cross-entropy (nats)")
+    panels[1].set_ylabel("probability on valid neighbours (mean over positions)"
+                         + ("; dotted: on the fixed map's, conflict split" if pretrain else ""))
+    for p in panels:
+        p.set_xlabel("training step")
+        p.grid(alpha=0.3)
+    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8)
+    return save(fig, out, "graph_curves.png")
+
+
+def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
+    t = np.arange(1, len(doc["edge_coverage"]) + 1)
+    names, index, colours = _colours(rows, axes)
+    order = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for run in doc["runs"]:
+        i = order[run["run_id"]]
+        panels[0].plot(t, np.array(run["accuracy"][-1], float), color=colours[index[i]],
+                       label=f"{names[index[i]]} (seed {run['seed']})")
+    panels[0].plot(t, doc["edge_coverage"], color="gray", ls="--", lw=1,
+                   label="share of the node's edges seen")
+    panels[0].set_title("final checkpoint", fontsize=10)
+    run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
+    shades = plt.cm.magma(np.linspace(0.1, 0.85, len(run["steps"])))
+    for s, step in enumerate(run["steps"]):
+        panels[1].plot(t, np.array(run["accuracy"][s], float), color=shades[s],
+                       label=str(step) if s % max(1, len(run["steps"]) // 6) == 0
+                       or s == len(run["steps"]) - 1 else None)
+    panels[1].set_title(f"run {run['run_id']} over training (legend: step)", fontsize=10)
+    panels[0].set_ylabel("probability on valid neighbours")
+    for p in panels:
+        p.set_xscale("log")
+        p.set_xlabel("context length (tokens seen)")
+        p.grid(alpha=0.3)
+        p.legend(fontsize=7)
+    return save(fig, out, "graph_accuracy.png")
+
+
+def energy(out: Path, doc: dict) -> Path:
+    lengths = np.array(doc["context_lengths"])
+    sites = doc["sites"]
+    run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
+    fig, panels = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 4), sharey=True)
+    for k, (panel, site) in enumerate(zip(np.atleast_1d(panels), sites)):
+        for r in doc["runs"]:
+            panel.plot(lengths, np.array(r["energy"][-1][k], float), "o-", ms=3,
+                       lw=2 if r is run else 1, alpha=1 if r is run else 0.5,
+                       label=f"run {r['run_id']}")
+        panel.plot(lengths, np.array(run["energy_random"], float), color="gray", ls="--",
+                   label="random embedding")
+        panel.axhline(doc["energy_min"], color="k", ls=":", label="minimum 2λ₂")
+        panel.set_xscale("log")
+        panel.set_title(f"site {site}", fontsize=10)
+        panel.set_xlabel("context length")
+        panel.grid(alpha=0.3)
+        twin = panel.twinx()
+        t = np.arange(1, len(run["accuracy"][-1]) + 1)
+        twin.plot(t, np.array(run["accuracy"][-1], float), color="tab:red", lw=1, alpha=0.6)
+        twin.set_ylim(0, 1)
+        twin.tick_params(axis="y", colors="tab:red", labelsize=7)
+    np.atleast_1d(panels)[0].set_ylabel("normalised Dirichlet energy")
+    np.atleast_1d(panels)[0].legend(fontsize=7)
+    fig.suptitle(f"energy of the class means over the last {doc['window']} tokens (final "
+                 f"checkpoint; red: accuracy of run {run['run_id']})", fontsize=9)
+    return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.94))
+
+
+def pca(out: Path, doc: dict) -> Path:
+    with np.load(out / results.GRAPH) as f:
+        pcs, run_ids, lengths = f["pcs"], f["run_id"], f["context_lengths"]
+        adj, xy = f["adjacency"], f["layout"]
+    run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
+    i = int(np.flatnonzero(run_ids == run["run_id"])[0])
+    picks = [int(np.searchsorted(lengths, min(16, lengths[-1]))), len(lengths) - 1]
+    sites = doc["sites"]
+    span = (xy - xy.min(0)) / np.maximum(np.ptp(xy, 0), 1e-9)
+    colours = np.stack([span[:, 0], 0.3 + 0 * span[:, 0], span[:, 1]], 1) * 0.9
+    fig, panels = plt.subplots(len(picks), len(sites), figsize=(3.6 * len(sites), 3.4 * len(picks)),
+                               squeeze=False)
+    for row, g in enumerate(picks):
+        for col, site in enumerate(sites):
+            ax = panels[row, col]
+            c = pcs[i, col, g, 0]
+            for a, b in zip(*np.nonzero(np.triu(adj))):
+                if np.isfinite(c[[a, b]]).all():
+                    ax.plot(c[[a, b], 0], c[[a, b], 1], color="0.6", lw=1, zorder=1)
+            ok = np.isfinite(c).all(1)
+            ax.scatter(c[ok, 0], c[ok, 1], c=colours[ok], s=40, zorder=2)
+            r2 = run["layout_r2"][col][g]
+            ax.set_title(f"{site}, context {lengths[g]}: layout R² "
+                         f"{'n/a' if r2 is None else f'{r2:.2f}'}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    panels[0, 0].set_ylabel("PC2")
+    panels[-1, 0].set_xlabel("PC1")
+    fig.suptitle(f"run {run['run_id']}, final checkpoint, one sequence: class means over the last "
+                 f"{doc['window']} tokens (colour = place in the {doc['graph']} layout)",
+                 fontsize=9)
+    return save(fig, out, "graph_pca.png", rect=(0, 0, 1, 0.95))
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
+    paths = [curves(out, axes, rows, metrics)]
+    if (out / results.ANALYSIS).is_file():
+        doc = json.loads((out / results.ANALYSIS).read_text())
+        if doc.get("task") == "graph_walk":
+            paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
+            if (out / results.GRAPH).is_file():
+                paths.append(pca(out, doc))
+    return paths

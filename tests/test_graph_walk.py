@@ -218,3 +218,36 @@ def test_edge_coverage_by_hand():
     # t=0: node 0, nothing taken -> 0; t=1: node 1, edge 0-1 of {0, 3} -> 1/2;
     # t=2: node 0, edge 0-1 of {1, 2} -> 1/2; t=3: node 2, edge 0-2 of {0, 3} -> 1/2
     np.testing.assert_allclose(graph.edge_coverage(nodes, a), [0, 0.5, 0.5, 0.5])
+
+
+def test_cli_sweep_analyze_plot(tmp_path):
+    import yaml
+    raw = {k: dict(v) for k, v in GW.items()}
+    raw["sweep"]["axes"] = {"task.pretrain_frac": [0.0, 0.5]}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(path), "--out", str(out)]) == 0
+    assert cli.main(["analyze", str(out), "--context-lengths", "30"]) == 2   # > trained - 1
+    assert cli.main(["analyze", str(out), "--sequences", "8",
+                     "--context-lengths", "2,8,23"]) == 0
+    assert cli.main(["plot", str(out)]) == 0
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["task"] == "graph_walk" and len(doc["runs"]) == 2
+    assert doc["sites"] == ["embed", "block0", "block1"] and doc["context_lengths"] == [2, 8, 23]
+    assert doc["energy_min"] < doc["energy_random_expected"]
+    for run in doc["runs"]:
+        steps = len(run["steps"])
+        assert np.array(run["accuracy"]).shape == (steps, 23)
+        acc = np.array(run["accuracy"], float)
+        assert np.all((acc >= 0) & (acc <= 1 + 1e-6))
+        assert np.array(run["energy"]).shape == (steps, 3, 3)
+        assert np.array(run["layout_r2"]).shape == (3, 3)
+    with np.load(out / "analysis_graph.npz") as f:
+        assert f["means"].shape == (2, 3, 3, 4, 16, 16) and f["pcs"].shape == (2, 3, 3, 4, 16, 2)
+        # a node seen in the window has a finite PC; an absent one has none
+        seen = f["counts"][0, 2] > 0
+        assert np.isfinite(f["pcs"][0, 0, 2][seen]).all()
+        assert np.isnan(f["pcs"][0, 0, 2][~seen]).all()
+    for name in ("graph_curves.png", "graph_accuracy.png", "graph_energy.png", "graph_pca.png"):
+        assert (out / "figures" / name).stat().st_size > 0

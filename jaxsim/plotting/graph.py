@@ -8,8 +8,9 @@ After `jaxsim analyze`:
   with the share of the current node's edges the walk has revealed; and one run's curve at
   every saved checkpoint.
 - figures/graph_energy.png: normalised Dirichlet energy of the class means against context
-  length, one panel per residual site, with the random-embedding energy on the same windows and
-  the minimum 2 lambda_2; the accuracy of the same run on a right axis.
+  length, one panel per residual site, divided by the energy of i.i.d. Gaussian means on the
+  same windows (so 1 = random; the raw energy grows with the nodes a window covers), with the
+  spectral minimum 2 lambda_2 / (2 tr L / (N - 1)); the accuracy of the same run on a right axis.
 - figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
   for each site, the graph's edges drawn between them, nodes coloured by their place in the
   layout.
@@ -98,12 +99,12 @@ def energy(out: Path, doc: dict) -> Path:
     fig, panels = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 4), sharey=True)
     for k, (panel, site) in enumerate(zip(np.atleast_1d(panels), sites)):
         for r in doc["runs"]:
-            panel.plot(lengths, np.array(r["energy"][-1][k], float), "o-", ms=3,
-                       lw=2 if r is run else 1, alpha=1 if r is run else 0.5,
-                       label=f"run {r['run_id']}")
-        panel.plot(lengths, np.array(run["energy_random"], float), color="gray", ls="--",
-                   label="random embedding")
-        panel.axhline(doc["energy_min"], color="k", ls=":", label="minimum 2λ₂")
+            ratio = np.array(r["energy"][-1][k], float) / np.array(r["energy_random"], float)
+            panel.plot(lengths, ratio, "o-", ms=3, lw=2 if r is run else 1,
+                       alpha=1 if r is run else 0.5, label=f"run {r['run_id']}")
+        panel.axhline(1.0, color="gray", ls="--", label="random embedding")
+        panel.axhline(doc["energy_min"] / doc["energy_random_expected"], color="k", ls=":",
+                      label="minimum (spectral embedding)")
         panel.set_xscale("log")
         panel.set_title(f"site {site}", fontsize=10)
         panel.set_xlabel("context length")
@@ -113,10 +114,11 @@ def energy(out: Path, doc: dict) -> Path:
         twin.plot(t, np.array(run["accuracy"][-1], float), color="tab:red", lw=1, alpha=0.6)
         twin.set_ylim(0, 1)
         twin.tick_params(axis="y", colors="tab:red", labelsize=7)
-    np.atleast_1d(panels)[0].set_ylabel("normalised Dirichlet energy")
+    np.atleast_1d(panels)[0].set_ylabel("Dirichlet energy / random embedding's")
     np.atleast_1d(panels)[0].legend(fontsize=7)
-    fig.suptitle(f"energy of the class means over the last {doc['window']} tokens (final "
-                 f"checkpoint; red: accuracy of run {run['run_id']})", fontsize=9)
+    fig.suptitle(f"normalised Dirichlet energy of the class means over the last {doc['window']} "
+                 f"tokens, relative to i.i.d. Gaussian means on the same windows (final "
+                 f"checkpoint; red, right axis: accuracy of run {run['run_id']})", fontsize=9)
     return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.94))
 
 

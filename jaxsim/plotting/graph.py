@@ -5,12 +5,14 @@
   conflict split when some run pretrains on it.
 After `jaxsim analyze`:
 - figures/graph_accuracy.png: accuracy against context length (log x) at the final checkpoint,
-  with the share of the current node's edges the walk has revealed; and one run's curve at
-  every saved checkpoint.
-- figures/graph_energy.png: normalised Dirichlet energy of the class means against context
-  length, one panel per residual site, divided by the energy of i.i.d. Gaussian means on the
-  same windows (so 1 = random; the raw energy grows with the nodes a window covers), with the
-  spectral minimum 2 lambda_2 / (2 tr L / (N - 1)); the accuracy of the same run on a right axis.
+  with the share of the current node's edges the walk has revealed; one run's curve at every
+  saved checkpoint; and, when a run pretrains on a fixed map, the conflict split's mass on the
+  context graph's and on the pretraining map's neighbours.
+- figures/graph_energy.png: normalised Dirichlet energy of the class means, one column per
+  residual site, divided by the energy of i.i.d. Gaussian means on the same windows (so 1 =
+  random; the raw energy grows with the nodes a window covers), with the spectral minimum
+  2 lambda_2 / (2 tr L / (N - 1)): against context length at the final checkpoint (top) and at
+  the longest context against training step (bottom), accuracy on the right axes.
 - figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
   for each site, the graph's edges drawn between them, nodes coloured by their place in the
   layout.
@@ -68,7 +70,9 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
     t = np.arange(1, len(doc["edge_coverage"]) + 1)
     names, index, colours = _colours(rows, axes)
     order = {int(r["run_id"]): i for i, r in enumerate(rows)}
-    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    pretrain = [r for r in rows if float(r.get("task.pretrain_frac", 0) or 0) > 0]
+    fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(16 if pretrain else 11, 4.2),
+                               sharey=True)
     for run in doc["runs"]:
         i = order[run["run_id"]]
         panels[0].plot(t, np.array(run["accuracy"][-1], float), color=colours[index[i]],
@@ -83,6 +87,15 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
                        label=str(step) if s % max(1, len(run["steps"]) // 6) == 0
                        or s == len(run["steps"]) - 1 else None)
     panels[1].set_title(f"run {run['run_id']} over training (legend: step)", fontsize=10)
+    if pretrain:
+        for run in doc["runs"]:
+            i = order[run["run_id"]]
+            colour = colours[index[i]]
+            panels[2].plot(t, np.array(run["accuracy_conflict"][-1], float), color=colour,
+                           label=f"{names[index[i]]}: context graph")
+            panels[2].plot(t, np.array(run["prior_conflict"][-1], float), color=colour, ls=":",
+                           label=f"{names[index[i]]}: pretraining map")
+        panels[2].set_title("conflict split (fixed tokens, new arrangement)", fontsize=10)
     panels[0].set_ylabel("probability on valid neighbours")
     for p in panels:
         p.set_xscale("log")
@@ -92,34 +105,51 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
     return save(fig, out, "graph_accuracy.png")
 
 
+def _run_label(run: dict) -> str:
+    values = ", ".join(str(v) for v in run["axes"].values())
+    return f"run {run['run_id']}" + (f" ({values})" if values else "")
+
+
 def energy(out: Path, doc: dict) -> Path:
+    """Top row: energy ratio against context length (final checkpoint); bottom row: at the
+    longest context against training step, with that context's accuracy (dashed, right axis)."""
     lengths = np.array(doc["context_lengths"])
     sites = doc["sites"]
     run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
-    fig, panels = plt.subplots(1, len(sites), figsize=(4.2 * len(sites), 4), sharey=True)
-    for k, (panel, site) in enumerate(zip(np.atleast_1d(panels), sites)):
+    colours = {r["run_id"]: plt.cm.tab10(i % 10) for i, r in enumerate(doc["runs"])}
+    fig, panels = plt.subplots(2, len(sites), figsize=(4.2 * len(sites), 7.6), squeeze=False)
+    for k, site in enumerate(sites):
+        top, bottom = panels[0, k], panels[1, k]
+        twin_top, twin_bottom = top.twinx(), bottom.twinx()
         for r in doc["runs"]:
-            ratio = np.array(r["energy"][-1][k], float) / np.array(r["energy_random"], float)
-            panel.plot(lengths, ratio, "o-", ms=3, lw=2 if r is run else 1,
-                       alpha=1 if r is run else 0.5, label=f"run {r['run_id']}")
-        panel.axhline(1.0, color="gray", ls="--", label="random embedding")
-        panel.axhline(doc["energy_min"] / doc["energy_random_expected"], color="k", ls=":",
-                      label="minimum (spectral embedding)")
-        panel.set_xscale("log")
-        panel.set_title(f"site {site}", fontsize=10)
-        panel.set_xlabel("context length")
-        panel.grid(alpha=0.3)
-        twin = panel.twinx()
-        t = np.arange(1, len(run["accuracy"][-1]) + 1)
-        twin.plot(t, np.array(run["accuracy"][-1], float), color="tab:red", lw=1, alpha=0.6)
-        twin.set_ylim(0, 1)
-        twin.tick_params(axis="y", colors="tab:red", labelsize=7)
-    np.atleast_1d(panels)[0].set_ylabel("Dirichlet energy / random embedding's")
-    np.atleast_1d(panels)[0].legend(fontsize=7)
+            rand = np.array(r["energy_random"], float)
+            ratio_SxG = np.array(r["energy"], float)[:, k] / rand[None]
+            c = colours[r["run_id"]]
+            top.plot(lengths, ratio_SxG[-1], "o-", ms=3, color=c, label=_run_label(r))
+            bottom.plot(r["steps"], ratio_SxG[:, -1], "o-", ms=3, color=c, label=_run_label(r))
+            acc = np.array(r["accuracy"], float)
+            twin_top.plot(np.arange(1, acc.shape[1] + 1), acc[-1], color=c, lw=0.8, alpha=0.35)
+            twin_bottom.plot(r["steps"], acc[:, lengths[-1] - 1], color=c, ls="--", lw=1)
+        for panel in (top, bottom):
+            panel.axhline(1.0, color="gray", ls="--", lw=1, label="random embedding")
+            panel.axhline(doc["energy_min"] / doc["energy_random_expected"], color="k", ls=":",
+                          label="minimum (spectral embedding)")
+            panel.grid(alpha=0.3)
+        for twin in (twin_top, twin_bottom):
+            twin.set_ylim(0, 1)
+            twin.tick_params(axis="y", labelsize=7)
+        top.set_xscale("log")
+        top.set_title(f"site {site}: final checkpoint", fontsize=10)
+        top.set_xlabel("context length (faint, right axis: accuracy)")
+        bottom.set_xscale("log")
+        bottom.set_title(f"site {site}: context {lengths[-1]} over training", fontsize=10)
+        bottom.set_xlabel("training step (dashed, right axis: accuracy)")
+    for row in panels:
+        row[0].set_ylabel("Dirichlet energy / random embedding's")
+    panels[0, 0].legend(fontsize=7)
     fig.suptitle(f"normalised Dirichlet energy of the class means over the last {doc['window']} "
-                 f"tokens, relative to i.i.d. Gaussian means on the same windows (final "
-                 f"checkpoint; red, right axis: accuracy of run {run['run_id']})", fontsize=9)
-    return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.94))
+                 f"tokens, relative to i.i.d. Gaussian means on the same windows", fontsize=9)
+    return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.96))
 
 
 def pca(out: Path, doc: dict) -> Path:

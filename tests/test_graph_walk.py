@@ -29,7 +29,8 @@ def _setup(**task):
 def _sample(batch_size, key=0, split="id", run_key=0, **task):
     _, spec, hp = _setup(**task)
     consts = gw.constants(jax.random.key(run_key), spec, hp)
-    return gw.sample(jax.random.key(key), consts, spec, hp, batch_size, split), consts
+    sample = jax.jit(gw.sample, static_argnums=(2, 4, 5))
+    return sample(jax.random.key(key), consts, spec, hp, batch_size, split), consts
 
 
 @pytest.mark.parametrize("graph,size,nodes,edges,max_deg", [

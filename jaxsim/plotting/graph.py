@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting.figures import _axis_values, _label  # noqa: E402
@@ -39,11 +40,16 @@ def _colours(rows, axes):
     return names, index, plt.cm.viridis(np.linspace(0, 0.85, len(names)))
 
 
+def _pretrains(out: Path, rows: list[dict]) -> bool:
+    """Whether some run trains on the fixed map (its config value or its axis column)."""
+    base = cfglib.load(Path(out) / results.CONFIG).task.pretrain_frac
+    return any(float(r.get("task.pretrain_frac", base)) > 0 for r in rows)
+
+
 def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
     steps = metrics["step"]
     names, index, colours = _colours(rows, axes)
-    pretrain = "prior_acc_conflict" in metrics and any(
-        float(r.get("task.pretrain_frac", 0) or 0) > 0 for r in rows)
+    pretrain = "prior_acc_conflict" in metrics and _pretrains(out, rows)
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in range(len(rows)):
         first = r == int(np.flatnonzero(index == index[r])[0])
@@ -52,13 +58,18 @@ def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
         panels[1].plot(steps, metrics["neighbor_acc_id"][r], color=colours[index[r]],
                        label=label if first else None)
         if pretrain:
+            panels[1].plot(steps, metrics["neighbor_acc_conflict"][r], color=colours[index[r]],
+                           ls="--", label="conflict split: context graph" if r == 0 else None)
             panels[1].plot(steps, metrics["prior_acc_conflict"][r], color=colours[index[r]],
-                           ls=":")
+                           ls=":", label="conflict split: pretraining map" if r == 0 else None)
     panels[0].axhline(np.nanmean(metrics["oracle_loss_id"]), color="k", ls="--", lw=1,
                       label="oracle")
     panels[0].set_ylabel("next-token cross-entropy (nats)")
-    panels[1].set_ylabel("probability on valid neighbours (mean over positions)"
-                         + ("; dotted: on the fixed map's, conflict split" if pretrain else ""))
+    panels[1].set_ylabel("probability on valid neighbours")
+    panels[1].set_title("neighbour mass, mean over positions (solid: id split)", fontsize=10)
+    panels[0].set_title("held-out loss, id split (the training distribution)", fontsize=10)
+    if pretrain:
+        panels[1].legend(fontsize=7)
     for p in panels:
         p.set_xlabel("training step")
         p.grid(alpha=0.3)
@@ -70,7 +81,7 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
     t = np.arange(1, len(doc["edge_coverage"]) + 1)
     names, index, colours = _colours(rows, axes)
     order = {int(r["run_id"]): i for i, r in enumerate(rows)}
-    pretrain = [r for r in rows if float(r.get("task.pretrain_frac", 0) or 0) > 0]
+    pretrain = _pretrains(out, rows)
     fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(16 if pretrain else 11, 4.2),
                                sharey=True)
     for run in doc["runs"]:

@@ -8,7 +8,8 @@
                    (markov_mixture: eval_loss_id, eval_loss_ood, oracle_loss_id, oracle_loss_ood,
                    oracle_loss = oracle_loss_ood; matrix_completion: eval_mse_id,
                    eval_mse_masked_id, eval_mse_observed_id, copy_mse_id,
-                   copy_mse_masked_id)
+                   copy_mse_masked_id; graph_walk: eval_loss, oracle_loss, neighbor_acc,
+                   prior_acc for splits id and conflict)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
 """

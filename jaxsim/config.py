@@ -238,6 +238,8 @@ def check_consistency(cfg: Config, where: str = "") -> None:
         raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
     _check_sim(cfg, where)
+    if cfg.task.name == "graph_walk":
+        check_graph(cfg, where)
     if t.steps % t.eval_every:
         raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
                           f"train.eval_every ({t.eval_every})")
@@ -273,6 +275,21 @@ def _check_sim(cfg: Config, where: str) -> None:
         raise ConfigError(f"{where}task.concept_noise + (p - 1) task.concept_noise_step must be "
                           f">= 0 for p = 1..{task.num_concepts}; got concept_noise="
                           f"{task.concept_noise}, concept_noise_step={task.concept_noise_step}")
+
+
+def check_graph(cfg: Config, where: str = "") -> None:
+    """graph_walk: a gpt, a drawable graph, enough tokens for an injective node map."""
+    t = cfg.task
+    if cfg.model.name != "gpt":
+        raise ConfigError(f"{where}task.name=graph_walk needs model.name=gpt, got "
+                          f"{cfg.model.name!r}")
+    if t.graph == "ring" and t.graph_size < 3:
+        raise ConfigError(f"{where}task.graph_size must be >= 3 for task.graph=ring, got "
+                          f"{t.graph_size}")
+    nodes = t.graph_size if t.graph == "ring" else t.graph_size ** 2
+    if t.vocab < nodes:
+        raise ConfigError(f"{where}task.vocab ({t.vocab}) must be >= the graph's nodes ({nodes}: "
+                          f"task.graph={t.graph}, task.graph_size={t.graph_size})")
 
 
 def replace_key(cfg: Config, key: str, value: Any) -> Config:

@@ -8,7 +8,8 @@
                    (markov_mixture: eval_loss_id, eval_loss_ood, oracle_loss_id, oracle_loss_ood,
                    oracle_loss = oracle_loss_ood; matrix_completion: eval_mse_id,
                    eval_mse_masked_id, eval_mse_observed_id, copy_mse_id,
-                   copy_mse_masked_id)
+                   copy_mse_masked_id; graph_walk: eval_loss, oracle_loss, neighbor_acc,
+                   prior_acc for splits id and conflict)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
 """
@@ -30,6 +31,7 @@ CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION, FIELDS = (
     "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
     "analysis_attention.npz", "analysis_fields.npz")
 SAMPLES = "analysis_samples.npz"     # pcfg: the final checkpoint's model samples
+GRAPH = "analysis_graph.npz"   # graph_walk: class means and PC1/PC2 at the final checkpoint
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 

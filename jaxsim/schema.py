@@ -28,7 +28,7 @@ def _f(default: Any, *, dynamic: bool | str = False, choices: tuple | None = Non
 class TaskConfig:
     name: str = _f("markov_mixture",
                    choices=("markov_mixture", "matrix_completion", "concept_geometry",
-                            "activations", "sim", "pcfg"),
+                            "activations", "sim", "pcfg", "graph_walk"),
                    doc="task generator")
     num_states: int = _f(10, min=2, doc="k, states of each Markov chain")
     alpha: float = _f(1.0, dynamic=True, min=0.0, min_exclusive=True,
@@ -74,6 +74,15 @@ class TaskConfig:
     grammar: str = _f("dyck2", choices=("dyck2", "expr", "english"),
                       doc="pcfg: the formal language (Dyck-2, prefix expressions, toy English); "
                           "one sentence per sequence, at most context_length - 2 tokens")
+    graph: str = _f("grid", choices=("grid", "ring", "hex"),
+                    doc="graph_walk: square grid (4-neighbour, no wraparound), ring, or hexagonal "
+                        "(honeycomb) lattice drawn as a brick wall")
+    graph_size: int = _f(4, min=2, doc="graph_walk: grid/hex side (size^2 nodes); ring: nodes")
+    vocab: int = _f(64, min=2, doc="graph_walk: token vocabulary (>= nodes); each sequence maps "
+                    "the nodes injectively to random tokens")
+    pretrain_frac: float = _f(0.0, dynamic=True, min=0.0, max=1.0,
+                              doc="graph_walk: fraction of training sequences that use the run's "
+                                  "one fixed node -> token map (a pretraining semantics)")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ pcfg — grammaticality of the models' own samples (`analysis/grammaticality.py`
     analysis_samples.npz: run_id [R], grammar [R] (str), samples [R, B, L] (final checkpoint,
     temperature 1, PAD-padded to the longest context),
     grammar_lengths [R, B] (exact samples of the grammar under the same cap).
+graph_walk — in-context representations of the graph (`analysis/graph_report.py`).
 """
 from __future__ import annotations
 
@@ -161,9 +162,13 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
                           f"{results.RUNS})")
     cfg = cfglib.load(out / results.CONFIG)
     rows = results.read_runs(out)
-    if cfg.task.name != "markov_mixture" and lengths:
-        raise ConfigError("--context-lengths applies to task.name=markov_mixture only")
-    if cfg.task.name == "sim":
+    if cfg.task.name not in ("markov_mixture", "graph_walk") and lengths:
+        raise ConfigError("--context-lengths applies to task.name=markov_mixture or graph_walk "
+                          "only")
+    if cfg.task.name == "graph_walk":
+        from jaxsim.analysis import graph_report
+        doc = graph_report.analyze_graph(out, cfg, rows, num_sequences, lengths)
+    elif cfg.task.name == "sim":
         _, runs = _group_specs(cfg, rows)
         doc = simlib.report(cfg, rows, results.read_metrics(out), runs)
     elif cfg.task.name == "matrix_completion":

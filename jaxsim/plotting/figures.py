@@ -28,7 +28,8 @@ LABELS = {"task.num_chains": "task diversity N (chains)", "train.lr": "learning 
           "model.kind": "SAE", "task.grammar": "grammar", "model.sparsity_coef": "sparsity coefficient",
           "model.d_sae": "dictionary width", "task.concept_mean": "μ₁ (concept mean)",
           "task.concept_noise": "σ (concept noise)", "model.num_layers": "depth",
-          "model.init_scale": "init scale", "task.dim": "d"}
+          "model.init_scale": "init scale", "task.dim": "d",
+          "task.pretrain_frac": "pretraining fraction", "task.vocab": "vocabulary"}
 
 
 def _label(key: str) -> str:
@@ -136,6 +137,9 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
     if cfg.task.name == "pcfg":
         from jaxsim.plotting import pcfg
         return pcfg.draw(out, axes, rows, metrics, cfg.task.grammar)
+    if cfg.task.name == "graph_walk":
+        from jaxsim.plotting import graph
+        return graph.draw(out, axes, rows, metrics)
     if cfg.task.name in ("concept_geometry", "activations"):
         from jaxsim.plotting import sae
         return sae.draw(out, axes, rows, metrics, cfg.task.geometry)

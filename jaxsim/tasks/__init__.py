@@ -3,12 +3,13 @@
 distribution, the full matrix)."""
 from types import ModuleType
 
-from jaxsim.tasks import concept_geometry, markov_mixture, matrix_completion, pcfg, sim
+from jaxsim.tasks import (concept_geometry, graph_walk, markov_mixture, matrix_completion, pcfg,
+                          sim)
 
 TASKS: dict[str, ModuleType] = {"markov_mixture": markov_mixture,
                                 "matrix_completion": matrix_completion,
                                 "concept_geometry": concept_geometry, "sim": sim,
-                                "pcfg": pcfg}
+                                "pcfg": pcfg, "graph_walk": graph_walk}
 
 
 def get(name: str) -> ModuleType:

@@ -3,6 +3,8 @@
 One objective per task family, so the training loop stays task-agnostic:
 - `next_token` (markov_mixture): causal LM cross-entropy; evaluated against the oracle (the
   true next-token distribution's loss on the same targets).
+  graph_walk adds the neighbour-probability "accuracy" of the in-context graph and of the
+  run's fixed pretraining map.
 - `masked_next_token` (pcfg): causal LM cross-entropy over the sentence and EOS targets only
   (padding ignored); evaluated by the model's probability mass on the legal next tokens.
 - `masked_regression` (matrix_completion): MSE over all n^2 entries (the paper's loss), with the
@@ -47,6 +49,21 @@ def oracle_loss(batch) -> jax.Array:
 
 def _lm_evaluate(logits, batch) -> dict:
     return {"eval_loss": _lm_loss(logits, batch), "oracle_loss": oracle_loss(batch)}
+
+
+def probability_mass(logits_BxTxV: jax.Array, target_probs_BxTxV: jax.Array) -> jax.Array:
+    """[B, T] the model's next-token probability on the support of a target distribution
+    (graph_walk: the valid neighbours' tokens — the paper's "accuracy")."""
+    support = (target_probs_BxTxV > 0).astype(logits_BxTxV.dtype)
+    return jnp.sum(jax.nn.softmax(logits_BxTxV, axis=-1) * support, axis=-1)
+
+
+def _graph_evaluate(logits, batch) -> dict:
+    """Next-token loss, oracle loss, neighbour mass under the context's graph and under the run's
+    fixed ("pretraining") map, each averaged over all positions."""
+    return {"eval_loss": _lm_loss(logits, batch), "oracle_loss": oracle_loss(batch),
+            "neighbor_acc": probability_mass(logits, batch.next_probs_BxLxK[:, :-1]).mean(),
+            "prior_acc": probability_mass(logits, batch.prior_probs_BxLxK[:, :-1]).mean()}
 
 
 def _mlm_inputs(batch):
@@ -144,13 +161,16 @@ OBJECTIVES = {
                                     "copy_mse", "copy_mse_masked")),
     "sim": Objective(_sim_inputs, _sim_loss, _sim_evaluate, sim_eval_names),
     "pcfg": Objective(_lm_inputs, _masked_lm_loss, _pcfg_evaluate, ("eval_loss", "legal_mass")),
+    "graph_walk": Objective(_lm_inputs, _lm_loss, _graph_evaluate,
+                            ("eval_loss", "oracle_loss", "neighbor_acc", "prior_acc")),
 }
 
 # The metric pair a loss-curve figure draws per split: (model, reference level).
 CURVES = {"markov_mixture": ("eval_loss", "oracle_loss"),
           "matrix_completion": ("eval_mse", "copy_mse"),
           "sim": ("eval_loss", "ood_loss"),
-          "pcfg": ("eval_loss", None)}
+          "pcfg": ("eval_loss", None),
+          "graph_walk": ("eval_loss", "oracle_loss")}
 
 
 def get(task_name: str) -> Objective:

@@ -26,12 +26,13 @@ def start(cfg: Config, out: Path, progress: bool = True) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
                           f"`jaxsim resume {out}` or choose another --out")
+    since = time.perf_counter(), set(engine.COMPILE_SECONDS)  # the fit compiles: time it too
     runs = grid.expand(cfg)
     groups = _fit_to_memory(cfg, runs)
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
     results.write_runs(out, cfg, groups, {})
-    return _train(cfg, out, runs, groups, progress)
+    return _train(cfg, out, runs, groups, progress, since)
 
 
 def resume(out: Path, progress: bool = True) -> Path:
@@ -69,16 +70,17 @@ def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
 
 
 def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],
-           progress: bool) -> Path:
+           progress: bool, since: tuple[float, set] | None = None) -> Path:
+    """Train every chunk; `since` = (start time, compiled keys before) when planning compiled."""
+    t0, compiled_before = since or (time.perf_counter(), set(engine.COMPILE_SECONDS))
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
     bar = tqdm(total=total_steps, unit="step", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
     _log(f"jaxsim: {len(runs)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}
-    compiled_before = set(engine.COMPILE_SECONDS)
     host_before = dict(engine.HOST_SECONDS)
-    t0, run_steps = time.perf_counter(), 0
+    run_steps = 0
     for group in groups:
         spec = group.spec
         keep = grid.save_steps(cfg, spec)

@@ -216,7 +216,8 @@ def num_concepts(spec: Spec) -> int:
 
 def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec,
                   num_sequences: int) -> dict[str, jax.Array]:
-    """Next-token loss of the source model on fixed sequences: clean, with the site's
+    """Next-token loss of the source model on fixed sequences (over the targets its task trains
+    on: a pcfg's sentence and EOS, not its padding): clean, with the site's
     activations replaced by `reconstruct(x_BxTxD)` (the SAE spliced in), and zero-ablated;
     `loss_recovered` = (zero - spliced) / (zero - clean)."""
     src = source_of(spec)
@@ -227,7 +228,12 @@ def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec
         edit = lambda site, x: edit_site(x) if site == spec.task.site else x
         logits = model.apply({"params": consts.params}, seqs.tokens_BxL[:, :-1], edit=edit)
         logp = jax.nn.log_softmax(logits, -1)
-        return -jnp.take_along_axis(logp, seqs.tokens_BxL[:, 1:, None], -1).mean()
+        nll_BxT = -jnp.take_along_axis(logp, seqs.tokens_BxL[:, 1:, None], -1)[..., 0]
+        mask = getattr(seqs, "loss_mask_BxL", None)   # a pcfg's targets: sentence and EOS only
+        if mask is None:
+            return nll_BxT.mean()
+        w_BxT = mask[:, 1:].astype(nll_BxT.dtype)
+        return jnp.sum(nll_BxT * w_BxT) / jnp.maximum(w_BxT.sum(), 1.0)
 
     clean, spliced = loss(lambda x: x), loss(reconstruct)
     zero = loss(jnp.zeros_like)

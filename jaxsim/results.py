@@ -92,14 +92,17 @@ def chunk_dir(out: Path, group_index: int, chunk_index: int) -> Path:
 
 def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-chunk metrics [C, E_g] -> global step grid [E] and [R, E] arrays in run order."""
+    """Per-chunk metrics [C, E_g] -> step grid [E] and [R, E] arrays in run_id order (R = the
+    runs of `groups`: the whole table, or a shard's part of it)."""
     steps = sorted({s for g in groups for s in range(g.spec.train.eval_every,
                                                      g.spec.train.steps + 1,
                                                      g.spec.train.eval_every)})
     column = {s: i for i, s in enumerate(steps)}
     # the union of the groups' metric names (e.g. max_cos only on subspace data): NaN elsewhere
     names = list(dict.fromkeys(n for metrics in per_chunk.values() for n in metrics))
-    arrays = {n: np.full((len(runs), len(steps)), np.nan, np.float32) for n in names}
+    row = {rid: i for i, rid in enumerate(sorted(r.run_id for g in groups for c in g.chunks
+                                                 for r in c.runs))}
+    arrays = {n: np.full((len(row), len(steps)), np.nan, np.float32) for n in names}
     for group in groups:
         cols = [column[s] for s in range(group.spec.train.eval_every, group.spec.train.steps + 1,
                                          group.spec.train.eval_every)]
@@ -107,7 +110,7 @@ def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
             metrics = per_chunk[group.index, chunk.index]
             for i, run in enumerate(chunk.runs):
                 for n in metrics:
-                    arrays[n][run.run_id, cols] = metrics[n][i]
+                    arrays[n][row[run.run_id], cols] = metrics[n][i]
     return np.array(steps, np.int64), arrays
 
 

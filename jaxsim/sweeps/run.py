@@ -13,23 +13,29 @@ from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
 from jaxsim import results
 from jaxsim import grid
-from jaxsim.sweeps import engine
+from jaxsim.sweeps import engine, shards
 
 
 def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def start(cfg: Config, out: Path, progress: bool = True) -> Path:
-    """Train a new sweep into `out` (which must not exist or be empty)."""
+def start(cfg: Config, out: Path, progress: bool = True,
+          shard: shards.Shard | None = None) -> Path:
+    """Train a new sweep into `out` (which must not exist or be empty); with `shard` (I/N),
+    only that deterministic slice of it (see `jaxsim.sweeps.shards`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
                           f"`jaxsim resume {out}` or choose another --out")
     runs = grid.expand(cfg)
     groups = grid.plan(cfg, runs, jax.device_count())
+    mine = groups if shard is None else shards.select(groups, shard)
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
+    if shard is not None:
+        shards.write_manifest(out, shards.manifest(shard, runs, groups, mine, jax.device_count()))
+    groups = mine
     results.write_runs(out, cfg, groups, {})
     return _train(cfg, out, runs, groups, progress)
 
@@ -43,6 +49,8 @@ def resume(out: Path, progress: bool = True) -> Path:
     cfg = cfglib.load(out / results.CONFIG)
     runs = grid.expand(cfg)
     groups = grid.plan(cfg, runs, jax.device_count())
+    if (out / shards.MANIFEST).is_file():
+        groups = shards.reselect(out, runs, groups, jax.device_count())
     return _train(cfg, out, runs, groups, progress)
 
 
@@ -51,7 +59,7 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
     bar = tqdm(total=total_steps, unit="step", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
-    _log(f"jaxsim: {len(runs)} runs in {len(groups)} shape group(s), "
+    _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}
     compiled_before = set(engine.COMPILE_SECONDS)

@@ -30,7 +30,7 @@ def start(cfg: Config, out: Path, progress: bool = True,
                           f"`jaxsim resume {out}` or choose another --out")
     runs = grid.expand(cfg)
     groups = grid.plan(cfg, runs, jax.device_count())
-    mine = groups if shard is None else shards.select(groups, shard)
+    mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
     if shard is not None:

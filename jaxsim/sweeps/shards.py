@@ -69,17 +69,13 @@ def _block(num_chunks: int, shard: Shard) -> range:
     return range(start, start + base + (shard.index < extra))
 
 
-def select(groups: list[grid.Group], shard: Shard) -> list[grid.Group]:
+def select(groups: list[grid.Group], shard: Shard, device_count: int = 1) -> list[grid.Group]:
     """The shard's part of the plan: groups holding only its chunks (numbers unchanged)."""
     pairs = _all_chunks(groups)
     if len(pairs) < shard.count:
-        runs = max(len(g.runs) for g in groups)
-        size = max(1, math.ceil(runs / math.ceil(shard.count / len(groups))))
-        raise ConfigError(
-            f"--shard {shard}: the plan has only {len(pairs)} chunk(s) "
-            f"({len(groups)} shape group(s)), fewer than {shard.count} shards; shards split "
-            f"whole chunks, so set sweep.chunk_size (e.g. sweep.chunk_size={size}) or use "
-            f"at most {len(pairs)} shards")
+        raise ConfigError(f"--shard {shard}: the plan has only {len(pairs)} chunk(s) "
+                          f"({len(groups)} shape group(s)), fewer than {shard.count} shards; "
+                          f"shards split whole chunks: {_advice(groups, shard.count, device_count)}")
     mine: dict[int, grid.Group] = {}
     for position in _block(len(pairs), shard):
         group, chunk = pairs[position]
@@ -87,6 +83,22 @@ def select(groups: list[grid.Group], shard: Shard) -> list[grid.Group]:
         part.chunks.append(chunk)
         part.runs.extend(chunk.runs)
     return list(mine.values())
+
+
+def _advice(groups: list[grid.Group], count: int, device_count: int) -> str:
+    """The largest sweep.chunk_size giving >= `count` chunks (chunks are padded to a multiple
+    of the device count), or the most shards this sweep can have."""
+    sizes = [len(g.runs) for g in groups]
+
+    def num_chunks(size: int) -> int:
+        return sum(math.ceil(n / (math.ceil(min(size, n) / device_count) * device_count))
+                   for n in sizes)
+
+    fits = [s for s in range(max(sizes), 0, -1) if num_chunks(s) >= count]
+    if fits:
+        return f"set sweep.chunk_size={fits[0]} (or less), or use fewer shards"
+    return (f"on {device_count} device(s) this sweep has at most {num_chunks(1)} chunk(s): "
+            f"use at most {num_chunks(1)} shards")
 
 
 def _chunk_entries(groups: list[grid.Group]) -> list[dict]:
@@ -140,4 +152,4 @@ def reselect(out: Path, runs: list, groups: list[grid.Group], device_count: int
                           f"device(s) and {doc['num_runs']} runs; here the plan differs "
                           f"({device_count} device(s), {len(runs)} runs): resume it on a "
                           f"machine with {doc['device_count']} device(s)")
-    return select(groups, shard)
+    return select(groups, shard, device_count)

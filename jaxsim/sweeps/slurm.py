@@ -50,7 +50,11 @@ def make_executor(folder: Path, params: dict):
     cluster = params.pop("cluster", "slurm")
     if cluster not in CLUSTERS:
         raise ConfigError(f"--slurm cluster={cluster!r}: allowed {', '.join(CLUSTERS)}")
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    except RuntimeError as e:  # no srun on this machine
+        raise ConfigError(f"--slurm: {e} (cluster=local runs the shards on this machine)"
+                          ) from None
     named = {k if k in SHARED or k.startswith("slurm_") else f"slurm_{k}": v
              for k, v in params.items()}
     try:
@@ -110,4 +114,4 @@ def _check_enough_chunks(cfg: Config, count: int) -> None:
 
     from jaxsim import grid
     groups = grid.plan(cfg, grid.expand(cfg), jax.device_count())
-    shards.select(groups, shards.Shard(count - 1, count))
+    shards.select(groups, shards.Shard(count - 1, count), jax.device_count())

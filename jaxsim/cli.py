@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
                             "(pip install 'jaxsim[slurm]'), then a merge job into --out that "
                             "depends on them; pairs are submitit/sbatch parameters, e.g. "
                             "partition=gpu,time=60,gpus_per_node=1; cluster=local runs them here")
+    sweep.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
+                       help="one sweep over the devices of several processes/hosts "
+                            "(jax.distributed.initialize): run the same command in every "
+                            "process, same --out on a shared filesystem; bare = auto-detect "
+                            "(Slurm, Open MPI), or coordinator,num_processes,process_id")
     sweep.add_argument("--shards", type=int, metavar="N", help="number of shards (with --slurm)")
     sweep.add_argument("--no-merge", action="store_true",
                        help="with --slurm: no merge job (run `jaxsim merge` yourself)")
@@ -37,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                                            "checkpoints")
     resume.add_argument("dir")
     resume.add_argument("--no-progress", action="store_true")
+    resume.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
+                        help="resume a multi-host sweep (as for sweep)")
     merge = sub.add_parser("merge", help="combine finished shard dirs into one results dir equal "
                                          "to a single-process sweep's (shards are only read)")
     merge.add_argument("dirs", nargs="+", metavar="DIR",
@@ -60,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plot(out: Path, num_chains: int | None = None) -> None:
+    import jax
+    if jax.process_index() != 0:  # a multi-host sweep draws its figures once
+        return
     from jaxsim.plotting import figures
     for path in figures.draw_all(out, num_chains):
         print(f"jaxsim: wrote {path}", file=sys.stderr)
@@ -72,8 +82,14 @@ def _sweep(args) -> None:
         raise ConfigError("--shard and --slurm exclude each other (--slurm submits every shard)")
     if (args.shards is not None or args.no_merge) and not args.slurm:
         raise ConfigError("--shards and --no-merge go with --slurm (one shard: --shard I/N)")
+    if args.distributed and (args.slurm or args.shard):
+        raise ConfigError("--distributed is one sweep over many processes; it excludes "
+                          "--shard and --slurm")
     cfg = config.load(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    if args.distributed:
+        from jaxsim.sweeps import distributed
+        distributed.initialize(args.distributed)
     if args.slurm:
         from jaxsim.sweeps import slurm
         if args.shards is None:
@@ -118,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                 _plot(out)
         elif args.command == "resume":
             from jaxsim import config, sweeps
+            if args.distributed:
+                from jaxsim.sweeps import distributed
+                distributed.initialize(args.distributed)
             out = sweeps.resume(Path(args.dir), progress=not args.no_progress)
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)

@@ -33,7 +33,10 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file."""
+    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file.
+    In a multi-host sweep only process 0 writes (the others hold the same content)."""
+    if jax.process_index() != 0:
+        return
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -143,7 +146,7 @@ class ChunkCheckpoints:
         return self.directory / f"step_{step:08d}"
 
     def clean_partial(self) -> None:
-        if self.directory.exists():
+        if self.directory.exists() and jax.process_index() == 0:
             for p in self.directory.iterdir():
                 if not STEP_DIR.match(p.name):
                     shutil.rmtree(p, ignore_errors=True)
@@ -152,11 +155,21 @@ class ChunkCheckpoints:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.checkpointer.save(self.path(step), {"state": state, "metrics": metrics})
         self.checkpointer.wait_until_finished()
-        for old in self.steps():
+        for old in self.steps() if jax.process_index() == 0 else []:
             if old < step and old not in self.keep:
                 shutil.rmtree(self.path(old), ignore_errors=True)
 
     def restore(self, step: int, target):
+        """The checkpoint at `step` laid out like `target`; target None = whole arrays on this
+        process's first device, whatever topology saved them (another device count, or a
+        multi-host sweep's processes)."""
+        if target is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            meta = self.checkpointer.metadata(self.path(step))  # StepMetadata or the tree
+            meta = getattr(meta, "item_metadata", meta)
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                                 sharding=device),
+                                  getattr(meta, "tree", meta))
         return self.checkpointer.restore(self.path(step), target)
 
 

@@ -212,3 +212,24 @@ def test_slurm_array_on_submitit_local_executor(tmp_path, single, jit_cache, mon
     assert sorted(p.name for p in (tmp_path / "merged_shards").iterdir()) == \
         ["config.yaml", "shard_000_of_002", "shard_001_of_002", "submitit"]
     _assert_same_sweep(tmp_path / "merged", single)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_host_sweep_over_two_processes_equals_one_process(tmp_path, single):
+    """jax.distributed over 2 local CPU processes of 1 device each (gloo collectives): one
+    sweep, one mesh of 2 devices across the processes, same plan as `single` (2 devices)."""
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RAW))
+    address = f"127.0.0.1:{_free_port()}"
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "PYTHONPATH": str(ROOT)}
+    procs = [_jaxsim(tmp_path, env, "sweep", "tiny.yaml", "--out", "mh", "--distributed",
+                     f"{address},2,{i}") for i in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
+    _assert_same_sweep(tmp_path / "mh", single)
+    assert cli.main(["sweep", "x.yaml", "--distributed", "nohost"]) == 2

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import grid, results, training
+from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
 
@@ -140,7 +141,7 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
 
     def flush():
         step, row = pending
-        row = jax.device_get(row)
+        row = distributed.to_host(row)  # gathered from every process's devices
         for name, values in row.items():
             metrics[name][:, step // every - 1] = values
         on_interval(step, row)

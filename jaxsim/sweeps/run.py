@@ -13,11 +13,12 @@ from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
 from jaxsim import results
 from jaxsim import grid
-from jaxsim.sweeps import engine, shards
+from jaxsim.sweeps import distributed, engine, shards
 
 
 def _log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    if distributed.is_writer():  # one log of a multi-host sweep
+        tqdm.write(message, file=sys.stderr)
 
 
 def start(cfg: Config, out: Path, progress: bool = True,
@@ -30,6 +31,7 @@ def start(cfg: Config, out: Path, progress: bool = True,
                           f"`jaxsim resume {out}` or choose another --out")
     runs = grid.expand(cfg)
     groups = grid.plan(cfg, runs, jax.device_count())
+    distributed.barrier("jaxsim-start")  # every process has checked `out` before any writes
     mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
@@ -57,7 +59,7 @@ def resume(out: Path, progress: bool = True) -> Path:
 def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],
            progress: bool) -> Path:
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
-    bar = tqdm(total=total_steps, unit="step", disable=not progress, dynamic_ncols=True,
+    bar = tqdm(total=total_steps, unit="step", disable=not progress or not distributed.is_writer(), dynamic_ncols=True,
                file=sys.stderr)
     _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")

@@ -233,3 +233,28 @@ def test_multi_host_sweep_over_two_processes_equals_one_process(tmp_path, single
         assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()[-2000:]
     _assert_same_sweep(tmp_path / "mh", single)
     assert cli.main(["sweep", "x.yaml", "--distributed", "nohost"]) == 2
+
+
+def test_slurm_sbatch_scripts_under_mocked_slurm(tmp_path):
+    """The real Slurm path without a cluster: submitit's own sbatch/sacct mock (no training)."""
+    if submitit is None:
+        pytest.skip("submitit is not installed (pip install 'jaxsim[slurm]')")
+    try:
+        from submitit.slurm.test_slurm import mocked_slurm
+    except ImportError:
+        pytest.skip("this submitit ships no Slurm mock")
+    from jaxsim.sweeps import slurm
+    with mocked_slurm():
+        jobs = slurm.submit(_cfg(), tmp_path / "paper", 2,
+                            slurm.parse_params("partition=gpu,time=90,gpus_per_node=1"))
+    scripts = sorted((tmp_path / "paper_shards" / "submitit").glob("*_submission.sh"))
+    texts = [p.read_text() for p in scripts]
+    array = [t for t in texts if "--array=0-1" in t]
+    merge_job = [t for t in texts if "--dependency" in t]
+    assert len(jobs) == 3 and len(array) == 1 and len(merge_job) == 1, [p.name for p in scripts]
+    for text in texts:
+        assert "#SBATCH --partition=gpu" in text and "#SBATCH --time=90" in text
+        assert "#SBATCH --gpus-per-node=1" in text
+    array_id = str(jobs[0].job_id).split("_")[0]
+    assert f"#SBATCH --dependency=afterok:{array_id}" in merge_job[0]
+    assert (tmp_path / "paper_shards" / "config.yaml").read_text() == config.dump(_cfg())

@@ -59,8 +59,8 @@ def resume(out: Path, progress: bool = True) -> Path:
 def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],
            progress: bool) -> Path:
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
-    bar = tqdm(total=total_steps, unit="step", disable=not progress or not distributed.is_writer(), dynamic_ncols=True,
-               file=sys.stderr)
+    bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=not progress or not distributed.is_writer())
     _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}

@@ -1,4 +1,4 @@
-"""`jaxsim sweep | resume | plot`: thin argument parsing; no science here.
+"""`jaxsim sweep | resume | merge | analyze | plot`: thin argument parsing; no science here.
 
 Bad input (config keys, values, directories) exits with code 2 and one line naming the problem.
 """
@@ -21,9 +21,37 @@ def _parser() -> argparse.ArgumentParser:
                             "sweep.axes.task.num_chains=[4,64], sweep.axes={})")
     sweep.add_argument("--out", help="results directory (default: results/<config name>)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
-    resume = sub.add_parser("resume", help="continue an interrupted sweep from its checkpoints")
+    sweep.add_argument("--shard", metavar="I/N",
+                       help="train only shard I of N (0 <= I < N): a deterministic slice of whole "
+                            "chunks, into its own dir (default results/<config name>_shards/"
+                            "shard_III_of_NNN); combine the N with `jaxsim merge`")
+    sweep.add_argument("--slurm", metavar="KEY=VALUE,...",
+                       help="submit --shards N shard jobs as a Slurm job array through submitit "
+                            "(pip install 'jaxsim[slurm]'), then a merge job into --out that "
+                            "depends on them; pairs are submitit/sbatch parameters, e.g. "
+                            "partition=gpu,time=60,gpus_per_node=1; cluster=local runs them here")
+    sweep.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
+                       help="one sweep over the devices of several processes/hosts "
+                            "(jax.distributed.initialize): run the same command in every "
+                            "process, same --out on a shared filesystem; bare = auto-detect "
+                            "(Slurm, Open MPI), or coordinator,num_processes,process_id")
+    sweep.add_argument("--shards", type=int, metavar="N", help="number of shards (with --slurm)")
+    sweep.add_argument("--no-merge", action="store_true",
+                       help="with --slurm: no merge job (run `jaxsim merge` yourself)")
+    resume = sub.add_parser("resume", help="continue an interrupted sweep (or shard) from its "
+                                           "checkpoints")
     resume.add_argument("dir")
     resume.add_argument("--no-progress", action="store_true")
+    resume.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
+                        help="resume a multi-host sweep (as for sweep)")
+    merge = sub.add_parser("merge", help="combine finished shard dirs into one results dir equal "
+                                         "to a single-process sweep's (shards are only read)")
+    merge.add_argument("dirs", nargs="+", metavar="DIR",
+                       help="shard directories, or a folder holding them (<out>_shards)")
+    merge.add_argument("--out", help="merged results directory, new or empty (default: <out> "
+                                     "when the shards sit in <out>_shards)")
+    merge.add_argument("--copy", action="store_true",
+                       help="copy checkpoint files (default: hard links where possible)")
     analyze = sub.add_parser("analyze", help="compare saved checkpoints with the four ICL "
                                                  "algorithms; writes DIR/analysis.json")
     analyze.add_argument("dir")
@@ -39,23 +67,76 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plot(out: Path, num_chains: int | None = None) -> None:
+    import jax
+    if jax.process_index() != 0:  # a multi-host sweep draws its figures once
+        return
     from jaxsim.plotting import figures
     for path in figures.draw_all(out, num_chains):
         print(f"jaxsim: wrote {path}", file=sys.stderr)
+
+
+def _sweep(args) -> None:
+    from jaxsim import config, sweeps
+    from jaxsim.sweeps import shards
+    if args.shard and args.slurm:
+        raise ConfigError("--shard and --slurm exclude each other (--slurm submits every shard)")
+    if (args.shards is not None or args.no_merge) and not args.slurm:
+        raise ConfigError("--shards and --no-merge go with --slurm (one shard: --shard I/N)")
+    if args.distributed and (args.slurm or args.shard):
+        raise ConfigError("--distributed is one sweep over many processes; it excludes "
+                          "--shard and --slurm")
+    cfg = config.load(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    if args.distributed:
+        from jaxsim.sweeps import distributed
+        distributed.initialize(args.distributed)
+    if args.slurm:
+        from jaxsim.sweeps import slurm
+        if args.shards is None:
+            raise ConfigError("--slurm needs --shards N (the number of array tasks)")
+        jobs = slurm.submit(cfg, out, args.shards, slurm.parse_params(args.slurm),
+                            merge=not args.no_merge)
+        print(f"jaxsim: submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs)}",
+              file=sys.stderr)
+        return
+    shard = shards.parse(args.shard) if args.shard else None
+    if shard and not args.out:
+        out = shards.shard_dir(out, shard.index, shard.count)
+    sweeps.start(cfg, out, progress=not args.no_progress, shard=shard)
+    if cfg.sweep.plot and shard is None:
+        _plot(out)
+
+
+def _merge_out(args) -> Path:
+    """--out, or <out> when every given path is (or sits in) one <out>_shards folder."""
+    if args.out:
+        return Path(args.out)
+    holders = {(Path(d).absolute().parent if Path(d, "shard.json").is_file()
+                else Path(d).absolute()) for d in args.dirs}
+    holder = holders.pop() if len(holders) == 1 else None
+    if holder is None or not holder.name.endswith("_shards"):
+        raise ConfigError("merge needs --out (the shards do not sit in one <out>_shards folder)")
+    return holder.parent / holder.name[:-len("_shards")]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            from jaxsim import config, sweeps
-            cfg = config.load(args.config, args.overrides)
-            out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
-            sweeps.start(cfg, out, progress=not args.no_progress)
-            if cfg.sweep.plot:
+            _sweep(args)
+        elif args.command == "merge":
+            from jaxsim import config
+            from jaxsim.sweeps import merge
+            dirs = merge.expand_dirs([Path(d) for d in args.dirs])
+            out = merge.merge(dirs, _merge_out(args), copy=args.copy)
+            print(f"jaxsim: merged {len(dirs)} shard(s) into {out}", file=sys.stderr)
+            if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)
         elif args.command == "resume":
             from jaxsim import config, sweeps
+            if args.distributed:
+                from jaxsim.sweeps import distributed
+                distributed.initialize(args.distributed)
             out = sweeps.resume(Path(args.dir), progress=not args.no_progress)
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)

@@ -36,7 +36,10 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file."""
+    """Call `write(tmp_path)`, then rename over `path`: readers never see a half-written file.
+    In a multi-host sweep only process 0 writes (the others hold the same content)."""
+    if jax.process_index() != 0:
+        return
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -95,14 +98,17 @@ def chunk_dir(out: Path, group_index: int, chunk_index: int) -> Path:
 
 def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-chunk metrics [C, E_g] -> global step grid [E] and [R, E] arrays in run order."""
+    """Per-chunk metrics [C, E_g] -> step grid [E] and [R, E] arrays in run_id order (R = the
+    runs of `groups`: the whole table, or a shard's part of it)."""
     steps = sorted({s for g in groups for s in range(g.spec.train.eval_every,
                                                      g.spec.train.steps + 1,
                                                      g.spec.train.eval_every)})
     column = {s: i for i, s in enumerate(steps)}
     # the union of the groups' metric names (e.g. max_cos only on subspace data): NaN elsewhere
     names = list(dict.fromkeys(n for metrics in per_chunk.values() for n in metrics))
-    arrays = {n: np.full((len(runs), len(steps)), np.nan, np.float32) for n in names}
+    row = {rid: i for i, rid in enumerate(sorted(r.run_id for g in groups for c in g.chunks
+                                                 for r in c.runs))}
+    arrays = {n: np.full((len(row), len(steps)), np.nan, np.float32) for n in names}
     for group in groups:
         cols = [column[s] for s in range(group.spec.train.eval_every, group.spec.train.steps + 1,
                                          group.spec.train.eval_every)]
@@ -110,7 +116,7 @@ def assemble(runs: list, groups: list, per_chunk: dict[tuple[int, int], dict]
             metrics = per_chunk[group.index, chunk.index]
             for i, run in enumerate(chunk.runs):
                 for n in metrics:
-                    arrays[n][run.run_id, cols] = metrics[n][i]
+                    arrays[n][row[run.run_id], cols] = metrics[n][i]
     return np.array(steps, np.int64), arrays
 
 
@@ -144,7 +150,7 @@ class ChunkCheckpoints:
         return self.directory / f"step_{step:08d}"
 
     def clean_partial(self) -> None:
-        if self.directory.exists():
+        if self.directory.exists() and jax.process_index() == 0:
             for p in self.directory.iterdir():
                 if not STEP_DIR.match(p.name):
                     shutil.rmtree(p, ignore_errors=True)
@@ -165,11 +171,21 @@ class ChunkCheckpoints:
             return
         self.checkpointer.wait_until_finished()
         step, self._writing = self._writing, None
-        for old in self.steps():
+        for old in self.steps() if jax.process_index() == 0 else []:
             if old < step and old not in self.keep:
                 shutil.rmtree(self.path(old), ignore_errors=True)
 
     def restore(self, step: int, target):
+        """The checkpoint at `step` laid out like `target`; target None = whole arrays on this
+        process's first device, whatever topology saved them (another device count, or a
+        multi-host sweep's processes)."""
+        if target is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            meta = self.checkpointer.metadata(self.path(step))  # StepMetadata or the tree
+            meta = getattr(meta, "item_metadata", meta)
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                                                 sharding=device),
+                                  getattr(meta, "tree", meta))
         return self.checkpointer.restore(self.path(step), target)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import grid, results, training
+from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
 
@@ -145,7 +146,7 @@ def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
 
     def flush():
         step, row = pending
-        row = jax.device_get(row)  # waits for the device: not counted as host work
+        row = distributed.to_host(row)  # waits for the device (and gathers from every process)
         t0 = time.perf_counter()
         for name, values in row.items():
             metrics[name][:, step // every - 1] = values

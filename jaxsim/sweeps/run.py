@@ -13,15 +13,18 @@ from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
 from jaxsim import results
 from jaxsim import grid
-from jaxsim.sweeps import engine, memory
+from jaxsim.sweeps import distributed, engine, memory, shards
 
 
 def _log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    if distributed.is_writer():  # one log of a multi-host sweep
+        tqdm.write(message, file=sys.stderr)
 
 
-def start(cfg: Config, out: Path, progress: bool = True) -> Path:
-    """Train a new sweep into `out` (which must not exist or be empty)."""
+def start(cfg: Config, out: Path, progress: bool = True,
+          shard: shards.Shard | None = None) -> Path:
+    """Train a new sweep into `out` (which must not exist or be empty); with `shard` (I/N),
+    only that deterministic slice of it (see `jaxsim.sweeps.shards`)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
@@ -29,8 +32,13 @@ def start(cfg: Config, out: Path, progress: bool = True) -> Path:
     since = time.perf_counter(), set(engine.COMPILE_SECONDS)  # the fit compiles: time it too
     runs = grid.expand(cfg)
     groups = _fit_to_memory(cfg, runs)
+    distributed.barrier("jaxsim-start")  # every process has checked `out` before any writes
+    mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
+    if shard is not None:
+        shards.write_manifest(out, shards.manifest(shard, runs, groups, mine, jax.device_count()))
+    groups = mine
     results.write_runs(out, cfg, groups, {})
     return _train(cfg, out, runs, groups, progress, since)
 
@@ -43,9 +51,20 @@ def resume(out: Path, progress: bool = True) -> Path:
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
     cfg = cfglib.load(out / results.CONFIG)
     runs = grid.expand(cfg)
-    sizes = grid.recorded_sizes(results.read_runs(out)) if (out / results.RUNS).is_file() else None
-    groups = grid.plan(cfg, runs, jax.device_count(), sizes)
+    groups = grid.plan(cfg, runs, jax.device_count(), _recorded_sizes(out))
+    if (out / shards.MANIFEST).is_file():
+        groups = shards.reselect(out, runs, groups, jax.device_count())
     return _train(cfg, out, runs, groups, progress)
+
+
+def _recorded_sizes(out: Path) -> dict[int, int] | None:
+    """Each shape group's chunk size as the sweep started with it (fitted to its memory budget
+    on that machine): from a shard's manifest (the whole plan's) or from runs.csv."""
+    if (out / shards.MANIFEST).is_file():
+        return shards.group_sizes(out)
+    if (out / results.RUNS).is_file():
+        return grid.recorded_sizes(results.read_runs(out))
+    return None
 
 
 def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
@@ -74,9 +93,9 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     """Train every chunk; `since` = (start time, compiled keys before) when planning compiled."""
     t0, compiled_before = since or (time.perf_counter(), set(engine.COMPILE_SECONDS))
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
-    bar = tqdm(total=total_steps, unit="step", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr)
-    _log(f"jaxsim: {len(runs)} runs in {len(groups)} shape group(s), "
+    bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=not progress or not distributed.is_writer())
+    _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}
     host_before = dict(engine.HOST_SECONDS)

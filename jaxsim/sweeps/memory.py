@@ -27,7 +27,7 @@ _GIB = 2 ** 30
 
 def device_memory() -> int:
     """Bytes of memory of one device (host RAM when the device reports none, as CPUs do)."""
-    stats = jax.devices()[0].memory_stats() or {}
+    stats = jax.local_devices()[0].memory_stats() or {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -31,8 +31,10 @@ def start(cfg: Config, out: Path, progress: bool = True,
                           f"`jaxsim resume {out}` or choose another --out")
     since = time.perf_counter(), set(engine.COMPILE_SECONDS)  # the fit compiles: time it too
     runs = grid.expand(cfg)
+    # every process has checked `out` before any writes (and gloo's context exists before the
+    # processes' compiles below, which may take unequal times)
+    distributed.barrier("jaxsim-start")
     groups = _fit_to_memory(cfg, runs)
-    distributed.barrier("jaxsim-start")  # every process has checked `out` before any writes
     mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
@@ -82,9 +84,10 @@ def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
                                            cfg.sweep.memory_budget, cfg.sweep.vmap_size,
                                            where=f"shape group {g.index} ")
         sizes[g.index] = size
-        note = (f" (split from {g.chunks[0].size} to fit)" if size < g.chunks[0].size else "")
-        _log(f"jaxsim: shape group {g.index}: chunks of {size} runs{note}, "
-             f"{memory.human(peak)} per device of a {memory.human(limit)} budget")
+        if size < g.chunks[0].size:
+            _log(f"jaxsim: shape group {g.index}: chunks of {size} runs (split from "
+                 f"{g.chunks[0].size}), {memory.human(peak)} per device of a "
+                 f"{memory.human(limit)} budget")
     return grid.plan(cfg, runs, devices, sizes)
 
 

@@ -9,7 +9,8 @@ analysis.json:
      "runs": [{"run_id", "seed", "axes", "steps": [S],
                "accuracy", "accuracy_conflict", "prior_conflict": [S][T] (T = context - 1;
                position t has seen t + 1 tokens), "energy": [S][sites][G],
-               "energy_random", "coverage": [G],
+               "energy_random", "energy_prev_mix" (Gaussian node vectors plus the previous
+               position's: the smoothness of copying the previous token), "coverage": [G],
                "explained": [sites][G][2], "layout_r2": [sites][G] (final checkpoint, mean over
                the PCA sequences), "layout_r2_random": [G]}, ...]}
 analysis_graph.npz: run_id [R], steps [R] (the final checkpoint), context_lengths [G],

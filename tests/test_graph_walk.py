@@ -314,6 +314,9 @@ def test_cli_sweep_analyze_plot(tmp_path):
         assert np.all((acc >= 0) & (acc <= 1 + 1e-6))
         assert np.array(run["energy"]).shape == (steps, 3, 3)
         assert np.array(run["layout_r2"]).shape == (3, 3)
+        assert len(run["energy_prev_mix"]) == len(run["layout_r2_prev_mix"]) == 3
+        # copying the previous token alone smooths the class means (at the longest context)
+        assert run["energy_prev_mix"][-1] < run["energy_random"][-1]
     with np.load(out / "analysis_graph.npz") as f:
         assert f["means"].shape == (2, 3, 3, 4, 16, 16) and f["pcs"].shape == (2, 3, 3, 4, 16, 2)
         # a node seen in the window has a finite PC; an absent one has none

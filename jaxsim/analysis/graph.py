@@ -148,14 +148,19 @@ def previous_token_mix(key: jax.Array, nodes_BxT: jax.Array, num_nodes: int,
 def final_means(params, run_key: jax.Array, spec: Spec, hparams: dict, ends_G: jax.Array,
                 window: int, num_sequences: int, keep: int) -> dict[str, jax.Array]:
     """Class means [sites, G, Q, N, D] and counts [G, Q, N] of the first `keep` analysis
-    sequences at one checkpoint (for the PCA on the host)."""
+    sequences at one checkpoint, and those of the previous-token-mixing reference [G, Q, N, D]
+    (width D) on the same walks (for the PCA on the host)."""
     fresh, _ = analysis_batches(run_key, spec, hparams, num_sequences)
     n = gw.num_nodes(spec)
     tokens, nodes = fresh.tokens_BxL[:keep, :-1], fresh.nodes_BxL[:keep, :-1]
     _, acts = model_of(spec).apply({"params": params}, tokens, return_activations=True)
     means = [class_means(acts[s], nodes, ends_G, window, n) for s in sites(spec)]
+    mixed = previous_token_mix(jax.random.fold_in(run_key, MIX_STREAM + 1), nodes, n,
+                               spec.model.d_model)
+    mix_means, _ = class_means(mixed, nodes, ends_G, window, n)
     return {"means": jnp.stack([jnp.swapaxes(m, 0, 1) for m, _ in means]),
-            "counts": jnp.swapaxes(means[0][1], 0, 1)}
+            "counts": jnp.swapaxes(means[0][1], 0, 1),
+            "mix_means": jnp.swapaxes(mix_means, 0, 1)}
 
 
 # ---- host side (numpy) ----

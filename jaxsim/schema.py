@@ -74,10 +74,13 @@ class TaskConfig:
     grammar: str = _f("dyck2", choices=("dyck2", "expr", "english"),
                       doc="pcfg: the formal language (Dyck-2, prefix expressions, toy English); "
                           "one sentence per sequence, at most context_length - 2 tokens")
-    graph: str = _f("grid", choices=("grid", "ring", "hex"),
-                    doc="graph_walk: square grid (4-neighbour, no wraparound), ring, or hexagonal "
-                        "(honeycomb) lattice drawn as a brick wall")
-    graph_size: int = _f(4, min=2, doc="graph_walk: grid/hex side (size^2 nodes); ring: nodes")
+    graph: str = _f("grid", choices=("grid", "ring", "hex", "triangular"),
+                    doc="graph_walk: square grid (4-neighbour, no wraparound), ring, hexagonal "
+                        "(honeycomb) lattice drawn as a brick wall, or triangular lattice (the "
+                        "grid plus the diagonal (i, j)-(i+1, j+1) of every cell; not bipartite, "
+                        "like a ring of odd size: grid, hex and even rings are)")
+    graph_size: int = _f(4, min=2, doc="graph_walk: grid/hex/triangular side (size^2 nodes); "
+                         "ring: nodes")
     vocab: int = _f(64, min=2, doc="graph_walk: token vocabulary (>= nodes); each sequence maps "
                     "the nodes injectively to random tokens")
     pretrain_frac: float = _f(0.0, dynamic=True, min=0.0, max=1.0,

@@ -34,7 +34,8 @@ def _sample(batch_size, key=0, split="id", run_key=0, **task):
 
 
 @pytest.mark.parametrize("graph,size,nodes,edges,max_deg", [
-    ("grid", 4, 16, 24, 4), ("ring", 7, 7, 7, 2), ("hex", 4, 16, 18, 3)])
+    ("grid", 4, 16, 24, 4), ("ring", 7, 7, 7, 2), ("ring", 15, 15, 15, 2), ("hex", 4, 16, 18, 3),
+    ("triangular", 4, 16, 33, 6), ("triangular", 5, 25, 56, 6)])
 def test_graphs_by_definition(graph, size, nodes, edges, max_deg):
     a = gw.adjacency(graph, size)
     assert a.shape == (nodes, nodes) and np.array_equal(a, a.T) and not a.diagonal().any()
@@ -50,7 +51,54 @@ def test_graphs_by_definition(graph, size, nodes, edges, max_deg):
         assert not a[colour[:, None] == colour[None]].any()
 
 
-@pytest.mark.parametrize("graph,size", [("grid", 4), ("ring", 7), ("hex", 4)])
+def _triangular_by_definition(size):
+    """The triangular lattice from its definition: (i, j) ~ (i', j') iff (i' - i, j' - j) is one
+    of the six moves (0, +-1), (+-1, 0), +-(1, 1), inside the size x size board."""
+    moves = {(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1)}
+    cells = [(i, j) for i in range(size) for j in range(size)]
+    return np.array([[int((c[0] - r[0], c[1] - r[1]) in moves) for c in cells] for r in cells])
+
+
+@pytest.mark.parametrize("size", [2, 3, 4, 6])
+def test_triangular_lattice_by_definition(size):
+    a = gw.adjacency("triangular", size)
+    assert np.array_equal(a, _triangular_by_definition(size))
+    # edges: size (size - 1) horizontal + as many vertical + (size - 1)^2 diagonal
+    assert a.sum() // 2 == 2 * size * (size - 1) + (size - 1) ** 2
+    deg = a.sum(1).reshape(size, size)
+    # corners: 3 at (0, 0) and (s-1, s-1) (they own a diagonal), 2 at the other two
+    assert deg[0, 0] == deg[-1, -1] == 3 and deg[0, -1] == deg[-1, 0] == 2
+    if size >= 3:
+        assert (deg[1:-1, 1:-1] == 6).all() and (deg[0, 1:-1] == 4).all()
+        assert (deg[1:-1, 0] == 4).all()
+    # two triangles per cell: trace(A^3) = 6 x triangles
+    assert np.trace(np.linalg.matrix_power(a, 3)) == 6 * 2 * (size - 1) ** 2
+
+
+@pytest.mark.parametrize("graph,size,bipartite", [
+    ("grid", 4, True), ("hex", 4, True), ("ring", 8, True), ("ring", 7, False),
+    ("ring", 15, False), ("triangular", 4, False), ("triangular", 3, False)])
+def test_bipartite_or_not(graph, size, bipartite):
+    """A connected graph is bipartite iff it has no odd cycle iff its adjacency spectrum is
+    symmetric (smallest eigenvalue = -largest); numpy, independent of the generator's code."""
+    a = gw.adjacency(graph, size)
+    n = len(a)
+    vals = np.linalg.eigvalsh(a.astype(np.float64))
+    assert np.isclose(vals[0], -vals[-1]) == bipartite
+    # an odd closed walk exists iff some odd power of A has a non-zero diagonal (length <= n)
+    odd = any(np.trace(np.linalg.matrix_power(a.astype(np.int64), k)) > 0
+              for k in range(3, n + 1, 2))
+    assert odd == (not bipartite)
+    if graph == "ring" and not bipartite:        # the shortest odd cycle is the whole ring
+        assert all(np.trace(np.linalg.matrix_power(a.astype(np.int64), k)) == 0
+                   for k in range(3, n, 2))
+        assert np.trace(np.linalg.matrix_power(a.astype(np.int64), n)) == 2 * n
+    if graph == "triangular":                    # regular-graph bound does not apply: degree
+        assert vals[0] > -a.sum(1).max()         # varies; the spectrum is not symmetric
+
+
+@pytest.mark.parametrize("graph,size", [("grid", 4), ("ring", 7), ("ring", 15), ("hex", 4),
+                                        ("triangular", 4)])
 def test_walks_only_take_edges_and_are_uniform_over_neighbours(graph, size):
     b, consts = _sample(512, graph=graph, graph_size=size, context_length=64)
     a = gw.adjacency(graph, size)
@@ -184,6 +232,28 @@ def test_energy_references_minimum_and_random():
     assert e_rand.min() > e_min
 
 
+def test_previous_token_mix_reference():
+    adj = gw.adjacency("triangular", 4)
+    table, deg = gw.neighbour_table(adj)
+    nodes = gw.walks(jax.random.key(0), jnp.asarray(table), jnp.asarray(deg), 32, 96)
+    mixed = np.asarray(graph.previous_token_mix(jax.random.key(1), nodes, 16, dim=8))
+    g = np.asarray(jax.random.normal(jax.random.key(1), (32, 16, 8)))
+    nd, rows = np.asarray(nodes), np.arange(32)[:, None]
+    assert np.allclose(mixed[:, 0], g[np.arange(32), nd[:, 0]])
+    assert np.allclose(mixed[:, 1:], g[rows, nd[:, 1:]] + g[rows, nd[:, :-1]], atol=1e-6)
+    # smoother than i.i.d. means on the same windows, bipartite or not, with no graph inference
+    for name in ("triangular", "grid"):
+        a = gw.adjacency(name, 4)
+        t, d = gw.neighbour_table(a)
+        walk = gw.walks(jax.random.key(2), jnp.asarray(t), jnp.asarray(d), 32, 96)
+        means, counts = graph.class_means(graph.previous_token_mix(jax.random.key(3), walk, 16),
+                                          walk, jnp.array([95]), 50, 16)
+        noise = jax.random.normal(jax.random.key(4), counts.shape + (16,))
+        e_mix = np.nanmean(graph.dirichlet_energy(means, counts > 0, jnp.asarray(a)))
+        e_rnd = np.nanmean(graph.dirichlet_energy(noise, counts > 0, jnp.asarray(a)))
+        assert e_mix < 0.85 * e_rnd, (name, e_mix, e_rnd)
+
+
 def test_class_means_over_the_window():
     nodes = jnp.asarray([[0, 1, 0, 2, 1, 0]])
     acts = jnp.asarray(np.arange(6, dtype=np.float32)[None, :, None])
@@ -244,6 +314,9 @@ def test_cli_sweep_analyze_plot(tmp_path):
         assert np.all((acc >= 0) & (acc <= 1 + 1e-6))
         assert np.array(run["energy"]).shape == (steps, 3, 3)
         assert np.array(run["layout_r2"]).shape == (3, 3)
+        assert len(run["energy_prev_mix"]) == len(run["layout_r2_prev_mix"]) == 3
+        # copying the previous token alone smooths the class means (at the longest context)
+        assert run["energy_prev_mix"][-1] < run["energy_random"][-1]
     with np.load(out / "analysis_graph.npz") as f:
         assert f["means"].shape == (2, 3, 3, 4, 16, 16) and f["pcs"].shape == (2, 3, 3, 4, 16, 2)
         # a node seen in the window has a finite PC; an absent one has none

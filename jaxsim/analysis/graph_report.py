@@ -9,9 +9,11 @@ analysis.json:
      "runs": [{"run_id", "seed", "axes", "steps": [S],
                "accuracy", "accuracy_conflict", "prior_conflict": [S][T] (T = context - 1;
                position t has seen t + 1 tokens), "energy": [S][sites][G],
-               "energy_random", "coverage": [G],
+               "energy_random", "energy_prev_mix" (Gaussian node vectors plus the previous
+               position's: the smoothness of copying the previous token), "coverage": [G],
                "explained": [sites][G][2], "layout_r2": [sites][G] (final checkpoint, mean over
-               the PCA sequences), "layout_r2_random": [G]}, ...]}
+               the PCA sequences), "layout_r2_random", "layout_r2_prev_mix": [G] (Gaussian
+               means; the previous-token-mixing reference on the same walks)}, ...]}
 analysis_graph.npz: run_id [R], steps [R] (the final checkpoint), context_lengths [G],
     means [R, sites, G, Q, N, D], counts [R, G, Q, N], pcs [R, sites, G, Q, N, 2] (NaN = node
     absent from the window), layout [N, 2], adjacency [N, N].
@@ -117,7 +119,10 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
             pcs, explained, r2 = _pca(np.asarray(fm["means"][i]), np.asarray(fm["counts"][i]), xy)
             entry = _entry(run, chunk.steps)
             entry.update({k: _tolist(v[i]) for k, v in m.items()})
+            _, _, mix_r2 = _pca(np.asarray(fm["mix_means"][i])[None],
+                                np.asarray(fm["counts"][i]), xy)
             entry.update(explained=_tolist(explained), layout_r2=_tolist(r2),
+                         layout_r2_prev_mix=_tolist(mix_r2[0]),
                          layout_r2_random=_tolist(_random_r2(np.asarray(fm["counts"][i]), xy,
                                                              chunk.spec.model.d_model, run.seed)))
             report.append(entry)

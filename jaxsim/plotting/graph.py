@@ -122,7 +122,8 @@ def _run_label(run: dict) -> str:
 
 
 def energy(out: Path, doc: dict) -> Path:
-    """Top row: energy ratio against context length (final checkpoint); bottom row: at the
+    """Top row: energy ratio against context length (final checkpoint; dotted: the
+    previous-token-mixing reference of `analysis.graph.previous_token_mix`); bottom row: at the
     longest context against training step, with that context's accuracy (dashed, right axis)."""
     lengths = np.array(doc["context_lengths"])
     sites = doc["sites"]
@@ -136,6 +137,9 @@ def energy(out: Path, doc: dict) -> Path:
             ratio_SxG = np.array(r["energy"], float)[:, k] / rand[None]
             c = colours[r["run_id"]]
             top.plot(lengths, ratio_SxG[-1], "o-", ms=3, color=c, label=_run_label(r))
+            if "energy_prev_mix" in r:                 # absent from older analysis.json files
+                top.plot(lengths, np.array(r["energy_prev_mix"], float) / rand, ":", color=c,
+                         lw=1.2, label="previous-token mixing (no model)" if k == 0 else None)
             bottom.plot(r["steps"], ratio_SxG[:, -1], "o-", ms=3, color=c, label=_run_label(r))
             acc = np.array(r["accuracy"], float)
             twin_top.plot(np.arange(1, acc.shape[1] + 1), acc[-1], color=c, lw=0.8, alpha=0.35)

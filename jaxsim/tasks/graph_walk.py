@@ -1,7 +1,7 @@
 """In-context graph tracing (Park, Lee, Lubana et al. 2025, "ICLR: In-Context Learning of
 Representations"): uniform random walks on a small graph whose nodes wear random tokens.
 
-The graph (a square grid, a ring or a hexagonal lattice) is fixed by static keys and built on the
+The graph (a square grid, a ring, a hexagonal or a triangular lattice) is fixed by static keys and built on the
 host. Every sequence draws its own injective node -> token map (the first n of a random
 permutation of the `task.vocab` tokens), so the graph's structure can only be read from the
 context; a fraction `task.pretrain_frac` of training sequences instead uses the run's one fixed
@@ -25,7 +25,7 @@ from jaxsim.config import Spec
 
 FIXED_MAP, TRAIN_STREAM, EVAL_ID, EVAL_CONFLICT = range(4)
 SPLITS = ("id", "conflict")
-GRAPHS = ("grid", "ring", "hex")
+GRAPHS = ("grid", "ring", "hex", "triangular")
 
 
 class Batch(NamedTuple):
@@ -42,14 +42,16 @@ class Batch(NamedTuple):
 
 def adjacency(graph: str, size: int) -> np.ndarray:
     """[N, N] symmetric 0/1 adjacency. grid: size x size, 4-neighbour moves, no wraparound;
-    ring: `size` nodes in a cycle; hex: the honeycomb lattice drawn as a size x size brick wall
-    (every horizontal edge; the vertical edge below (i, j) when i + j is even), degree <= 3."""
+    ring: `size` nodes in a cycle (bipartite iff `size` is even); hex: the honeycomb lattice drawn
+    as a size x size brick wall (every horizontal edge; the vertical edge below (i, j) when
+    i + j is even), degree <= 3; triangular: the grid plus the diagonal (i, j) - (i + 1, j + 1)
+    of every cell, degree <= 6, full of triangles (not bipartite). Node (i, j) is i * size + j."""
     if graph == "ring":
         idx = np.arange(size)
         a = np.zeros((size, size), np.int32)
         a[idx, (idx + 1) % size] = a[(idx + 1) % size, idx] = 1
         return a
-    if graph not in ("grid", "hex"):
+    if graph not in ("grid", "hex", "triangular"):
         raise ValueError(f"unknown graph {graph!r}; allowed: {GRAPHS}")
     n = size * size
     a = np.zeros((n, n), np.int32)
@@ -58,17 +60,23 @@ def adjacency(graph: str, size: int) -> np.ndarray:
             v = i * size + j
             if j + 1 < size:
                 a[v, v + 1] = a[v + 1, v] = 1
-            if i + 1 < size and (graph == "grid" or (i + j) % 2 == 0):
+            if i + 1 < size and (graph != "hex" or (i + j) % 2 == 0):
                 a[v, v + size] = a[v + size, v] = 1
+            if graph == "triangular" and i + 1 < size and j + 1 < size:
+                a[v, v + size + 1] = a[v + size + 1, v] = 1
     return a
 
 
 def layout(graph: str, size: int) -> np.ndarray:
-    """[N, 2] drawing coordinates of the nodes (grid/hex: (column, -row); ring: a circle)."""
+    """[N, 2] drawing coordinates of the nodes (grid/hex: (column, -row); ring: a circle;
+    triangular: the grid sheared to unit equilateral triangles, (column - row / 2,
+    -row sqrt(3) / 2), an affine image of the grid's drawing)."""
     if graph == "ring":
         angle = 2 * np.pi * np.arange(size) / size
         return np.stack([np.cos(angle), np.sin(angle)], axis=1)
     rows, cols = np.divmod(np.arange(size * size), size)
+    if graph == "triangular":
+        return np.stack([cols - rows / 2, -rows * np.sqrt(3) / 2], axis=1)
     return np.stack([cols, -rows], axis=1).astype(np.float64)
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsim.config import Spec
+from jaxsim.tasks import streams
 
 FIXED_MAP, TRAIN_STREAM, EVAL_ID, EVAL_CONFLICT = range(4)
 SPLITS = ("id", "conflict")
@@ -187,14 +188,7 @@ def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_s
                  maps_BxN, prior_distribution(consts, tokens, vocab))
 
 
-def train_batch(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec,
-                hparams: dict) -> Batch:
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return sample(key, consts, spec, hparams, spec.train.batch_size, "id")
+train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM,
+                                         {"id": EVAL_ID, "conflict": EVAL_CONFLICT})
 
 
-def eval_batch(consts: Constants, run_key: jax.Array, spec: Spec, hparams: dict,
-               split: str) -> Batch:
-    """The fixed held-out batch of a split (the same at every evaluation of a run)."""
-    key = jax.random.fold_in(run_key, EVAL_ID if split == "id" else EVAL_CONFLICT)
-    return sample(key, consts, spec, hparams, spec.train.eval_batch_size, split)

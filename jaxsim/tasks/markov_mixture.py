@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsim.config import Spec
+from jaxsim.tasks import streams
 
 # Sub-streams of a run's key. Chains are fixed per seed; the training stream folds in the step.
 CHAINS, WEIGHTS, TRAIN_STREAM, EVAL_ID, EVAL_OOD = range(5)
@@ -134,18 +135,7 @@ def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_s
     raise ValueError(f"unknown split {split!r}; allowed: {SPLITS}")
 
 
-def train_batch(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec,
-                hparams: dict) -> Batch:
-    """The fresh training batch of `step` (a pure function of the run key and the step)."""
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return sample(key, consts, spec, hparams, spec.train.batch_size, "id")
-
-
-def eval_batch(consts: Constants, run_key: jax.Array, spec: Spec, hparams: dict,
-               split: str) -> Batch:
-    """The fixed held-out batch of a split (the same at every evaluation of a run)."""
-    key = jax.random.fold_in(run_key, EVAL_ID if split == "id" else EVAL_OOD)
-    return sample(key, consts, spec, hparams, spec.train.eval_batch_size, split)
+train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID, "ood": EVAL_OOD})
 
 
 def vocab_size(spec: Spec) -> int:

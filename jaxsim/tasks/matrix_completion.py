@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsim.config import Spec
+from jaxsim.tasks import streams
 
 FACTORS_U, FACTORS_V, MASK, TRAIN_STREAM, EVAL_ID = range(5)
 SPLITS = ("id",)
@@ -86,16 +87,7 @@ def sample(key: jax.Array, consts: tuple, spec: Spec, hparams: dict, batch_size:
     return Batch(tokenize(values, masked), values, masked)
 
 
-def train_batch(consts: tuple, run_key: jax.Array, step: jax.Array, spec: Spec,
-                hparams: dict) -> Batch:
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return sample(key, consts, spec, hparams, spec.train.batch_size, "id")
-
-
-def eval_batch(consts: tuple, run_key: jax.Array, spec: Spec, hparams: dict, split: str) -> Batch:
-    """The fixed held-out batch (the same at every evaluation of a run)."""
-    return sample(jax.random.fold_in(run_key, EVAL_ID), consts, spec, hparams,
-                  spec.train.eval_batch_size, split)
+train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID})
 
 
 def entry_variance(spec_rank: int, dist: str, scale: float) -> float:

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsim.config import Spec
-from jaxsim.tasks import grammars, recognise
+from jaxsim.tasks import grammars, recognise, streams
 from jaxsim.tasks.grammars import BOS, EOS, PAD
 
 TRAIN_STREAM, EVAL_ID = 1, 2
@@ -169,16 +169,7 @@ def constants(run_key: jax.Array, spec: Spec, hparams: dict) -> tuple:
     return ()
 
 
-def train_batch(consts: tuple, run_key: jax.Array, step: jax.Array, spec: Spec,
-                hparams: dict) -> Batch:
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return sample(key, consts, spec, hparams, spec.train.batch_size)
-
-
-def eval_batch(consts: tuple, run_key: jax.Array, spec: Spec, hparams: dict,
-               split: str) -> Batch:
-    return sample(jax.random.fold_in(run_key, EVAL_ID), consts, spec, hparams,
-                  spec.train.eval_batch_size, split)
+train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID})
 
 
 def feature_names(spec: Spec) -> list[str]:

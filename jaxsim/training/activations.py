@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
+from jaxsim.tasks import streams
 from jaxsim.config import ConfigError, Spec
 from jaxsim.training.loop import as_arrays, model_of
 
@@ -197,16 +198,7 @@ def train_context(consts: Constants, run_key: jax.Array, step: jax.Array, spec: 
     return context(key, consts, spec, num_sequences(spec, spec.train.batch_size))
 
 
-def train_batch(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec,
-                hparams: dict) -> Batch:
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return sample(key, consts, spec, hparams, spec.train.batch_size)
-
-
-def eval_batch(consts: Constants, run_key: jax.Array, spec: Spec, hparams: dict,
-               split: str) -> Batch:
-    return sample(jax.random.fold_in(run_key, EVAL_ID), consts, spec, hparams,
-                  spec.train.eval_batch_size, split)
+train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID})
 
 
 def num_concepts(spec: Spec) -> int:

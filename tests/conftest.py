@@ -1,7 +1,13 @@
 """Test settings: 2 forced CPU devices, rank promotion raises, float32, tiny shapes."""
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+# one compilation cache for the session, shared by the xdist workers and the CLI subprocesses
+# some tests start (they inherit the environment): a program compiled once is loaded elsewhere
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="jaxsim-test-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 import jax  # noqa: E402
 

@@ -106,3 +106,19 @@ def test_relative_output_directory(tmp_path, monkeypatch):
     assert (tmp_path / "results" / "tiny" / "metrics.npz").is_file()
     assert cli.main(["resume", "results/tiny", "--no-progress"]) == 0
     assert cli.main(["analyze", "results/tiny", "--sequences", "4"]) == 0
+
+
+def test_cpu_devices_default_to_one_per_core():
+    """`jaxsim` on a CPU host shards runs over one device per core (JAXSIM_CPU_DEVICES
+    overrides; an XLA_FLAGS device count wins)."""
+    import os
+    import subprocess
+    import sys
+    code = "from jaxsim import cli; cli.use_every_core(); import jax; print(jax.device_count())"
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXSIM_CPU_DEVICES")}
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra},
+                                       capture_output=True, text=True, check=True).stdout.strip()
+    assert run({}) == str(os.cpu_count())
+    assert run({"JAXSIM_CPU_DEVICES": "3"}) == "3"
+    assert run({"XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                "JAXSIM_CPU_DEVICES": "3"}) == "1"

@@ -7,8 +7,8 @@
 
 Workloads: `quickstart` and `d64`, a GPT on markov_mixture (torch twin: torch_gpt.py);
 `mc_encoder`, the BERT-style encoder on matrix_completion at CPU size (torch_encoder.py);
-`sae_topk`, a TopK SAE on concept_geometry subspaces (torch_sae.py; AuxK on both sides, jaxsim's
-zero-weight Multi-TopK term on jaxsim's side only).
+`sae_topk`, a TopK SAE on concept_geometry subspaces (torch_sae.py; AuxK on both sides, no
+Multi-TopK term on either: its weight is 0, and a group whose largest weight is 0 skips it).
 
 Prints one JSON object (and writes it, with a plot, under --out). Every side includes data
 generation in the timed step (Markov rollouts from each run's chain bank; fresh low-rank
@@ -144,8 +144,7 @@ FAMILIES = {
                       "generated in every timed step on both sides (U V^T, Bernoulli mask)"),
     "sae": Family(sae_config, sae_flops, sae_tokens, "torch_sae",
                   "generated in every timed step on both sides (points from each run's "
-                  "subspaces; tokens = input vectors); AuxK on both sides; jaxsim also computes "
-                  "its Multi-TopK term (weight 0), not counted in the FLOPs"),
+                  "subspaces; tokens = input vectors); AuxK on both sides; no Multi-TopK term"),
 }
 FAMILY_OF = {"quickstart": "gpt", "d64": "gpt", "mc_encoder": "encoder", "sae_topk": "sae"}
 

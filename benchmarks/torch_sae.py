@@ -13,8 +13,9 @@ both sides (no data-dependent branch), as jaxsim does. Each step: Adam(W), the d
 gradient's component along its row removed before the step, rows renormalised after it, the
 dead-latent counters updated from z.
 
-Not on the torch side: jaxsim's Multi-TopK term; its weight is 0 here, but jaxsim computes it
-anyway (its coefficient is a traced per-run value), so that is jaxsim's cost to pay.
+Neither side computes the Multi-TopK term: its weight is 0 here, and jaxsim skips it for a
+shape group whose largest weight is 0 (`model.multi_topk_coef` is a per-run value under the
+group's maximum).
 
 Data (concept_geometry subspaces: C Gaussian clusters on random affine subspaces of intrinsic
 dimension 1, 2, 4, ... of R^D, plus isotropic noise) is generated inside every timed step from

@@ -116,8 +116,9 @@ class ModelConfig:
                                doc="sae (jumprelu): initial threshold (1e-3 in the reference "
                                    "code; raise it on data with O(1) pre-activations)")
     auxk_coef: float = _f(1 / 32, dynamic=True, min=0.0, doc="sae (topk, batchtopk): AuxK weight")
-    multi_topk_coef: float = _f(0.0, dynamic=True, min=0.0,
-                                doc="sae (topk): Multi-TopK (4k) term weight, 1/8 in Gao et al.")
+    multi_topk_coef: float = _f(0.0, dynamic="max", min=0.0,
+                                doc="sae (topk): Multi-TopK (4k) term weight, 1/8 in Gao et al.; "
+                                    "a shape group whose largest value is 0 skips the term")
     dead_steps: int = _f(1000, dynamic=True, min=1,
                          doc="sae: steps without firing after which a latent counts as dead")
     normalize_input: bool = _f(False, doc="sae: scale inputs by a constant (from the first "

@@ -97,6 +97,14 @@ def test_topk_traced_k_is_exact_and_vmaps():
     full_mse = ((np.asarray(x) - acts @ np.asarray(params["W_dec"])) ** 2).sum(-1).mean()
     np.testing.assert_allclose([m["multi_topk"], total], [full_mse, m["mse"] + full_mse / 8],
                                rtol=1e-5)
+    # weight 0: skipping the term (a group whose largest weight is 0) changes no bit
+    hp0 = hp_of("topk", 6, k=3, multi_topk_coef=0.0)
+    grad = lambda multi: jax.value_and_grad(lambda p: sae.loss(p, x, "topk", hp0, sae.init_aux(12),
+                                                               multi_topk=multi)[0])(params)
+    (with_term, g1), (without, g2) = grad(True), grad(False)
+    assert float(with_term) == float(without)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_batchtopk_keeps_batch_budget_and_uses_threshold_at_inference():

@@ -192,12 +192,14 @@ def auxk_loss(params: Params, acts_BxF: jax.Array, residual_BxD: jax.Array,
 
 
 def loss(params: Params, x_BxD: jax.Array, kind: str, hp: dict, aux_state: AuxState,
-         k_max: int | None = None, k_aux_max: int | None = None
+         k_max: int | None = None, k_aux_max: int | None = None, multi_topk: bool = True
          ) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
     """Training loss and ``(metrics, z_BxF)`` (z for `update_aux`), for `jax.value_and_grad(
     ..., has_aux=True)`. Metrics (same keys for every kind): mse, fvu, l0, penalty (the
     unweighted sparsity term), auxk, multi_topk. `k_max`, `k_aux_max`: static bounds on
-    hp["k"] and hp["k_aux"] that make the top-k masks fast (results unchanged)."""
+    hp["k"] and hp["k_aux"] that make the top-k masks fast (results unchanged). `multi_topk`
+    False (static) skips the Multi-TopK term: for runs whose weight is 0 the loss, gradients
+    and results are bit-identical, only its metric reads 0."""
     pre = pre_activations(params, x_BxD, kind)
     z = _sparsify(params, pre, kind, hp, None, k_max)
     x_hat = decode(params, z)
@@ -217,7 +219,7 @@ def loss(params: Params, x_BxD: jax.Array, kind: str, hp: dict, aux_state: AuxSt
         acts = jax.nn.relu(pre)
         auxk = auxk_loss(params, acts, x_BxD - x_hat, dead_latents(aux_state, hp), hp["k_aux"],
                          k_aux_max)
-        if kind == "topk":
+        if kind == "topk" and multi_topk:
             z4 = jnp.where(topk_mask(acts, 4 * hp["k"], None if k_max is None else 4 * k_max),
                            acts, 0.0)
             multi = sq_error(x_BxD, decode(params, z4))

@@ -40,6 +40,11 @@ def _k_aux(spec: Spec) -> int:
     return max(spec.task.dim // 2, 1)
 
 
+def _multi(spec: Spec) -> bool:
+    """Whether the group computes the Multi-TopK term (its largest weight is > 0)."""
+    return spec.model.multi_topk_coef > 0
+
+
 def sae_hparams(spec: Spec, hparams: dict) -> dict:
     """The `sae.loss` hp dict from the config's (traced) model hparams."""
     m = hparams["model"]
@@ -105,13 +110,14 @@ def _loss_fn(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict, hp:
     if not causal_on(spec):
         x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD * scale
         return (lambda params: sae.loss(params, x, kind, hp, state["aux"], spec.model.k,
-                                        _k_aux(spec))), x
+                                        _k_aux(spec), _multi(spec))), x
     ctx = activations.train_context(consts, key, state["step"], spec)
     x = activations.points(ctx, spec.train.batch_size).x_BxD * scale
     causal_key = jax.random.fold_in(jax.random.fold_in(key, CAUSAL_STREAM), state["step"])
 
     def loss_fn(params):
-        total, aux = sae.loss(params, x, kind, hp, state["aux"], spec.model.k, _k_aux(spec))
+        total, aux = sae.loss(params, x, kind, hp, state["aux"], spec.model.k, _k_aux(spec),
+                              _multi(spec))
         error = interp_error(params, scale, consts, ctx, causal_key, spec, hp)
         return total + hparams["model"]["causal_coef"] * error, aux
 

@@ -292,8 +292,9 @@ def _causal_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_seqs: i
 
 
 def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
-    report, fields, probes = [], [], {}
+    report, fields, probes, spec = [], [], {}, None
     for chunk in chunks(out, cfg, rows):
+        spec = chunk.spec
         m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.extra_RxS,
                                            chunk.seeds_R, chunk.hparams_R, num_points))
         last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
@@ -328,7 +329,6 @@ def _analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
         results.atomic_write(out / results.FIELDS, write)
     extra = {}
     if probes:
-        spec = next(iter(_group_specs(cfg, rows)[0].values()))
         extra["causal"] = {"features": activations.feature_names(spec),
                            "feature_sizes": activations.feature_sizes(spec),
                            "sequences": causal.num_sequences(spec, num_points),

@@ -29,6 +29,7 @@ from jaxsim import config as cfglib
 from jaxsim import grid, results, tasks
 from jaxsim.tasks import streams
 from jaxsim.config import ConfigError, Spec
+from jaxsim.training import objectives
 from jaxsim.training.loop import as_arrays, model_of
 
 SPLITS = ("id",)
@@ -194,8 +195,8 @@ def sample(key: jax.Array, consts: Constants, spec: Spec, hparams: dict, batch_s
 def train_context(consts: Constants, run_key: jax.Array, step: jax.Array, spec: Spec
                   ) -> Context:
     """The sequences behind `train_batch` of `step` (same key: its points are their prefix)."""
-    key = jax.random.fold_in(jax.random.fold_in(run_key, TRAIN_STREAM), step)
-    return context(key, consts, spec, num_sequences(spec, spec.train.batch_size))
+    return context(streams.train_key(run_key, TRAIN_STREAM, step), consts, spec,
+                   num_sequences(spec, spec.train.batch_size))
 
 
 train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID})
@@ -208,8 +209,8 @@ def num_concepts(spec: Spec) -> int:
 
 def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec,
                   num_sequences: int) -> dict[str, jax.Array]:
-    """Next-token loss of the source model on fixed sequences (over the targets its task trains
-    on: a pcfg's sentence and EOS, not its padding): clean, with the site's
+    """The source task's own training loss on fixed sequences (e.g. a pcfg's excludes padding):
+    clean, with the site's
     activations replaced by `reconstruct(x_BxTxD)` (the SAE spliced in), and zero-ablated;
     `loss_recovered` = (zero - spliced) / (zero - clean)."""
     src = source_of(spec)
@@ -219,13 +220,7 @@ def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec
     def loss(edit_site):
         edit = lambda site, x: edit_site(x) if site == spec.task.site else x
         logits = model.apply({"params": consts.params}, seqs.tokens_BxL[:, :-1], edit=edit)
-        logp = jax.nn.log_softmax(logits, -1)
-        nll_BxT = -jnp.take_along_axis(logp, seqs.tokens_BxL[:, 1:, None], -1)[..., 0]
-        mask = getattr(seqs, "loss_mask_BxL", None)   # a pcfg's targets: sentence and EOS only
-        if mask is None:
-            return nll_BxT.mean()
-        w_BxT = mask[:, 1:].astype(nll_BxT.dtype)
-        return jnp.sum(nll_BxT * w_BxT) / jnp.maximum(w_BxT.sum(), 1.0)
+        return objectives.get(src.spec.task.name).loss(logits, seqs)
 
     clean, spliced = loss(lambda x: x), loss(reconstruct)
     zero = loss(jnp.zeros_like)

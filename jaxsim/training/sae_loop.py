@@ -106,18 +106,21 @@ def interp_error(params: dict, scale: jax.Array, consts, ctx, key: jax.Array, sp
 
 def _loss_fn(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict, hp: dict):
     """(loss function of the params, its scaled input batch) for this step."""
-    kind, scale = spec.model.kind, state["input_scale"]
+    scale = state["input_scale"]
+
+    def sae_loss(params, x):
+        return sae.loss(params, x, spec.model.kind, hp, state["aux"], spec.model.k, _k_aux(spec),
+                        _multi(spec))
+
     if not causal_on(spec):
         x = data(spec).train_batch(consts, key, state["step"], spec, hparams).x_BxD * scale
-        return (lambda params: sae.loss(params, x, kind, hp, state["aux"], spec.model.k,
-                                        _k_aux(spec), _multi(spec))), x
+        return (lambda params: sae_loss(params, x)), x
     ctx = activations.train_context(consts, key, state["step"], spec)
     x = activations.points(ctx, spec.train.batch_size).x_BxD * scale
     causal_key = jax.random.fold_in(jax.random.fold_in(key, CAUSAL_STREAM), state["step"])
 
     def loss_fn(params):
-        total, aux = sae.loss(params, x, kind, hp, state["aux"], spec.model.k, _k_aux(spec),
-                              _multi(spec))
+        total, aux = sae_loss(params, x)
         error = interp_error(params, scale, consts, ctx, causal_key, spec, hp)
         return total + hparams["model"]["causal_coef"] * error, aux
 

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py [--workload quickstart|d64|mc_encoder|sae_topk]
                                     [--runs 1,8,64] [--steps 20] [--vmap-size 0]
+                                    [--microbatch-size 0] [--repeats 3]
                                     [--backends jaxsim,torch_eager,torch_func,torch_compile]
                                     [--out benchmarks/results]
 
@@ -18,7 +19,8 @@ per-run constants (chain banks, subspace bases). jaxsim's side is the sweep's ow
 `lax.scan`, vmapped over runs, jitted with the run axis sharded over all devices — the same
 functions the sweep engine compiles, without the evaluation at the end of each interval.
 
-Reported per backend and run count R: runs·steps/s, tokens/s (SAE: input vectors/s), achieved
+Every backend is timed `--repeats` times after a warm-up (torch.compile once) and the fastest
+call counts. Reported per backend and run count R: runs·steps/s, tokens/s (SAE: input vectors/s), achieved
 FLOP/s and its share of the matmul peak measured in the same invocation, compile time (jaxsim),
 peak memory, and the ratio jaxsim / backend. FLOPs per step come from one analytic count
 (matmuls and attention, forward + backward = 3x forward) applied to both sides, checked against
@@ -166,17 +168,20 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
-def jaxsim_config(w: dict, steps: int, family: str = "gpt") -> config.Config:
+def jaxsim_config(w: dict, steps: int, family: str = "gpt", microbatch_size: int = 0
+                  ) -> config.Config:
     raw = FAMILIES[family].config(w)
-    raw["train"].update(steps=steps, batch_size=w["batch"], eval_every=steps)
+    raw["train"].update(steps=steps, batch_size=w["batch"], eval_every=steps,
+                        microbatch_size=microbatch_size)
     return config.from_dict(raw)
 
 
-def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str = "gpt") -> dict:
+def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str = "gpt",
+                 microbatch_size: int = 0, repeats: int = 1) -> dict:
     from jaxsim.sweeps import engine
     from jaxsim import tasks
 
-    cfg = jaxsim_config(w, steps, family)
+    cfg = jaxsim_config(w, steps, family, microbatch_size)
     spec = config.spec_of(cfg)
     sharding = engine.run_sharding()
     size = -(-runs // jax.device_count()) * jax.device_count()
@@ -200,17 +205,20 @@ def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str
     compile_s = time.perf_counter() - t0
     state, losses = compiled(state, seeds, hparams)  # warm-up
     losses.block_until_ready()
-    t0 = time.perf_counter()
-    state, losses = compiled(state, seeds, hparams)
-    losses.block_until_ready()
-    seconds = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, losses = compiled(state, seeds, hparams)
+        losses.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    seconds = min(times)
     params = jax.tree.map(lambda a: a[0], state["params"])
     return {"seconds": seconds, "compile_s": compile_s, "finite": bool(np.isfinite(losses).all()),
             "param_count": int(sum(x.size for x in jax.tree.leaves(params))), "padded_runs": size}
 
 
 def bench_torch(w: dict, runs: int, steps: int, variant: str, device: str,
-                family: str = "gpt") -> dict:
+                family: str = "gpt", repeats: int = 1) -> dict:
     import torch
     import torch_common
 
@@ -219,10 +227,12 @@ def bench_torch(w: dict, runs: int, steps: int, variant: str, device: str,
     models, data = twin.setup(w, runs, device, fused=variant != "torch_func")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if variant == "torch_func":
-        seconds = twin.train_ensemble(models, data, steps)
+    if variant == "torch_compile":   # compiles per model: timed once
+        seconds = twin.train_sequential(models, data, steps, compile_=True)
+    elif variant == "torch_func":
+        seconds = min(twin.train_ensemble(models, data, steps) for _ in range(repeats))
     else:
-        seconds = twin.train_sequential(models, data, steps, compile_=variant == "torch_compile")
+        seconds = min(twin.train_sequential(models, data, steps) for _ in range(repeats))
     out = {"seconds": seconds, "param_count": torch_common.param_count(models[0])}
     if device == "cuda":
         out["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
@@ -258,6 +268,10 @@ def main(argv=None) -> dict:
                    help="largest R for torch_eager (runs one after another: time grows with R)")
     p.add_argument("--vmap-size", type=int, default=0,
                    help="jaxsim's sweep.vmap_size (0 = one vmap over all runs)")
+    p.add_argument("--microbatch-size", type=int, default=0,
+                   help="jaxsim's train.microbatch_size (0 = the whole batch in one pass)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed calls per backend and R (after a warm-up); the fastest counts")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     w, family = WORKLOADS[args.workload], FAMILY_OF[args.workload]
@@ -276,9 +290,11 @@ def main(argv=None) -> dict:
             if backend == "torch_eager" and runs > args.sequential_max_runs:
                 continue
             if backend == "jaxsim":
-                res = bench_jaxsim(w, runs, args.steps, args.vmap_size, family)
+                res = bench_jaxsim(w, runs, args.steps, args.vmap_size, family,
+                                   args.microbatch_size, args.repeats)
             else:
-                res = bench_torch(w, runs, args.steps, backend, torch_device, family)
+                res = bench_torch(w, runs, args.steps, backend, torch_device, family,
+                                  args.repeats)
             rate = runs * args.steps / res["seconds"]
             res.update(backend=backend, runs=runs, runs_steps_per_s=rate, tokens_per_s=rate * tokens,
                        flop_per_s=rate * flops, share_of_matmul_peak=rate * flops / peak)
@@ -294,6 +310,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"parameter counts differ between backends: {counts}")
     report = {"workload": args.workload, "family": family, "shape": w,
               "steps_timed": args.steps, "vmap_size": args.vmap_size,
+              "microbatch_size": args.microbatch_size, "repeats": args.repeats,
               "data": FAMILIES[family].data, "flops_per_run_step": flops,
               "flops_check": flops_check, "param_count": counts, "matmul_peak_flop_per_s": peak,
               "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
@@ -303,6 +320,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"throughput_{args.workload}_{device}_vmap{args.vmap_size}"
+    if args.microbatch_size:
+        stem += f"_mb{args.microbatch_size}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     _plot(report, out / f"{stem}.png")
     print(json.dumps(report))

@@ -238,11 +238,23 @@ def check_consistency(cfg: Config, where: str = "") -> None:
         raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
     _check_sim(cfg, where)
+    _check_microbatch(cfg, where)
     if cfg.task.name == "graph_walk":
         check_graph(cfg, where)
     if t.steps % t.eval_every:
         raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
                           f"train.eval_every ({t.eval_every})")
+
+
+def _check_microbatch(cfg: Config, where: str) -> None:
+    size, batch = cfg.train.microbatch_size, cfg.train.batch_size
+    if size and cfg.model.name == "sae":
+        raise ConfigError(f"{where}train.microbatch_size applies to models trained through a task "
+                          f"objective, not model.name=sae (its losses use whole-batch statistics); "
+                          f"got {size}, allowed: 0")
+    if size and batch % size:
+        raise ConfigError(f"{where}train.microbatch_size ({size}) must divide train.batch_size "
+                          f"({batch}); allowed: 0 (one pass) or a divisor of {batch}")
 
 
 SIM_MODELS = ("mlp", "symmetric")

@@ -140,6 +140,10 @@ class ModelConfig:
 class TrainConfig:
     steps: int = _f(2000, min=1)
     batch_size: int = _f(32, min=1)
+    microbatch_size: int = _f(0, min=0, doc="examples per gradient pass: the batch is split into "
+                              "batch_size / microbatch_size passes under lax.scan whose gradients "
+                              "are summed (the same loss and update up to float summation order); "
+                              "smaller passes keep a CPU's activations in cache; 0 = one pass")
     lr: float = _f(6e-4, dynamic=True, min=0.0, min_exclusive=True)
     weight_decay: float = _f(0.1, dynamic=True, min=0.0)
     beta1: float = _f(0.9, dynamic=True, min=0.0, max=1.0)

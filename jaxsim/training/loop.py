@@ -7,6 +7,7 @@ thing.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -74,12 +75,56 @@ def loss_fn(params, spec: Spec, batch) -> jax.Array:
     return objectives.get(spec.task.name).loss(outputs(params, spec, batch), batch)
 
 
+def per_example(name: str) -> bool:
+    """A batch field with one row per example: its name's shape suffix starts with B (`_B`,
+    `_BxL`, ...); other fields (a run's rotation, probes) are shared by the whole batch."""
+    return re.search(r"_B(x|$)", name) is not None
+
+
+def microbatches(batch, size: int) -> tuple[dict, int]:
+    """The batch's per-example fields as [n, size, ...] (examples [i*size, (i+1)*size) in
+    microbatch i) and n."""
+    fields = {k: v for k, v in batch._asdict().items() if per_example(k)}
+    rows = {v.shape[0] for v in fields.values()}
+    if len(rows) != 1 or next(iter(rows)) % size:
+        raise ValueError(f"per-example fields {sorted(fields)} have leading sizes {sorted(rows)}; "
+                         f"they must agree and be a multiple of the microbatch size {size}")
+    n = next(iter(rows)) // size
+    return {k: v.reshape((n, size) + v.shape[1:]) for k, v in fields.items()}, n
+
+
+def value_and_grad(params, spec: Spec, batch) -> tuple[jax.Array, Any]:
+    """Loss and gradient on the batch; with `train.microbatch_size` the batch is split into
+    passes under lax.scan, each weighted by its share of the loss's normaliser (its examples, or
+    the objective's `weight`), so the sum is the whole batch's loss and gradient — the same
+    numbers up to float summation order, with a fraction of the activations alive at once."""
+    size = spec.train.microbatch_size
+    if not size or size >= spec.train.batch_size:
+        return jax.value_and_grad(loss_fn)(params, spec, batch)
+    parts, n = microbatches(batch, size)
+    weight = objectives.get(spec.task.name).weight
+    if weight is None:
+        share_N = jnp.full((n,), 1.0 / n, jnp.float32)
+    else:
+        w_N = jax.vmap(lambda part: weight(batch._replace(**part)))(parts)
+        share_N = w_N / jnp.maximum(w_N.sum(), 1.0)
+
+    def one(acc, xs):
+        part, share = xs
+        loss, grads = jax.value_and_grad(
+            lambda p: share * loss_fn(p, spec, batch._replace(**part)))(params)
+        return jax.tree.map(jnp.add, acc, grads), loss
+
+    grads, losses_N = jax.lax.scan(one, jax.tree.map(jnp.zeros_like, params), (parts, share_N))
+    return losses_N.sum(), grads
+
+
 def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[State, jax.Array]:
     """One optimizer step on the fresh batch of step `state["step"]`."""
     task = tasks.get(spec.task.name)
     batch = task.train_batch(consts, key, state["step"], spec, hparams)
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], spec, batch)
+    loss, grads = value_and_grad(state["params"], spec, batch)
     updates, opt_state = optimizer(hparams, spec.train.optimizer).update(
         grads, state["opt_state"], state["params"])
     scale = warmup_factor(state["step"], hparams)

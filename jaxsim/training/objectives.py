@@ -30,6 +30,9 @@ class Objective(NamedTuple):
     loss: Callable          # (outputs, batch) -> scalar training loss
     evaluate: Callable      # (outputs, batch) -> {name: scalar}, names as in `eval_names`
     eval_names: tuple       # metric names (the loop appends _{split})
+    # the loss's normaliser on a batch, when it is not the number of examples (pcfg: the target
+    # tokens): microbatches are weighted by it so their mean equals the whole batch's loss
+    weight: Callable | None = None
 
 
 def _lm_inputs(batch):
@@ -142,6 +145,10 @@ def _masked_lm_loss(logits_BxTxV: jax.Array, batch) -> jax.Array:
     return jnp.sum(ce * w) / jnp.maximum(w.sum(), 1.0)
 
 
+def _target_count(batch) -> jax.Array:
+    return batch.loss_mask_BxL[:, 1:].sum().astype(jnp.float32)
+
+
 def legal_mass(logits_BxTxV: jax.Array, batch) -> jax.Array:
     """Mean over target positions of the model's probability on the legal next tokens."""
     probs = jax.nn.softmax(logits_BxTxV, axis=-1)
@@ -160,7 +167,8 @@ OBJECTIVES = {
                                    ("eval_mse", "eval_mse_masked", "eval_mse_observed",
                                     "copy_mse", "copy_mse_masked")),
     "sim": Objective(_sim_inputs, _sim_loss, _sim_evaluate, sim_eval_names),
-    "pcfg": Objective(_lm_inputs, _masked_lm_loss, _pcfg_evaluate, ("eval_loss", "legal_mass")),
+    "pcfg": Objective(_lm_inputs, _masked_lm_loss, _pcfg_evaluate, ("eval_loss", "legal_mass"),
+                      _target_count),
     "graph_walk": Objective(_lm_inputs, _lm_loss, _graph_evaluate,
                             ("eval_loss", "oracle_loss", "neighbor_acc", "prior_acc")),
 }

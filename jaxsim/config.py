@@ -8,6 +8,8 @@ maximum in the static spec (e.g. ``task.num_chains``: the bank size is static, t
 active chains is a per-run mask).
 
 Every validation failure raises `ConfigError` with one line naming the key and what is allowed.
+The cross-field rules live in `jaxsim.consistency` and the static/dynamic split (`Spec`,
+`hparams_of`) in `jaxsim.spec`; this module re-exports both, so callers keep `config.X`.
 """
 from __future__ import annotations
 
@@ -21,12 +23,13 @@ from typing import Any
 
 import yaml
 
+from jaxsim.consistency import (SIM_MAX_CONCEPTS, SIM_MODELS,  # noqa: F401
+                                check_consistency, check_graph)
+from jaxsim.errors import ConfigError
 from jaxsim.schema import (SAE_KINDS, SECTIONS, SWEEPABLE, ModelConfig, SweepConfig,  # noqa: F401
                            TaskConfig, TrainConfig)
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message names the key and what is allowed."""
+from jaxsim.spec import (Spec, dynamic_keys, group_key, hparams_of,  # noqa: F401
+                         merge_specs, spec_of)
 
 
 @dataclass(frozen=True)
@@ -196,114 +199,6 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
-def check_consistency(cfg: Config, where: str = "") -> None:
-    """Cross-field rules that no single field can check."""
-    m, t = cfg.model, cfg.train
-    if m.d_model % m.num_heads:
-        raise ConfigError(f"{where}model.d_model ({m.d_model}) must be divisible by "
-                          f"model.num_heads ({m.num_heads})")
-    if m.positional == "rope" and (m.d_model // m.num_heads) % 2:
-        raise ConfigError(f"{where}model.positional=rope needs an even head size "
-                          f"(d_model/num_heads = {m.d_model // m.num_heads})")
-    if cfg.model.name == "encoder" and cfg.task.name != "matrix_completion":
-        raise ConfigError(f"{where}model.name=encoder needs task.name=matrix_completion, "
-                          f"got {cfg.task.name!r}")
-    if cfg.task.name == "matrix_completion":
-        if m.name != "encoder":
-            raise ConfigError(f"{where}task.name=matrix_completion needs model.name=encoder, "
-                              f"got {m.name!r}")
-        if cfg.task.rank > cfg.task.matrix_size:
-            raise ConfigError(f"{where}task.rank ({cfg.task.rank}) must be <= task.matrix_size "
-                              f"({cfg.task.matrix_size})")
-    if (m.name == "sae") != (cfg.task.name in ("concept_geometry", "activations")):
-        raise ConfigError(f"{where}model.name=sae goes with task.name=concept_geometry or "
-                          f"activations (got model.name={m.name!r}, task.name={cfg.task.name!r})")
-    if cfg.task.name == "activations" and not cfg.task.source:
-        raise ConfigError(f"{where}task.name=activations needs task.source (a results directory "
-                          f"of a trained gpt sweep)")
-    if cfg.task.name == "pcfg":
-        if m.name != "gpt":
-            raise ConfigError(f"{where}task.name=pcfg needs model.name=gpt, got {m.name!r}")
-        if cfg.task.context_length < 4:
-            raise ConfigError(f"{where}task.context_length must be >= 4 for task.name=pcfg "
-                              f"(BOS, a sentence of >= 2 tokens, EOS), got "
-                              f"{cfg.task.context_length}")
-    if m.causal_coef > 0 and cfg.task.name != "activations":
-        raise ConfigError(f"{where}model.causal_coef ({m.causal_coef}) needs task.name=activations "
-                          f"(an SAE spliced into a source model); got task.name={cfg.task.name!r}; "
-                          f"allowed: 0 (off)")
-    if m.name == "sae" and m.k > m.d_sae:
-        raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
-    if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
-        raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
-                          f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
-    _check_sim(cfg, where)
-    _check_microbatch(cfg, where)
-    if cfg.task.name == "graph_walk":
-        check_graph(cfg, where)
-    if t.steps % t.eval_every:
-        raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
-                          f"train.eval_every ({t.eval_every})")
-
-
-def _check_microbatch(cfg: Config, where: str) -> None:
-    size, batch = cfg.train.microbatch_size, cfg.train.batch_size
-    if size and cfg.model.name == "sae":
-        raise ConfigError(f"{where}train.microbatch_size applies to models trained through a task "
-                          f"objective, not model.name=sae (its losses use whole-batch statistics); "
-                          f"got {size}, allowed: 0")
-    if size and batch % size:
-        raise ConfigError(f"{where}train.microbatch_size ({size}) must divide train.batch_size "
-                          f"({batch}); allowed: 0 (one pass) or a divisor of {batch}")
-
-
-SIM_MODELS = ("mlp", "symmetric")
-SIM_MAX_CONCEPTS = 6
-
-
-def _check_sim(cfg: Config, where: str) -> None:
-    """task.name=sim pairs with model.name mlp|symmetric; s <= min(d, 6); every mu_p > 0 and
-    sigma_p >= 0 (mu_p = concept_mean + (p - 1) concept_mean_step, sigma_p likewise)."""
-    task, m = cfg.task, cfg.model
-    if (task.name == "sim") != (m.name in SIM_MODELS):
-        raise ConfigError(f"{where}model.name={m.name!r} and task.name={task.name!r} do not go "
-                          f"together: task.name=sim needs model.name in {', '.join(SIM_MODELS)} "
-                          f"and those models need task.name=sim")
-    if task.name != "sim":
-        return
-    if m.name == "mlp" and m.activation == "relu" and m.num_layers == 1:
-        raise ConfigError(f"{where}model.activation=relu needs model.num_layers >= 2 (a one-layer "
-                          f"mlp is linear)")
-    if not 1 <= task.num_concepts <= min(task.dim, SIM_MAX_CONCEPTS):
-        raise ConfigError(f"{where}task.num_concepts ({task.num_concepts}) must be between 1 and "
-                          f"min(task.dim, {SIM_MAX_CONCEPTS}) = "
-                          f"{min(task.dim, SIM_MAX_CONCEPTS)} for task.name=sim")
-    last = task.num_concepts - 1
-    if min(task.concept_mean, task.concept_mean + last * task.concept_mean_step) <= 0:
-        raise ConfigError(f"{where}task.concept_mean + (p - 1) task.concept_mean_step must be > 0 "
-                          f"for p = 1..{task.num_concepts}; got concept_mean="
-                          f"{task.concept_mean}, concept_mean_step={task.concept_mean_step}")
-    if task.concept_noise + last * task.concept_noise_step < 0:
-        raise ConfigError(f"{where}task.concept_noise + (p - 1) task.concept_noise_step must be "
-                          f">= 0 for p = 1..{task.num_concepts}; got concept_noise="
-                          f"{task.concept_noise}, concept_noise_step={task.concept_noise_step}")
-
-
-def check_graph(cfg: Config, where: str = "") -> None:
-    """graph_walk: a gpt, a drawable graph, enough tokens for an injective node map."""
-    t = cfg.task
-    if cfg.model.name != "gpt":
-        raise ConfigError(f"{where}task.name=graph_walk needs model.name=gpt, got "
-                          f"{cfg.model.name!r}")
-    if t.graph == "ring" and t.graph_size < 3:
-        raise ConfigError(f"{where}task.graph_size must be >= 3 for task.graph=ring, got "
-                          f"{t.graph_size}")
-    nodes = t.graph_size if t.graph == "ring" else t.graph_size ** 2
-    if t.vocab < nodes:
-        raise ConfigError(f"{where}task.vocab ({t.vocab}) must be >= the graph's nodes ({nodes}: "
-                          f"task.graph={t.graph}, task.graph_size={t.graph_size})")
-
-
 def replace_key(cfg: Config, key: str, value: Any) -> Config:
     section, name = key.split(".", 1)
     return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section),
@@ -358,60 +253,3 @@ def dump(cfg: Config) -> str:
     d = cfg.to_dict()
     d["sweep"]["save_steps"] = list(d["sweep"]["save_steps"]) if d["sweep"]["save_steps"] else None
     return yaml.safe_dump(d, sort_keys=False)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """The static (shape-determining) part of a run's config: hashable, a jit static argument.
-
-    Dynamic fields are set to None, except ``dynamic="max"`` fields, which hold the maximum over
-    the runs compiled together (the size of a bank that per-run values mask into).
-    """
-    task: TaskConfig
-    model: ModelConfig
-    train: TrainConfig
-
-
-def dynamic_keys() -> list[str]:
-    return [k for k in all_keys() if k.split(".")[0] in SWEEPABLE and field_info(k).metadata["dynamic"]]
-
-
-def spec_of(cfg: Config) -> Spec:
-    """The static spec of one run (a "max" field keeps the run's own value)."""
-    parts = {}
-    for section in SWEEPABLE:
-        body = getattr(cfg, section)
-        drop = {f.name: None for f in dataclasses.fields(body) if f.metadata["dynamic"] is True}
-        parts[section] = dataclasses.replace(body, **drop)
-    return Spec(**parts)
-
-
-def merge_specs(specs: list[Spec]) -> Spec:
-    """One spec for runs compiled together: "max" fields take the maximum, the rest must agree."""
-    first = specs[0]
-    parts = {}
-    for section in SWEEPABLE:
-        body = getattr(first, section)
-        maxed = {f.name: max(getattr(getattr(s, section), f.name) for s in specs)
-                 for f in dataclasses.fields(body) if f.metadata["dynamic"] == "max"}
-        parts[section] = dataclasses.replace(body, **maxed)
-    return Spec(**parts)
-
-
-def group_key(spec: Spec) -> Spec:
-    """Runs with equal group keys share array shapes (their "max" fields are merged)."""
-    parts = {}
-    for section in SWEEPABLE:
-        body = getattr(spec, section)
-        maxed = {f.name: None for f in dataclasses.fields(body) if f.metadata["dynamic"] == "max"}
-        parts[section] = dataclasses.replace(body, **maxed)
-    return Spec(**parts)
-
-
-def hparams_of(cfg: Config) -> dict:
-    """The dynamic per-run values as a nested dict of Python scalars ({'task': {...}, ...})."""
-    out: dict = {}
-    for key in dynamic_keys():
-        section, name = key.split(".")
-        out.setdefault(section, {})[name] = getattr(getattr(cfg, section), name)
-    return out

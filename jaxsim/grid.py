@@ -82,11 +82,17 @@ def plan(cfg: Config, runs: list[Run], num_devices: int,
         spec = cfglib.merge_specs([cfglib.spec_of(r.config) for r in members])
         size = (sizes or {}).get(index) or cfg.sweep.chunk_size or len(members)
         size = min(size, len(members))
-        size = math.ceil(size / num_devices) * num_devices
+        size = round_to_devices(size, num_devices)
         chunks = [Chunk(i, members[start:start + size], size)
                   for i, start in enumerate(range(0, len(members), size))]
         groups.append(Group(index, spec, members, chunks))
     return groups
+
+
+def round_to_devices(size: int, num_devices: int) -> int:
+    """`size` rounded up to a multiple of the device count: a chunk is sharded evenly over the
+    devices (its extra slots are padded with repeats of its runs)."""
+    return math.ceil(size / num_devices) * num_devices
 
 
 def recorded_sizes(rows: list[dict]) -> dict[int, int]:

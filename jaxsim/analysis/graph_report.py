@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxsim import results
 from jaxsim.analysis import graph
-from jaxsim.analysis.report import _entry, _group_specs, _tolist, chunks
+from jaxsim.analysis.checkpoints import chunks, group_specs, run_entry, tolist
 from jaxsim.config import ConfigError, Spec
 from jaxsim.tasks import graph_walk as gw
 
@@ -90,7 +90,7 @@ def _random_r2(counts_GxQxN: np.ndarray, layout_Nx2: np.ndarray, dim: int, seed:
 
 def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] | None,
                   window: int = graph.WINDOW) -> dict:
-    specs, _ = _group_specs(cfg, rows)
+    specs, _ = group_specs(cfg, rows)
     trained = min(s.task.context_length for s in specs.values())
     lengths = lengths or graph.context_lengths(trained)
     bad = [v for v in lengths if not 1 <= v <= trained - 1]
@@ -117,14 +117,14 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
             reference = graph.edge_coverage(np.asarray(fresh.nodes_BxL), adj)
         for i, run in enumerate(chunk.runs):
             pcs, explained, r2 = _pca(np.asarray(fm["means"][i]), np.asarray(fm["counts"][i]), xy)
-            entry = _entry(run, chunk.steps)
-            entry.update({k: _tolist(v[i]) for k, v in m.items()})
+            entry = run_entry(run, chunk.steps)
+            entry.update({k: tolist(v[i]) for k, v in m.items()})
             _, _, mix_r2 = _pca(np.asarray(fm["mix_means"][i])[None],
                                 np.asarray(fm["counts"][i]), xy)
-            entry.update(explained=_tolist(explained), layout_r2=_tolist(r2),
-                         layout_r2_prev_mix=_tolist(mix_r2[0]),
-                         layout_r2_random=_tolist(_random_r2(np.asarray(fm["counts"][i]), xy,
-                                                             chunk.spec.model.d_model, run.seed)))
+            entry.update(explained=tolist(explained), layout_r2=tolist(r2),
+                         layout_r2_prev_mix=tolist(mix_r2[0]),
+                         layout_r2_random=tolist(_random_r2(np.asarray(fm["counts"][i]), xy,
+                                                            chunk.spec.model.d_model, run.seed)))
             report.append(entry)
             saved.append((run.run_id, chunk.steps[-1], np.asarray(fm["means"][i]),
                           np.asarray(fm["counts"][i]), pcs))
@@ -145,4 +145,4 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
             "context_lengths": lengths, "num_sequences": num_sequences,
             "normalisation": graph.NORMALISATION, "energy_min": refs["energy_min"],
             "energy_random_expected": refs["energy_random"],
-            "edge_coverage": _tolist(reference), "runs": report}
+            "edge_coverage": tolist(reference), "runs": report}

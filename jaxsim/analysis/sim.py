@@ -1,24 +1,38 @@
 """Structured identity mapping (`task.name: sim`): concept learning order, terminal slowing,
 swing-by (non-monotonic OOD loss), the partial order of compositions, and the one-layer linear
 model against its closed-form gradient flow. Pure numpy on metrics.npz rows (plus the run's
-initial weights for the closed form); `analysis.report` wires it to `jaxsim analyze DIR`.
+initial weights for the closed form); `analyze` is its entry in `analysis.report`.
 
 Closed form (one-layer f = W x, loss (1/2) E||W x - x||^2, gradient (W - I) A with the
 population second moment A = E[z z^T] = diag(a_1, ..., a_s, 0, ...) in concept coordinates,
 a_p = mu_p^2 / s + sigma_p^2): gradient flow gives W(t) = I - (I - W0) e^{-A t}, t = lr * step,
 so f(W(t); z)_k = (1 - e^{-a_k t}) z_k + sum_i e^{-a_i t} w_ki(0) z_i. Full-batch gradient
 descent replaces e^{-a t} by (1 - lr a)^step; SGD adds batch noise to both.
+
+analysis.json (`analyze`, from metrics.npz and the initial weights):
+    {"task", "rules": {...}, "tolerance", "summary": {"runs", "analysed", "order_matches_signal",
+     "ood_nonmonotonic", "eval_nonmonotonic" (fractions of runs)},
+     "runs": [{"run_id", "seed", "axes", "status", "steps": [E], "means", "noises", "signal": [S],
+               "t50", "t90", "t99": [S] (None = never), "learn_order", "signal_order": [S],
+               "order_matches_signal", "terminal_slowing": [S],
+               "ood", "eval": {"rise", "rise_rel", "min_step", "max_step", "nonmonotonic",
+                               "initial_loss", "final_loss", "min_loss"},
+               "partial_order": {"pairs", "violations_fraction", "final_violations"},
+               "closed_form": null or {"flow", "gd": {"max_error", "ood_coords",
+                                                      "centre_coords": [S][E]}}}, ...]}
 """
 from __future__ import annotations
 
 import functools
 import itertools
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxsim import config as cfglib
-from jaxsim import training
+from jaxsim import results, training
+from jaxsim.analysis.checkpoints import group_specs
 from jaxsim.models.mlp import end_to_end
 from jaxsim.tasks import sim as simtask
 from jaxsim.tasks.sim import composition_bits
@@ -226,3 +240,10 @@ def report(cfg: cfglib.Config, rows: list[dict], metrics: dict[str, np.ndarray],
                "eval_nonmonotonic": _mean([e["eval"]["nonmonotonic"] for e in done])}
     return {"task": "sim", "rules": RULES, "tolerance": TOLERANCE, "summary": summary,
             "runs": entries}
+
+
+def analyze(out: Path, cfg: cfglib.Config, rows: list[dict], num_sequences: int) -> dict:
+    """`jaxsim analyze DIR` for sim: from metrics.npz and each run's initial weights, so it reads
+    no checkpoints and draws no analysis sequences (`num_sequences` does not apply)."""
+    _, runs = group_specs(cfg, rows)
+    return report(cfg, rows, results.read_metrics(out), runs)

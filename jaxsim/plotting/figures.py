@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -127,22 +128,53 @@ def draw_all(out: Path, num_chains: int | None = None) -> list[Path]:
                for k, v in metrics.items()}
     keys = cfglib.axis_keys(cfg)
     axes = [a for a in keys if len({r[a] for r in rows}) > 1] or keys
-    if cfg.task.name == "sim":
-        from jaxsim import grid
-        from jaxsim.plotting import sim
-        return sim.draw(out, axes, rows, metrics, {r.run_id: r for r in grid.expand(cfg)})
-    if cfg.task.name == "matrix_completion":
-        from jaxsim.plotting import completion
-        return completion.draw(out, axes, rows, metrics)
-    if cfg.task.name == "pcfg":
-        from jaxsim.plotting import pcfg
-        return pcfg.draw(out, axes, rows, metrics, cfg.task.grammar)
-    if cfg.task.name == "graph_walk":
-        from jaxsim.plotting import graph
-        return graph.draw(out, axes, rows, metrics)
-    if cfg.task.name in ("concept_geometry", "activations"):
-        from jaxsim.plotting import sae
-        return sae.draw(out, axes, rows, metrics, cfg.task.geometry)
+    return FIGURES[cfg.task.name](out, cfg, axes, rows, metrics, num_chains)
+
+
+# One entry per task: (out, cfg, axes, rows, metrics, num_chains) -> the paths drawn. The task
+# modules import the helpers above, so they are imported when their figures are drawn.
+
+def _markov_mixture(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict],
+                    metrics: dict, num_chains: int | None) -> list[Path]:
+    """The loss curves and OOD gap (here) and the phase diagram (`plotting.phases`)."""
     paths = [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics)]
     paths += phases.draw(out, num_chains)
     return [p for p in paths if p is not None]
+
+
+def _sim(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict], metrics: dict,
+         num_chains: int | None) -> list[Path]:
+    """sim: the runs' own configs give each concept's mean and noise."""
+    from jaxsim import grid
+    from jaxsim.plotting import sim
+    return sim.draw(out, axes, rows, metrics, {r.run_id: r for r in grid.expand(cfg)})
+
+
+def _matrix_completion(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict],
+                       metrics: dict, num_chains: int | None) -> list[Path]:
+    from jaxsim.plotting import completion
+    return completion.draw(out, axes, rows, metrics)
+
+
+def _pcfg(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict], metrics: dict,
+          num_chains: int | None) -> list[Path]:
+    from jaxsim.plotting import pcfg
+    return pcfg.draw(out, axes, rows, metrics, cfg.task.grammar)
+
+
+def _graph_walk(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict],
+                metrics: dict, num_chains: int | None) -> list[Path]:
+    from jaxsim.plotting import graph
+    return graph.draw(out, axes, rows, metrics)
+
+
+def _sae(out: Path, cfg: cfglib.Config, axes: list[str], rows: list[dict], metrics: dict,
+         num_chains: int | None) -> list[Path]:
+    """concept_geometry and activations: the SAE figures, by the geometry of the concepts."""
+    from jaxsim.plotting import sae
+    return sae.draw(out, axes, rows, metrics, cfg.task.geometry)
+
+
+FIGURES: dict[str, Callable[..., list[Path]]] = {
+    "markov_mixture": _markov_mixture, "sim": _sim, "matrix_completion": _matrix_completion,
+    "pcfg": _pcfg, "graph_walk": _graph_walk, "concept_geometry": _sae, "activations": _sae}

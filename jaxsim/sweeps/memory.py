@@ -15,10 +15,9 @@ import os
 import re
 
 import jax
-import numpy as np
 
 from jaxsim.config import ConfigError, Spec
-from jaxsim.grid import Chunk, Run
+from jaxsim.grid import Chunk, Run, round_to_devices
 from jaxsim.sweeps import engine
 
 AUTO_SHARE = 0.5
@@ -77,7 +76,7 @@ def fit_chunk_size(spec: Spec, runs: list[Run], requested: int, num_devices: int
     """The largest chunk size <= `requested` (a multiple of the device count) whose compiled
     program fits `budget`; returns (size, its peak bytes per device)."""
     limit = budget_bytes(budget)
-    size = int(np.ceil(min(requested, len(runs)) / num_devices) * num_devices)
+    size = round_to_devices(min(requested, len(runs)), num_devices)
     peak = _measure(spec, runs, size, vmap_size)
     while limit is not None and peak > limit:
         if size <= num_devices:

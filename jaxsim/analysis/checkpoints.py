@@ -1,0 +1,84 @@
+"""Loading a sweep directory for `jaxsim analyze`: its runs grouped by compile shape, each
+checkpointed chunk's params at every saved step, and the JSON helpers every task's report uses.
+
+Shared by the per-task reports (`analysis/*_report.py`); `analysis/report.py` picks the task's.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsim import config as cfglib
+from jaxsim import grid, results
+from jaxsim.config import ConfigError, Spec
+
+
+def group_specs(cfg: cfglib.Config, rows: list[dict]) -> tuple[dict, dict[int, grid.Run]]:
+    """Each shape group's merged spec (the one training compiled, so the analysis compiles the
+    same shapes) and every run of the config by run_id."""
+    runs = {r.run_id: r for r in grid.expand(cfg)}
+    members: dict[int, list[grid.Run]] = {}
+    for row in rows:
+        members.setdefault(int(row["shape_group"]), []).append(runs[int(row["run_id"])])
+    specs = {g: cfglib.merge_specs([cfglib.spec_of(r.config) for r in rs])
+             for g, rs in members.items()}
+    return specs, runs
+
+
+def finite(x):
+    """JSON has no NaN/inf: map them to None."""
+    if isinstance(x, list):
+        return [finite(v) for v in x]
+    return x if isinstance(x, str) or math.isfinite(x) else None
+
+
+class ChunkParams(NamedTuple):
+    spec: Spec
+    runs: list                # grid.Run per member, in runs.csv order
+    rows: list                # runs.csv rows of the members
+    steps: list               # saved checkpoint steps
+    params_RxS: dict          # params stacked [runs, steps, ...]
+    seeds_R: jax.Array
+    hparams_R: dict
+    extra_RxS: dict | None    # the rest of an SAE's state (aux counters and threshold,
+                              # input_scale), else None
+
+
+def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
+    """Each checkpointed chunk's runs with their params at every saved step."""
+    specs, runs = group_specs(cfg, rows)
+    members_of: dict[tuple[int, int], list[dict]] = {}
+    for row in rows:
+        members_of.setdefault((int(row["shape_group"]), int(row["chunk"])), []).append(row)
+    for (g, c), members in sorted(members_of.items()):
+        ckpt = results.ChunkCheckpoints(results.chunk_dir(out, g, c), [])
+        steps = ckpt.steps()
+        if not steps:
+            raise ConfigError(f"no checkpoints in {ckpt.directory}; run `jaxsim resume {out}`")
+        index = np.array([int(r["index_in_chunk"]) for r in members])
+        states = [ckpt.restore(s, None)["state"] for s in steps]
+        stack = lambda *a: jnp.stack([x[index] for x in a], axis=1)
+        params_RxS = jax.tree.map(stack, *[st["params"] for st in states])
+        rest = [{k: v for k, v in st.items() if k not in ("params", "opt_state", "step")}
+                for st in states]
+        extra_RxS = jax.tree.map(stack, *rest) if rest[0] else None
+        chunk_runs = [runs[int(r["run_id"])] for r in members]
+        yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
+                          jnp.array([r.seed for r in chunk_runs], jnp.int32),
+                          grid.stack_hparams(chunk_runs), extra_RxS)
+
+
+def run_entry(run, steps) -> dict:
+    """The fields every task's per-run entry starts with (so reports line up across tasks)."""
+    return {"run_id": run.run_id, "seed": run.seed, "axes": run.values, "steps": steps}
+
+
+def tolist(x) -> list | float:
+    """An array as JSON-ready nested floats (float64 first, so no float32 digits are invented)."""
+    return finite(np.asarray(x, np.float64).tolist())

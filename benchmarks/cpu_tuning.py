@@ -14,6 +14,7 @@ to the first variant. Variants (name: settings):
   legacy_runtime         XLA's pre-thunk CPU runtime (--xla_cpu_use_thunk_runtime=false)
   fast_math              --xla_cpu_enable_fast_math=true (changes numerics: measured, not used)
   bf16_matmuls           jax_default_matmul_precision=bfloat16 (no effect on f32 CPU dots)
+  a+b                    both settings, e.g. vmap4+microbatch2
 Prints one JSON object and writes it under --out.
 """
 from __future__ import annotations
@@ -31,8 +32,14 @@ CORES = os.cpu_count() or 1
 
 
 def _variant(name: str) -> dict:
-    """name -> {devices, vmap, microbatch, flags, env}."""
+    """name ("a+b" combines settings) -> {devices, vmap, microbatch, flags, env}."""
     v = {"devices": CORES, "vmap": 2, "microbatch": 0, "flags": "", "env": {}}
+    for part in name.split("+"):
+        _apply(v, part)
+    return v
+
+
+def _apply(v: dict, name: str) -> None:
     if name == "one_device":
         v["devices"] = 1
     elif name.startswith("vmap"):
@@ -40,16 +47,15 @@ def _variant(name: str) -> dict:
     elif name.startswith("microbatch"):
         v["microbatch"] = int(name[10:])
     elif name == "no_ynn":
-        v["flags"] = "--xla_cpu_experimental_ynn_fusion_type="
+        v["flags"] += " --xla_cpu_experimental_ynn_fusion_type="
     elif name == "legacy_runtime":
-        v["flags"] = "--xla_cpu_use_thunk_runtime=false"
+        v["flags"] += " --xla_cpu_use_thunk_runtime=false"
     elif name == "fast_math":
-        v["flags"] = "--xla_cpu_enable_fast_math=true"
+        v["flags"] += " --xla_cpu_enable_fast_math=true"
     elif name == "bf16_matmuls":
         v["env"] = {"JAX_DEFAULT_MATMUL_PRECISION": "bfloat16"}
     elif name != "baseline":
         raise SystemExit(f"unknown variant {name!r}; see the docstring for the allowed ones")
-    return v
 
 
 def measure(workload: str, runs: int, steps: int, name: str) -> dict:

@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--workload quickstart|d64|mc_encoder|sae_topk]
                                     [--runs 1,8,64] [--steps 20] [--vmap-size 0]
-                                    [--microbatch-size 0] [--repeats 3]
+                                    [--microbatch-size 0] [--repeats 3] [--dtype float32]
                                     [--backends jaxsim,torch_eager,torch_func,torch_compile]
                                     [--out benchmarks/results]
 
@@ -156,9 +156,9 @@ def flops_per_step(w: dict, family: str = "gpt") -> float:
     return FAMILIES[family].flops(w)
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Measured float32 matmul FLOP/s of the default jax device."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """Measured matmul FLOP/s of the default jax device in `dtype`."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     t0 = time.perf_counter()
@@ -168,20 +168,22 @@ def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0)
 
 
-def jaxsim_config(w: dict, steps: int, family: str = "gpt", microbatch_size: int = 0
-                  ) -> config.Config:
+def jaxsim_config(w: dict, steps: int, family: str = "gpt", microbatch_size: int = 0,
+                  dtype: str = "float32") -> config.Config:
     raw = FAMILIES[family].config(w)
+    if dtype != "float32":
+        raw["model"]["compute_dtype"] = dtype
     raw["train"].update(steps=steps, batch_size=w["batch"], eval_every=steps,
                         microbatch_size=microbatch_size)
     return config.from_dict(raw)
 
 
 def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str = "gpt",
-                 microbatch_size: int = 0, repeats: int = 1) -> dict:
+                 microbatch_size: int = 0, repeats: int = 1, dtype: str = "float32") -> dict:
     from jaxsim.sweeps import engine
     from jaxsim import tasks
 
-    cfg = jaxsim_config(w, steps, family, microbatch_size)
+    cfg = jaxsim_config(w, steps, family, microbatch_size, dtype)
     spec = config.spec_of(cfg)
     sharding = engine.run_sharding()
     size = -(-runs // jax.device_count()) * jax.device_count()
@@ -218,11 +220,12 @@ def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str
 
 
 def bench_torch(w: dict, runs: int, steps: int, variant: str, device: str,
-                family: str = "gpt", repeats: int = 1) -> dict:
+                family: str = "gpt", repeats: int = 1, dtype: str = "float32") -> dict:
     import torch
     import torch_common
 
     twin = importlib.import_module(FAMILIES[family].torch_module)
+    twin.AUTOCAST = torch.bfloat16 if dtype == "bfloat16" else None
     torch.manual_seed(0)
     models, data = twin.setup(w, runs, device, fused=variant != "torch_func")
     if device == "cuda":
@@ -270,18 +273,24 @@ def main(argv=None) -> dict:
                    help="jaxsim's sweep.vmap_size (0 = one vmap over all runs)")
     p.add_argument("--microbatch-size", type=int, default=0,
                    help="jaxsim's train.microbatch_size (0 = the whole batch in one pass)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="gpt workloads: jaxsim's model.compute_dtype and torch autocast (mixed "
+                        "precision: parameters and optimizer state stay float32); the matmul "
+                        "peak is measured in the same dtype")
     p.add_argument("--repeats", type=int, default=3,
                    help="timed calls per backend and R (after a warm-up); the fastest counts")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     w, family = WORKLOADS[args.workload], FAMILY_OF[args.workload]
+    if args.dtype != "float32" and family != "gpt":
+        p.error(f"--dtype {args.dtype} applies to the gpt workloads (quickstart, d64)")
     backends = args.backends.split(",")
     device = jax.devices()[0].platform
     torch_device = "cuda" if device == "gpu" else "cpu"
     flops = flops_per_step(w, family)
     flops_check = check_flops(w, family, flops)
     tokens = FAMILIES[family].tokens(w)
-    peak = matmul_peak()
+    peak = matmul_peak(dtype=args.dtype)
     rows = []
     for runs in [int(r) for r in args.runs.split(",")]:
         for backend in backends:
@@ -291,10 +300,10 @@ def main(argv=None) -> dict:
                 continue
             if backend == "jaxsim":
                 res = bench_jaxsim(w, runs, args.steps, args.vmap_size, family,
-                                   args.microbatch_size, args.repeats)
+                                   args.microbatch_size, args.repeats, args.dtype)
             else:
                 res = bench_torch(w, runs, args.steps, backend, torch_device, family,
-                                  args.repeats)
+                                  args.repeats, args.dtype)
             rate = runs * args.steps / res["seconds"]
             res.update(backend=backend, runs=runs, runs_steps_per_s=rate, tokens_per_s=rate * tokens,
                        flop_per_s=rate * flops, share_of_matmul_peak=rate * flops / peak)
@@ -311,6 +320,7 @@ def main(argv=None) -> dict:
     report = {"workload": args.workload, "family": family, "shape": w,
               "steps_timed": args.steps, "vmap_size": args.vmap_size,
               "microbatch_size": args.microbatch_size, "repeats": args.repeats,
+              "dtype": args.dtype,
               "data": FAMILIES[family].data, "flops_per_run_step": flops,
               "flops_check": flops_check, "param_count": counts, "matmul_peak_flop_per_s": peak,
               "device": str(jax.devices()[0].device_kind), "jax": jax.__version__,
@@ -322,6 +332,8 @@ def main(argv=None) -> dict:
     stem = f"throughput_{args.workload}_{device}_vmap{args.vmap_size}"
     if args.microbatch_size:
         stem += f"_mb{args.microbatch_size}"
+    if args.dtype != "float32":
+        stem += f"_{args.dtype}"
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1))
     _plot(report, out / f"{stem}.png")
     print(json.dumps(report))

@@ -110,9 +110,15 @@ def _loss(logits, tokens):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
 
 
+AUTOCAST = None  # torch.bfloat16: the forward under autocast (mixed precision; --dtype bfloat16)
+
+
 def loss_of(fn, tokens):
     """(next-token loss of the model `fn` on a [B, L] batch, no aux)."""
-    return _loss(fn(tokens[:, :-1]), tokens[:, 1:]), ()
+    with torch.autocast(tokens.device.type, dtype=AUTOCAST or torch.bfloat16,
+                        enabled=AUTOCAST is not None):
+        logits = fn(tokens[:, :-1])
+    return _loss(logits.float(), tokens[:, 1:]), ()
 
 
 def train_sequential(models, sampler: Sampler, steps: int, compile_: bool = False,

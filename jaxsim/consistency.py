@@ -32,6 +32,9 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     for rule in TASK_RULES.get(cfg.task.name, MODEL_RULES):
         rule(cfg, where)
     _check_microbatch(cfg, where)
+    if cfg.model.compute_dtype != "float32" and cfg.model.name != "gpt":
+        raise ConfigError(f"{where}model.compute_dtype={cfg.model.compute_dtype} applies to "
+                          f"model.name=gpt; got model.name={cfg.model.name!r}, allowed: float32")
     t = cfg.train
     if t.steps % t.eval_every:
         raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "

@@ -99,6 +99,10 @@ class ModelConfig:
     num_heads: int = _f(4, min=1)
     d_mlp: int = _f(256, min=1)
     positional: str = _f("learned", choices=("learned", "rope"))
+    compute_dtype: str = _f("float32", choices=("float32", "bfloat16"),
+                            doc="gpt: dtype of activations and matmuls; parameters, optimizer "
+                                "state, softmax, LayerNorm statistics and the loss stay float32 "
+                                "(bfloat16: mixed precision for GPU/TPU throughput)")
     norm: str = _f("pre", choices=("pre", "post"),
                    doc="LayerNorm placement of the encoder (post = BERT); the gpt is pre-LN")
     input: str = _f("tokens", choices=("tokens", "continuous"),

@@ -56,3 +56,38 @@ def test_jit_equals_eager():
     eager = model.apply({"params": params}, tokens)
     jitted = jax.jit(model.apply)({"params": params}, tokens)
     np.testing.assert_allclose(eager, jitted, atol=1e-5)
+
+
+def test_bfloat16_compute_keeps_float32_parameters_and_matches_float32():
+    """model.compute_dtype=bfloat16: activations in bfloat16, parameters, logits and the loss in
+    float32, and the same function as the float32 model up to bfloat16 rounding."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxsim import config
+    from jaxsim.training import loop
+
+    outs = {}
+    for dtype in ("float32", "bfloat16"):
+        spec = config.spec_of(config.from_dict({"model": {"compute_dtype": dtype, "d_model": 32,
+                                                          "d_mlp": 64}}))
+        model = loop.model_of(spec)
+        tokens = jax.random.randint(jax.random.key(1), (4, 63), 0, 10)
+        params = model.init(jax.random.key(0), tokens)["params"]
+        assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype("float32")}
+        logits, acts = model.apply({"params": params}, tokens, return_activations=True)
+        assert logits.dtype == jnp.float32 and acts["block0"].dtype == jnp.dtype(dtype)
+        outs[dtype] = np.asarray(jax.nn.log_softmax(logits))
+    np.testing.assert_allclose(outs["bfloat16"], outs["float32"], atol=0.05)
+    assert not np.array_equal(outs["bfloat16"], outs["float32"])
+
+
+def test_bfloat16_is_for_the_gpt_only():
+    import pytest
+
+    from jaxsim import config
+
+    with pytest.raises(config.ConfigError, match="model.compute_dtype=bfloat16 applies to model.name=gpt"):
+        config.from_dict({"task": {"name": "matrix_completion", "matrix_size": 4, "rank": 1},
+                          "model": {"name": "encoder", "compute_dtype": "bfloat16"}})

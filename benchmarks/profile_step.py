@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import throughput  # noqa: E402
-from jaxsim import config, tasks, training  # noqa: E402
+from jaxsim import config, testbeds, training  # noqa: E402
 from jaxsim.training import loop  # noqa: E402
 
 OP = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(")
@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     hp = training.as_arrays(config.hparams_of(cfg))
     hps = jax.tree.map(lambda x: jnp.broadcast_to(x, (args.runs,)), hp)
     seeds = jnp.arange(args.runs, dtype=jnp.int32)
-    task = tasks.get(spec.task.name)
+    task = testbeds.get(spec.task.name)
 
     def one(seed, h):
         key = jax.random.key(seed)

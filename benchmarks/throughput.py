@@ -181,7 +181,7 @@ def jaxsim_config(w: dict, steps: int, family: str = "gpt", microbatch_size: int
 def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str = "gpt",
                  microbatch_size: int = 0, repeats: int = 1, dtype: str = "float32") -> dict:
     from jaxsim.sweeps import engine
-    from jaxsim import tasks
+    from jaxsim import testbeds
 
     cfg = jaxsim_config(w, steps, family, microbatch_size, dtype)
     spec = config.spec_of(cfg)
@@ -190,7 +190,7 @@ def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str
     seeds = jax.device_put(np.arange(size, dtype=np.int32), sharding)
     hp = training.as_arrays(config.hparams_of(cfg))
     hparams = jax.device_put(jax.tree.map(lambda x: jnp.broadcast_to(x, (size,)), hp), sharding)
-    task = tasks.get(spec.task.name)
+    task = testbeds.get(spec.task.name)
 
     def run_steps(args):
         state, seed, hparams = args

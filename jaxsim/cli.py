@@ -1,4 +1,4 @@
-"""`jaxsim sweep | resume | merge | analyze | plot`: thin argument parsing; no science here.
+"""`jaxsim sweep | resume | merge | analyze | plot | keys`: thin argument parsing; no science here.
 
 Bad input (config keys, values, directories) exits with code 2 and one line naming the problem.
 """
@@ -53,13 +53,17 @@ def _parser() -> argparse.ArgumentParser:
                                      "when the shards sit in <out>_shards)")
     merge.add_argument("--copy", action="store_true",
                        help="copy checkpoint files (default: hard links where possible)")
-    analyze = sub.add_parser("analyze", help="compare saved checkpoints with the four ICL "
-                                                 "algorithms; writes DIR/analysis.json")
+    analyze = sub.add_parser("analyze", help="the testbed's analysis of every saved checkpoint "
+                                             "of every run; writes DIR/analysis.json")
     analyze.add_argument("dir")
     analyze.add_argument("--sequences", type=int, default=64,
                          help="analysis sequences per run and split (default 64)")
     analyze.add_argument("--context-lengths", help="comma-separated context lengths "
                                                    "(default: ~12 log-spaced up to the trained context)")
+    keys = sub.add_parser("keys", help="print every config key (type, default, allowed values, "
+                                       "doc) as Markdown: docs/config.md is its output")
+    keys.add_argument("testbed", nargs="?", help="only this testbed's task keys (a built-in "
+                                                 "name or MODULE:OBJECT)")
     plot = sub.add_parser("plot", help="draw the figures of a results directory")
     plot.add_argument("dir")
     plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
@@ -72,7 +76,7 @@ def _plot(out: Path, num_chains: int | None = None) -> None:
     if jax.process_index() != 0:  # a multi-host sweep draws its figures once
         return
     from jaxsim.plotting import figures
-    for path in figures.draw_all(out, num_chains):
+    for path in figures.draw_all(out, num_chains=num_chains):
         print(f"jaxsim: wrote {path}", file=sys.stderr)
 
 
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)
         elif args.command == "analyze":
-            from jaxsim.analysis import report
+            from jaxsim.analysis import driver
             lengths = None
             if args.context_lengths:
                 try:
@@ -169,8 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                                       f"got {args.context_lengths!r}") from None
             if args.sequences < 1:
                 raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
-            print(f"jaxsim: wrote {report.analyze(Path(args.dir), args.sequences, lengths)}",
+            print(f"jaxsim: wrote {driver.analyze(Path(args.dir), args.sequences, lengths)}",
                   file=sys.stderr)
+        elif args.command == "keys":
+            from jaxsim.config import reference
+            sys.stdout.write(reference.render(args.testbed))
         elif args.command == "plot":
             out = Path(args.dir)
             if not (out / "metrics.npz").is_file():

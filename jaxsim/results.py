@@ -4,12 +4,9 @@
     runs.csv       run_id, seed, one column per axis (dotted key), status, and where the run's
                    state sits in the checkpoints: shape_group, chunk, index_in_chunk
     metrics.npz    step [E]; per-run metrics [R, E] in runs.csv order (NaN where a run has no
-                   evaluation at that step): train_loss and, per split, the objective's metrics
-                   (markov_mixture: eval_loss_id, eval_loss_ood, oracle_loss_id, oracle_loss_ood,
-                   oracle_loss = oracle_loss_ood; matrix_completion: eval_mse_id,
-                   eval_mse_masked_id, eval_mse_observed_id, copy_mse_id,
-                   copy_mse_masked_id; graph_walk: eval_loss, oracle_loss, neighbor_acc,
-                   prior_acc for splits id and conflict)
+                   evaluation at that step): train_loss and, per split, the testbed's metrics
+                   named <metric>_<split> (each testbed's docs page lists them), plus the
+                   testbed's aliases (markov_mixture: oracle_loss = oracle_loss_ood)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
 """
@@ -75,10 +72,14 @@ def read_runs(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray],
+                  aliases: dict[str, str] | None = None) -> None:
+    """metrics.npz: `steps` [E] and the [R, E] arrays, plus each alias -> an existing name
+    (a testbed's `metric_aliases`)."""
     arrays = dict(arrays)
-    if "oracle_loss_ood" in arrays:
-        arrays["oracle_loss"] = arrays["oracle_loss_ood"]
+    for alias, name in (aliases or {}).items():
+        if name in arrays:
+            arrays[alias] = arrays[name]
 
     def write(p: Path):
         with open(p, "wb") as f:

@@ -13,8 +13,10 @@ import yaml
 
 from jaxsim import cli, training
 from jaxsim import config as cfglib
-from jaxsim.analysis import causal as probes
-from jaxsim.training import activations, causal, sae_loop
+from jaxsim.testbeds.activations import probes as probes
+from jaxsim.training import sae_loop
+from jaxsim.testbeds.activations import source as activations
+from jaxsim.testbeds.activations import causal as causal
 
 
 def _dist(*rows):

@@ -110,3 +110,58 @@ def test_bad_grids(grids, needle):
     raw = tiny_raw(sweep={"axes": {"task.num_chains": [2]}, "grids": grids})
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(")):
         config.from_dict(raw)
+
+
+def test_docs_config_md_is_the_output_of_jaxsim_keys(capsys):
+    """docs/config.md is generated from the config dataclasses (`jaxsim keys > docs/config.md`)."""
+    from pathlib import Path
+    from jaxsim import cli
+    assert cli.main(["keys"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (Path(__file__).parent.parent / "docs" / "config.md").read_text(), \
+        "docs/config.md is stale: run `jaxsim keys > docs/config.md`"
+    for key in ("task.num_chains", "task.grammar", "task.mask_prob", "model.d_sae", "train.lr",
+                "sweep.axes"):
+        assert f"`{key}`" in printed
+
+
+def test_a_key_of_another_testbed_is_refused_with_the_closest_valid_key():
+    raw = tiny_raw(task={"rnak": 2})
+    with pytest.raises(ConfigError, match="unknown key 'task.rnak' for task.name=markov_mixture"):
+        config.from_dict(raw)
+    raw = {"task": {"name": "matrix_completion", "mask_prb": 0.2}}
+    with pytest.raises(ConfigError, match="did you mean 'task.mask_prob'"):
+        config.from_dict(raw)
+    with pytest.raises(ConfigError, match="for task.name=pcfg"):
+        config.from_dict({"task": {"name": "pcfg", "num_states": 4}})
+
+
+def test_task_name_is_not_an_axis_and_bad_names_are_named():
+    with pytest.raises(ConfigError, match="task.name cannot be an axis"):
+        config.from_dict(tiny_raw(sweep={"axes": {"task.name": ["markov_mixture", "pcfg"]}}))
+    with pytest.raises(ConfigError, match="did you mean 'pcfg'"):
+        config.from_dict({"task": {"name": "pcgf"}})
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_module'"):
+        config.from_dict({"task": {"name": "no_such_module:TESTBED"}})
+
+
+def test_a_results_dir_of_the_flat_task_section_still_loads(tmp_path):
+    """config.yaml files written when one flat task section held every testbed's keys (each
+    at its default) load unchanged; a non-default key of another testbed is refused."""
+    legacy = {"name": "pcfg", "num_states": 10, "alpha": 1.0, "num_chains": 64,
+              "weights": "uniform", "context_length": 32, "matrix_size": 7, "rank": 2,
+              "mask_prob": 0.3, "grammar": "expr", "graph": "grid", "vocab": 64, "dim": 64}
+    cfg = config.from_dict({"task": legacy})
+    assert cfg.task.grammar == "expr" and cfg.task.context_length == 32
+    assert not hasattr(cfg.task, "num_chains")
+    with pytest.raises(ConfigError, match="task.rank"):
+        config.from_dict({"task": {**legacy, "rank": 3}})
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "is empty"), ("- 1\n- 2\n", "got a YAML list"), ("3\n", "got a YAML int")])
+def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path, text, needle):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=needle):
+        config.load(path)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from jaxsim import cli, training
+import jaxsim.testbeds as testbeds
 from jaxsim import config as cfglib
-from jaxsim.tasks import graph_walk as gw
+from jaxsim.testbeds.graph_walk import task as gw
 from jaxsim.training import objectives
 
 GW = {"task": {"name": "graph_walk", "graph": "grid", "graph_size": 4, "vocab": 32,
@@ -175,7 +176,7 @@ def test_neighbour_mass_metric_on_known_logits():
     uniform = objectives.probability_mass(jnp.zeros_like(probs), probs)
     deg = (np.asarray(probs) > 0).sum(-1)
     np.testing.assert_allclose(np.asarray(uniform), deg / 32, atol=1e-6)
-    m = objectives.get("graph_walk").evaluate(oracle_logits[:, :-1], b)
+    m = testbeds.get("graph_walk").objective.evaluate(oracle_logits[:, :-1], b)
     assert float(m["eval_loss"]) == pytest.approx(float(m["oracle_loss"]), abs=1e-4)
 
 
@@ -194,7 +195,7 @@ def test_bad_graph_configs():
 
 # ---- analysis on hand-made cases ----
 
-from jaxsim.analysis import graph  # noqa: E402
+from jaxsim.testbeds.graph_walk import representations as graph# noqa: E402
 
 
 def test_dirichlet_energy_of_known_embeddings():
@@ -334,7 +335,7 @@ def test_compiled_analysis_has_no_lapack_call():
     state = training.init(jax.random.key(0), spec, hp)
     params_RxS = jax.tree.map(lambda a: jnp.stack([jnp.stack([a, a])] * 2), state["params"])
     hp_R = jax.tree.map(lambda a: jnp.stack([a, a]), hp)
-    from jaxsim.analysis import graph_report
+    from jaxsim.testbeds.graph_walk import analysis as graph_report
     lowered = graph_report._graph_chunk.lower(spec, params_RxS, jnp.arange(2, dtype=jnp.int32),
                                               hp_R, jnp.asarray([3, 10]), 5, 4)
     hlo = lowered.compile().as_text()

@@ -7,9 +7,9 @@ import numpy as np
 import yaml
 
 from jaxsim import cli
-from jaxsim.analysis import algorithms as alg
-from jaxsim.analysis import icl
-from jaxsim.tasks import markov_mixture as mm
+from jaxsim.testbeds.markov_mixture import algorithms as alg
+from jaxsim.testbeds.markov_mixture import icl as icl
+from jaxsim.testbeds.markov_mixture import task as mm
 
 from conftest import tiny_raw
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxsim import config, training
-from jaxsim.tasks import markov_mixture as mm
+from jaxsim.testbeds.markov_mixture import task as mm
 
 from conftest import tiny_raw
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from jaxsim import cli, training
+import jaxsim.testbeds as testbeds
 from jaxsim import config as cfglib
-from jaxsim.analysis import completion, plateau
-from jaxsim.tasks import matrix_completion as mc
-from jaxsim.training import objectives
+from jaxsim.testbeds.matrix_completion import diagnostics as completion
+from jaxsim.testbeds.matrix_completion import plateau as plateau
+from jaxsim.testbeds.matrix_completion import task as mc
 
 MC = {"task": {"name": "matrix_completion", "matrix_size": 5, "rank": 2},
       "model": {"name": "encoder", "num_layers": 1, "d_model": 16, "num_heads": 2, "d_mlp": 32},
@@ -78,7 +79,7 @@ def test_out_of_distribution_factors(dist, scale):
 def test_copy_baseline_is_the_analytic_plateau():
     """Copy observed, predict 0 for masked: all-entry MSE = p Var, masked MSE = Var."""
     b = _sample(4000, rank=2, mask_prob=0.3)
-    m = objectives.get("matrix_completion").evaluate(objectives.copy_baseline(b), b)
+    m = testbeds.get("matrix_completion").objective.evaluate(testbeds.matrix_completion.copy_baseline(b), b)
     var = mc.entry_variance(2, "uniform", 1.0)
     assert abs(float(m["eval_mse"]) - 0.3 * var) < 0.005
     assert abs(float(m["eval_mse_masked"]) - var) < 0.01
@@ -187,6 +188,8 @@ def test_bad_matrix_completion_configs():
     with pytest.raises(cfglib.ConfigError, match="task.rank"):
         _setup(rank=6)
     with pytest.raises(cfglib.ConfigError, match="model.name=encoder"):
-        cfglib.from_dict({"task": {"name": "matrix_completion"}})
+        cfglib.from_dict({"task": {"name": "matrix_completion"}, "model": {"name": "gpt"}})
+    # without model.name, the testbed's default pairing
+    assert cfglib.from_dict({"task": {"name": "matrix_completion"}}).model.name == "encoder"
     with pytest.raises(cfglib.ConfigError, match="task.mask_prob"):
         _setup(mask_prob=1.5)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsim import config, tasks, training
+from jaxsim import config, testbeds, training
 from jaxsim.training import loop
 
 from conftest import tiny_raw
@@ -27,7 +27,7 @@ def _setup(task: dict, model: dict, microbatch: int, batch_size: int = 16):
     spec, hp = config.spec_of(cfg), training.as_arrays(config.hparams_of(cfg))
     key = jax.random.key(7)
     params = training.init(key, spec, hp)["params"]
-    module = tasks.get(spec.task.name)
+    module = testbeds.get(spec.task.name)
     batch = module.train_batch(module.constants(key, spec, hp), key, jnp.int32(3), spec, hp)
     return spec, params, batch
 

@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 from jaxsim import cli
+import jaxsim.testbeds as testbeds
 from jaxsim import config as cfglib
-from jaxsim.analysis import earley
-from jaxsim.tasks import grammars, pcfg, recognise
-from jaxsim.tasks.grammars import BOS, EOS, PAD
-from jaxsim.training import as_arrays, objectives
+from jaxsim.testbeds.pcfg import earley as earley
+from jaxsim.testbeds.pcfg import grammars as grammars
+from jaxsim.testbeds.pcfg import task as pcfg
+from jaxsim.testbeds.pcfg import recognise as recognise
+from jaxsim.testbeds.pcfg.grammars import BOS
+from jaxsim.testbeds.pcfg.grammars import EOS
+from jaxsim.testbeds.pcfg.grammars import PAD
+from jaxsim.training import as_arrays
 
 GRAMMARS = ("dyck2", "expr", "english")
 
@@ -225,7 +230,7 @@ def test_masked_loss_ignores_padding_and_legal_mass_is_one_on_legal_logits():
     spec, hp = _spec("expr", 16)
     batch = pcfg.sample(jax.random.key(0), (), spec, hp, 32)
     logits = jax.random.normal(jax.random.key(1), (32, 15, 22))
-    obj = objectives.get("pcfg")
+    obj = testbeds.get("pcfg").objective
     mask = batch.loss_mask_BxL[:, 1:]
     ce = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch.tokens_BxL[:, 1:, None], -1)[..., 0]
     assert float(obj.loss(logits, batch)) == pytest.approx(float(ce[mask].mean()), rel=1e-5)
@@ -234,10 +239,10 @@ def test_masked_loss_ignores_padding_and_legal_mass_is_one_on_legal_logits():
     assert float(obj.loss(junk, batch)) == pytest.approx(float(obj.loss(logits, batch)), rel=1e-6)
     legal = batch.legal_next_BxLxV[:, :-1]
     perfect = jnp.where(legal, 0.0, -1e9)
-    assert float(objectives.legal_mass(perfect, batch)) == pytest.approx(1.0, abs=1e-6)
+    assert float(testbeds.pcfg.legal_mass(perfect, batch)) == pytest.approx(1.0, abs=1e-6)
     uniform = jnp.zeros_like(logits)
     expect = (legal.sum(-1) / 22.0)[mask].mean()
-    assert float(objectives.legal_mass(uniform, batch)) == pytest.approx(float(expect), rel=1e-5)
+    assert float(testbeds.pcfg.legal_mass(uniform, batch)) == pytest.approx(float(expect), rel=1e-5)
 
 
 def test_bad_pcfg_configs():
@@ -250,7 +255,7 @@ def test_bad_pcfg_configs():
 
 
 def test_judge_counts_grammatical_finished_and_legal_tokens():
-    from jaxsim.analysis import grammaticality
+    from jaxsim.testbeds.pcfg import grammaticality as grammaticality
     o0, c0, o1, c1 = 3, 5, 4, 6
     seqs = np.array([[BOS, o0, c0, EOS, 1, 2, 3, 4],      # grammatical (junk after EOS ignored)
                      [BOS, o0, c1, c0, EOS, 0, 0, 0],     # wrong close at token 2
@@ -290,7 +295,7 @@ def test_cli_sweep_analyze_plot(tmp_path):
     for name in ("loss_curves.png", "grammaticality.png", "sample_lengths.png"):
         assert (out / "figures" / name).stat().st_size > 0
     # the trained dyck2 run feeds SAEs with the grammar's features at every input position
-    from jaxsim.training import activations
+    from jaxsim.testbeds.activations import source as activations
     sae = cfglib.from_dict({"task": {"name": "activations", "source": str(out), "site": "block0",
                                      "dim": 16},
                             "model": {"name": "sae", "d_sae": 32, "k": 2}})

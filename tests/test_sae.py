@@ -9,7 +9,7 @@ from jax.test_util import check_grads
 
 from jaxsim.training import sae_metrics as sm
 from jaxsim.models import sae
-from jaxsim.tasks import concept_geometry as cg
+from jaxsim.testbeds.concept_geometry import task as cg
 
 
 def sparsemax_bisection(s: np.ndarray) -> np.ndarray:

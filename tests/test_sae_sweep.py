@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxsim import cli, training
+from jaxsim import cli, testbeds, training
 from jaxsim import config as cfglib
 from jaxsim.sweeps import engine
 
@@ -23,7 +23,9 @@ SAE = {"task": {"name": "concept_geometry", "geometry": "subspaces", "dim": 16,
 def _raw(**sections):
     raw = {k: dict(v) for k, v in SAE.items()}
     for section, body in sections.items():
-        raw[section] = {**raw[section], **body}
+        # another testbed's task section starts afresh (each testbed has its own task keys)
+        base = {} if body.get("name", raw[section].get("name")) != raw[section].get("name") else raw[section]
+        raw[section] = {**base, **body}
     return raw
 
 
@@ -119,7 +121,7 @@ def test_sae_on_the_activations_of_a_saved_transformer(tmp_path):
     """Source: a tiny markov sweep; SAE: its block0 residual stream. An identity splice leaves
     the loss unchanged; the SAE's splice sits between clean and zero-ablation."""
     from conftest import tiny_raw
-    from jaxsim.training import activations, sae_loop
+    from jaxsim.testbeds.activations import source as activations
     src_cfg = tmp_path / "src.yaml"
     src_cfg.write_text(yaml.safe_dump(tiny_raw(train={"steps": 60, "eval_every": 20})))
     src = tmp_path / "src"
@@ -140,7 +142,7 @@ def test_sae_on_the_activations_of_a_saved_transformer(tmp_path):
     consts = activations.constants(key, spec, hp)
     same = activations.splice_losses(lambda x: x, consts, key, spec, 8)
     assert float(same["spliced_loss"]) == float(same["clean_loss"])
-    batch = sae_loop.data(spec).sample(key, consts, spec, hp, 40)
+    batch = testbeds.of(spec).sae.sample(key, consts, spec, hp, 40)
     assert batch.x_BxD.shape == (40, 16) and int(batch.concept_B.max()) < 5   # tokens are states
     assert cli.main(["analyze", str(out), "--sequences", "256"]) == 0
     doc = json.loads((out / "analysis.json").read_text())
@@ -148,7 +150,7 @@ def test_sae_on_the_activations_of_a_saved_transformer(tmp_path):
 
 
 def test_bad_activation_sources(tmp_path):
-    from jaxsim.training import activations
+    from jaxsim.testbeds.activations import source as activations
     raw = _raw(task={"name": "activations", "source": str(tmp_path / "nowhere"), "dim": 16})
     cfg = cfglib.from_dict(raw)
     with pytest.raises(cfglib.ConfigError, match="task.source"):
@@ -167,8 +169,8 @@ def test_input_normalisation_makes_training_scale_invariant():
     spec, hp = cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
     key = jax.random.key(2)
     state = training.init(key, spec, hp)
-    x = np.asarray(sae_loop.data(spec).sample(key, sae_loop.data(spec).constants(key, spec, hp),
-                                              spec, hp, 512).x_BxD)
+    x = np.asarray(testbeds.of(spec).sae.sample(key, testbeds.of(spec).constants(key, spec, hp),
+                                                spec, hp, 512).x_BxD)
     scaled = float(state["input_scale"]) * x
     np.testing.assert_allclose(np.mean(np.sum(scaled ** 2, -1)), spec.task.dim, rtol=0.1)
     z1, xh1 = sae_loop.forward(state, jax.numpy.asarray(x), spec, hp)

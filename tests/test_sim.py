@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from jaxsim import config as cfglib
+import jaxsim.testbeds as testbeds
 from jaxsim import training
 from jaxsim.models import mlp
-from jaxsim.tasks import sim
-from jaxsim.training import loop, objectives
+from jaxsim.testbeds.sim import task as sim
+from jaxsim.training import loop
 
 SIM = {"task": {"name": "sim", "dim": 5, "num_concepts": 3, "concept_mean": 1.0,
                 "concept_mean_step": 1.0, "concept_noise": 0.1, "concept_noise_step": 0.2,
@@ -120,8 +121,8 @@ def test_identity_metrics_on_hand_made_models():
     rot = np.asarray(b.rotation_DxD)
     for diag in ([1, 1, 1, 1, 1], [1, 0.5, 0, 0, 0]):
         w = rot @ np.diag(diag) @ rot.T
-        (inputs,) = objectives.get("sim").inputs(b)
-        m = objectives.get("sim").evaluate(jnp.asarray(inputs) @ w.T, b)
+        (inputs,) = testbeds.get("sim").objective.inputs(b)
+        m = testbeds.get("sim").objective.evaluate(jnp.asarray(inputs) @ w.T, b)
         mu = np.array([1.0, 2.0, 3.0])
         np.testing.assert_allclose([m[f"ood_coord{p}"] for p in (1, 2, 3)], mu * diag[:3],
                                    atol=1e-5)
@@ -132,7 +133,7 @@ def test_identity_metrics_on_hand_made_models():
         np.testing.assert_allclose(m["comp_loss_011"], 0.5 * np.sum(miss[1:] ** 2), rtol=1e-5,
                                    atol=1e-6)
         np.testing.assert_allclose(m["ood_off"], 0.0, atol=1e-5)
-    assert set(m) == {n for n in objectives.sim_eval_names(spec)}
+    assert set(m) == {n for n in testbeds.get('sim').objective.eval_names(spec)}
 
 
 @pytest.mark.parametrize("section, body, words", [
@@ -159,7 +160,7 @@ def test_sim_models_need_the_sim_task():
 # ---- analysis on hand-made cases ----------------------------------------------------------
 
 from jaxsim import cli  # noqa: E402
-from jaxsim.analysis import sim as simlib  # noqa: E402
+from jaxsim.testbeds.sim import analysis as simlib# noqa: E402
 
 
 def test_closed_form_gd_is_population_gradient_descent_and_flow_its_small_lr_limit():

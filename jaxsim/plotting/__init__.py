@@ -1,7 +1,19 @@
-"""Figures from saved results only."""
+"""Figures from saved results only: the driver (`plotting.figures.draw_all`) and the helpers
+every testbed's figures share (saving, axis values of runs.csv, readable axis labels)."""
+from __future__ import annotations
+
 from pathlib import Path
 
+import numpy as np
+
 from jaxsim import results
+
+# Readable names of the core keys; a testbed passes its own task keys' names (`Testbed.labels`).
+LABELS = {"train.lr": "learning rate", "train.weight_decay": "weight decay",
+          "model.d_model": "width", "model.k": "TopK k", "model.kind": "SAE",
+          "model.sparsity_coef": "sparsity coefficient", "model.d_sae": "dictionary width",
+          "model.num_layers": "depth", "model.init_scale": "init scale",
+          "model.causal_coef": "causal coefficient", "model.positional": "positions"}
 
 
 def save(fig, out: Path, name: str, rect: tuple = (0, 0, 1, 1)) -> Path:
@@ -14,3 +26,31 @@ def save(fig, out: Path, name: str, rect: tuple = (0, 0, 1, 1)) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def label(key: str, labels: dict | None = None) -> str:
+    """A readable name for a swept key: the testbed's `labels`, the core's, or the key."""
+    return (labels or {}).get(key) or LABELS.get(key, key)
+
+
+def fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{int(v)}" if v.is_integer() and abs(v) < 1e6 else f"{v:g}"
+    return str(v)
+
+
+def axis_values(rows: list[dict], key: str) -> tuple[list, np.ndarray]:
+    """Sorted distinct values of an axis column of runs.csv and each run's index into them."""
+    raw = [r[key] for r in rows]
+    try:
+        parsed = [float(v) for v in raw]
+    except ValueError:
+        parsed = raw
+    values = sorted(set(parsed), key=lambda v: (isinstance(v, str), v))
+    return [fmt(v) for v in values], np.array([values.index(v) for v in parsed])
+
+
+def group_mean(values_RxE: np.ndarray, index_R: np.ndarray, count: int) -> np.ndarray:
+    """[count, E] the nan-mean of the runs with each index."""
+    with np.errstate(all="ignore"):
+        return np.stack([np.nanmean(values_RxE[index_R == i], axis=0) for i in range(count)])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsim import results
+from jaxsim import config, results, testbeds
 from jaxsim.config import ConfigError
 from jaxsim.sweeps import shards
 
@@ -120,13 +120,13 @@ def _merged_runs(shard_docs: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _merged_metrics(shard_docs: list[dict], num_runs: int):
+def _merged_metrics(shard_docs: list[dict], num_runs: int, aliases: dict):
     """Each shard's [R_s, E_s] rows placed on the union step grid; names in first-seen order
     (shards in index order follow plan order, so this is the single-process order)."""
     parts = [results.read_metrics(doc["dir"]) for doc in shard_docs]
     steps = np.array(sorted({int(s) for p in parts for s in p["step"]}), np.int64)
     column = {int(s): i for i, s in enumerate(steps)}
-    names = list(dict.fromkeys(n for p in parts for n in p if n not in ("step", "oracle_loss")))
+    names = list(dict.fromkeys(n for p in parts for n in p if n != "step" and n not in aliases))
     arrays = {n: np.full((num_runs, len(steps)), np.nan, np.float32) for n in names}
     for doc, part in zip(shard_docs, parts):
         rows = np.array(sorted(r for e in doc["chunks"] for r in e["run_ids"]))
@@ -164,7 +164,8 @@ def merge(dirs: list[Path], out: Path, copy: bool = False) -> Path:
     shard_docs = _check(expand_dirs(dirs))
     num_runs = shard_docs[0]["num_runs"]
     header, rows = _merged_runs(shard_docs)
-    steps, arrays = _merged_metrics(shard_docs, num_runs)
+    aliases = testbeds.of(config.load(shard_docs[0]["dir"] / results.CONFIG)).metric_aliases
+    steps, arrays = _merged_metrics(shard_docs, num_runs, aliases)
     tmp = out.parent / f".{out.name}.merging-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -172,7 +173,7 @@ def merge(dirs: list[Path], out: Path, copy: bool = False) -> Path:
         shutil.copyfile(shard_docs[0]["dir"] / results.CONFIG, tmp / results.CONFIG)
         with open(tmp / results.RUNS, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
-        results.write_metrics(tmp, steps, arrays)
+        results.write_metrics(tmp, steps, arrays, aliases)
         _place_checkpoints(shard_docs, tmp, copy)
         if out.exists():
             out.rmdir()

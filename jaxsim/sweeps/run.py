@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
-from jaxsim import results
+from jaxsim import results, testbeds
 from jaxsim import grid
 from jaxsim.sweeps import distributed, engine, memory, shards
 
@@ -106,7 +106,8 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     for group in groups:
         spec = group.spec
         keep = grid.save_steps(cfg, spec)
-        tokens_per_step = spec.train.batch_size * spec.task.context_length
+        testbed = testbeds.of(spec)
+        units_per_step = spec.train.batch_size * testbed.per_example(spec)
         for chunk in group.chunks:
             ckpt = results.ChunkCheckpoints(results.chunk_dir(out, group.index, chunk.index), keep)
             resumed_at = (ckpt.steps() or [0])[-1]
@@ -118,7 +119,8 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 bar.update(spec.train.eval_every)
                 run_steps += real * spec.train.eval_every
                 rate = run_steps / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix_str(f"{rate:.0f} runs·steps/s, {rate * tokens_per_step:.3g} tok/s")
+                bar.set_postfix_str(f"{rate:.0f} runs·steps/s, "
+                                    f"{rate * units_per_step:.3g} {testbed.unit}/s")
                 means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
                 _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
                      + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
@@ -138,7 +140,7 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
             _log(f"jaxsim: shape group {group.index} compiled in "
                  f"{engine.COMPILE_SECONDS[key]:.1f}s")
     steps, arrays = results.assemble(runs, groups, per_chunk)
-    results.write_metrics(out, steps, arrays)
+    results.write_metrics(out, steps, arrays, testbeds.of(cfg).metric_aliases)
     diverged = [r for r, s in status.items() if s == "diverged"]
     elapsed = time.perf_counter() - t0
     host = {k: v - host_before.get(k, 0.0) for k, v in engine.HOST_SECONDS.items()}

@@ -39,10 +39,5 @@ def train_step(state, consts, key, spec: Spec, hparams: dict):
     return _impl(spec).train_step(state, consts, key, spec, hparams)
 
 
-def evaluate(params, consts, key, spec: Spec, hparams: dict):
-    """Held-out metrics (for an SAE pass the whole state: its aux holds the threshold)."""
-    return _impl(spec).evaluate(params, consts, key, spec, hparams)
-
-
-__all__ = ["as_arrays", "evaluate", "init", "loop", "metric_names", "num_intervals", "sae_loop",
+__all__ = ["as_arrays", "init", "loop", "metric_names", "num_intervals", "sae_loop",
            "train", "train_interval", "train_step"]

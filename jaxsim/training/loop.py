@@ -14,17 +14,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsim import models, tasks
+from jaxsim import models, testbeds
 from jaxsim.config import Spec
-from jaxsim.training import objectives
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 INIT_STREAM = 1000      # sub-stream of the run key used for parameter init
 
 
 def model_of(spec: Spec):
-    task = tasks.get(spec.task.name)
-    return models.build(spec.model, task.vocab_size(spec), task.seq_len(spec))
+    testbed = testbeds.of(spec)
+    return models.build(spec.model, testbed.vocab_size(spec), testbed.seq_len(spec))
 
 
 def optimizer(hparams: dict, name: str = "adamw") -> optax.GradientTransformation:
@@ -50,12 +49,12 @@ def warmup_factor(step: jax.Array, hparams: dict) -> jax.Array:
 
 
 def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
-    task = tasks.get(spec.task.name)
+    testbed = testbeds.of(spec)
 
     def batch_inputs():
-        batch = task.eval_batch(task.constants(key, spec, hparams), key, spec, hparams,
-                                task.SPLITS[0])
-        return objectives.get(spec.task.name).inputs(batch)
+        batch = testbed.eval_batch(testbed.constants(key, spec, hparams), key, spec, hparams,
+                                   testbed.splits[0])
+        return testbed.objective.inputs(batch)
 
     # shapes only: a batch of one of zeros, so the init program holds no task computation
     inputs = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape[1:], s.dtype),
@@ -68,11 +67,11 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
 
 def outputs(params, spec: Spec, batch):
     """The model's outputs on a batch (logits for the gpt, one scalar per entry for the encoder)."""
-    return model_of(spec).apply({"params": params}, *objectives.get(spec.task.name).inputs(batch))
+    return model_of(spec).apply({"params": params}, *testbeds.of(spec).objective.inputs(batch))
 
 
 def loss_fn(params, spec: Spec, batch) -> jax.Array:
-    return objectives.get(spec.task.name).loss(outputs(params, spec, batch), batch)
+    return testbeds.of(spec).objective.loss(outputs(params, spec, batch), batch)
 
 
 def per_example(name: str) -> bool:
@@ -102,7 +101,7 @@ def value_and_grad(params, spec: Spec, batch) -> tuple[jax.Array, Any]:
     if not size or size >= spec.train.batch_size:
         return jax.value_and_grad(loss_fn)(params, spec, batch)
     parts, n = microbatches(batch, size)
-    weight = objectives.get(spec.task.name).weight
+    weight = testbeds.of(spec).objective.weight
     if weight is None:
         share_N = jnp.full((n,), 1.0 / n, jnp.float32)
     else:
@@ -122,8 +121,7 @@ def value_and_grad(params, spec: Spec, batch) -> tuple[jax.Array, Any]:
 def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[State, jax.Array]:
     """One optimizer step on the fresh batch of step `state["step"]`."""
-    task = tasks.get(spec.task.name)
-    batch = task.train_batch(consts, key, state["step"], spec, hparams)
+    batch = testbeds.of(spec).train_batch(consts, key, state["step"], spec, hparams)
     loss, grads = value_and_grad(state["params"], spec, batch)
     updates, opt_state = optimizer(hparams, spec.train.optimizer).update(
         grads, state["opt_state"], state["params"])
@@ -135,22 +133,22 @@ def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
 
 def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[str, jax.Array]:
     """The objective's metrics on each held-out split (fixed batches per run)."""
-    task = tasks.get(spec.task.name)
-    objective = objectives.get(spec.task.name)
+    testbed = testbeds.of(spec)
+    objective = testbed.objective
     out = {}
-    for split in task.SPLITS:
-        batch = task.eval_batch(consts, key, spec, hparams, split)
+    for split in testbed.splits:
+        batch = testbed.eval_batch(consts, key, spec, hparams, split)
         for name, value in objective.evaluate(outputs(params, spec, batch), batch).items():
             out[f"{name}_{split}"] = value
     return out
 
 
-def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn,
-                  data=None) -> tuple[dict, dict[str, jax.Array]]:
+def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn
+                  ) -> tuple[dict, dict[str, jax.Array]]:
     """`eval_every` calls of `step_fn(state, consts, key, spec, hparams)` under lax.scan, then
     `eval_fn(state, consts, key, spec, hparams)`; returns (state, metrics row with train_loss).
-    `consts` come from `data` (default: the spec's task module)."""
-    consts = (data or tasks.get(spec.task.name)).constants(key, spec, hparams)
+    `consts` are the testbed's per-run constants."""
+    consts = testbeds.of(spec).constants(key, spec, hparams)
 
     def body(carry, _):
         return step_fn(carry, consts, key, spec, hparams)
@@ -170,10 +168,7 @@ def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict
 
 def metric_names(spec: Spec) -> list[str]:
     """Names of the per-evaluation metrics `train_interval` returns."""
-    splits = tasks.get(spec.task.name).SPLITS
-    names = objectives.get(spec.task.name).eval_names
-    names = names(spec) if callable(names) else names
-    return ["train_loss"] + [f"{kind}_{s}" for s in splits for kind in names]
+    return testbeds.of(spec).metric_names(spec)
 
 
 def num_intervals(spec: Spec) -> int:

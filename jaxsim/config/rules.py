@@ -1,0 +1,101 @@
+"""Cross-field config rules that no single field can check (`check_consistency`).
+
+The core's rules (heads, the model a testbed trains, microbatches, dtype, evaluation steps) run
+here; each testbed adds its own (`Testbed.rules`), run after the model rules. Every failure
+raises `ConfigError` with one line naming the key and what is allowed; `where` prefixes it
+(e.g. "sweep.axes.model.k=8: ").
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from jaxsim.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jaxsim.config.schema import Config
+
+Rule = Callable[["Config", str], None]
+
+
+def check_consistency(cfg: Config, where: str = "") -> None:
+    """Every cross-field rule: the core's, then the selected testbed's."""
+    from jaxsim import testbeds
+    testbed = testbeds.of(cfg)
+    _check_heads(cfg, where)
+    _check_pairing(cfg, testbed, where)
+    for rule in (_check_causal_coef, _check_sae_k, _check_gpt_input):
+        rule(cfg, where)
+    for rule in testbed.rules:
+        rule(cfg, where)
+    _check_microbatch(cfg, where)
+    if cfg.model.compute_dtype != "float32" and cfg.model.name != "gpt":
+        raise ConfigError(f"{where}model.compute_dtype={cfg.model.compute_dtype} applies to "
+                          f"model.name=gpt; got model.name={cfg.model.name!r}, allowed: float32")
+    t = cfg.train
+    if t.steps % t.eval_every:
+        raise ConfigError(f"{where}train.steps ({t.steps}) must be a multiple of "
+                          f"train.eval_every ({t.eval_every})")
+
+
+def _check_pairing(cfg: Config, testbed, where: str) -> None:
+    """The model is one the testbed trains (an SAE needs the testbed's SAE data, any other
+    model its objective)."""
+    model = cfg.model.name
+    if model in testbed.models:
+        return
+    from jaxsim import testbeds
+    takers = [name for name, tb in testbeds.builtin().items() if model in tb.models]
+    hint = f"; model.name={model} goes with task.name={' or '.join(takers)}" if takers else ""
+    raise ConfigError(f"{where}model.name={model} does not go with task.name={cfg.task.name}: "
+                      f"task.name={cfg.task.name} trains model.name="
+                      f"{' or '.join(testbed.models)}{hint}")
+
+
+def _check_microbatch(cfg: Config, where: str) -> None:
+    size, batch = cfg.train.microbatch_size, cfg.train.batch_size
+    if size and cfg.model.name == "sae":
+        raise ConfigError(f"{where}train.microbatch_size applies to models trained through a task "
+                          f"objective, not model.name=sae (its losses use whole-batch statistics); "
+                          f"got {size}, allowed: 0")
+    if size and batch % size:
+        raise ConfigError(f"{where}train.microbatch_size ({size}) must divide train.batch_size "
+                          f"({batch}); allowed: 0 (one pass) or a divisor of {batch}")
+
+
+def _check_heads(cfg: Config, where: str) -> None:
+    """The heads split d_model evenly (and, for RoPE, into pairs of dimensions)."""
+    m = cfg.model
+    if m.d_model % m.num_heads:
+        raise ConfigError(f"{where}model.d_model ({m.d_model}) must be divisible by "
+                          f"model.num_heads ({m.num_heads})")
+    if m.positional == "rope" and (m.d_model // m.num_heads) % 2:
+        raise ConfigError(f"{where}model.positional=rope needs an even head size "
+                          f"(d_model/num_heads = {m.d_model // m.num_heads})")
+
+
+def _check_causal_coef(cfg: Config, where: str) -> None:
+    """The causal term needs a testbed that gives an SAE one (a source model to splice into)."""
+    from jaxsim import testbeds
+    sae = testbeds.of(cfg).sae
+    if cfg.model.causal_coef > 0 and (sae is None or sae.causal_error is None):
+        takers = [n for n, tb in testbeds.builtin().items()
+                  if tb.sae is not None and tb.sae.causal_error is not None]
+        raise ConfigError(f"{where}model.causal_coef ({cfg.model.causal_coef}) needs "
+                          f"task.name={' or '.join(takers)} (an SAE spliced into a source model); "
+                          f"got task.name={cfg.task.name!r}; allowed: 0 (off)")
+
+
+def _check_sae_k(cfg: Config, where: str) -> None:
+    """An SAE keeps at most its dictionary's k latents."""
+    m = cfg.model
+    if m.name == "sae" and m.k > m.d_sae:
+        raise ConfigError(f"{where}model.k ({m.k}) must be <= model.d_sae ({m.d_sae})")
+
+
+def _check_gpt_input(cfg: Config, where: str) -> None:
+    """norm and input are encoder options; the gpt has one form."""
+    m = cfg.model
+    if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
+        raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
+                          f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")

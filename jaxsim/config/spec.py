@@ -1,0 +1,73 @@
+"""The compile-time split of a run's config: the static `Spec` (array shapes and control flow:
+a jit static argument) and the dynamic per-run values (`hparams_of`, vmapped as a pytree).
+
+Which fields are dynamic is each field's `dynamic` metadata (`jaxsim.config.field`), read from
+the section objects themselves, so a testbed's own task dataclass needs nothing more.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from jaxsim.config.schema import SWEEPABLE, Config, ModelConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The static (shape-determining) part of a run's config: hashable, a jit static argument.
+
+    Dynamic fields are set to None, except ``dynamic="max"`` fields, which hold the maximum over
+    the runs compiled together (the size of a bank that per-run values mask into).
+    """
+    task: Any               # the testbed's task dataclass
+    model: ModelConfig
+    train: TrainConfig
+
+
+def dynamic_keys(cfg: Config | Spec) -> list[str]:
+    """The dotted keys of the dynamic fields (per-run values, vmapped), in schema order."""
+    return [f"{section}.{f.name}" for section in SWEEPABLE
+            for f in dataclasses.fields(getattr(cfg, section)) if f.metadata.get("dynamic")]
+
+
+def spec_of(cfg: Config) -> Spec:
+    """The static spec of one run (a "max" field keeps the run's own value)."""
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(cfg, section)
+        drop = {f.name: None for f in dataclasses.fields(body)
+                if f.metadata.get("dynamic") is True}
+        parts[section] = dataclasses.replace(body, **drop)
+    return Spec(**parts)
+
+
+def merge_specs(specs: list[Spec]) -> Spec:
+    """One spec for runs compiled together: "max" fields take the maximum, the rest must agree."""
+    first = specs[0]
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(first, section)
+        maxed = {f.name: max(getattr(getattr(s, section), f.name) for s in specs)
+                 for f in dataclasses.fields(body) if f.metadata.get("dynamic") == "max"}
+        parts[section] = dataclasses.replace(body, **maxed)
+    return Spec(**parts)
+
+
+def group_key(spec: Spec) -> Spec:
+    """Runs with equal group keys share array shapes (their "max" fields are merged)."""
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(spec, section)
+        maxed = {f.name: None for f in dataclasses.fields(body) if f.metadata.get("dynamic") == "max"}
+        parts[section] = dataclasses.replace(body, **maxed)
+    return Spec(**parts)
+
+
+def hparams_of(cfg: Config) -> dict:
+    """The dynamic per-run values as a nested dict of Python scalars ({'task': {...}, ...})."""
+    out: dict = {}
+    for key in dynamic_keys(cfg):
+        section, name = key.split(".")
+        out.setdefault(section, {})[name] = getattr(getattr(cfg, section), name)
+    return out

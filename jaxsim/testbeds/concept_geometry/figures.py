@@ -1,0 +1,178 @@
+"""Sparse-autoencoder figures (concept_geometry), drawn from saved files only.
+
+- figures/sae_curves.png: held-out FVU, L0 and mean best-latent F1 over training, one line per
+  run, colour = the leading axis.
+- figures/sparsity_fidelity.png: per data geometry, the final FVU against L0 (the
+  sparsity-fidelity front of each value of the leading axis, e.g. each architecture) and concept
+  recovery against L0 (the MCC from analysis.json when present, else the F1).
+- figures/concept_l0.png (after `jaxsim analyze`, subspaces): L0 on each concept's points
+  against the concept's intrinsic dimension, final checkpoint, one line per run.
+- figures/receptive_fields.png (after `jaxsim analyze`, task.dim = 2): per run, the plane
+  coloured by the most active latent (white: no latent fires), data points coloured by concept.
+- activations: figures/causal_effects.png and feature_latents.png (`plotting/causal.py`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
+from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.testbeds.concept_geometry import LABELS  # noqa: E402
+
+
+def _label(key: str) -> str:
+    return axis_label(key, LABELS)
+
+def _colours(axes: list[str], rows: list[dict]):
+    names, index = _axis_values(rows, axes[0]) if axes else (["all runs"], np.zeros(len(rows), int))
+    return names, index, plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+
+
+def _last(values_RxE: np.ndarray) -> np.ndarray:
+    return np.array([v[np.isfinite(v)][-1] if np.isfinite(v).any() else np.nan
+                     for v in values_RxE])
+
+
+def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    names, index, colours = _colours(axes, rows)
+    fig, panels = plt.subplots(1, 3, figsize=(15, 4.2))
+    for panel, key, what in zip(panels, ("fvu_id", "l0_id", "f1_id"),
+                                ("fraction of variance unexplained", "L0 (active latents)",
+                                 "mean best-latent F1 over concepts")):
+        for r in range(len(rows)):
+            first = r == int(np.flatnonzero(index == index[r])[0])
+            panel.plot(metrics["step"], metrics[key][r], color=colours[index[r]], lw=1.3,
+                       label=names[index[r]] if first else None)
+        panel.set_xscale("log")
+        panel.set_xlabel("training step")
+        panel.set_title(what, fontsize=10)
+        panel.grid(alpha=0.3)
+    panels[0].set_yscale("log")
+    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    return save(fig, out, "sae_curves.png")
+
+
+def _geometries(rows: list[dict], cfg_geometry: str) -> tuple[list[str], np.ndarray]:
+    values = [r.get("task.geometry", cfg_geometry) for r in rows]
+    names = sorted(set(values))
+    return names, np.array([names.index(v) for v in values])
+
+
+def _analysis(out: Path) -> dict | None:
+    path = Path(out) / results.ANALYSIS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict,
+                      geometry: str) -> Path:
+    """Per data geometry (row): FVU vs L0 and concept recovery vs L0, one front per value of
+    the leading axis (e.g. the architecture), points joined in order of L0."""
+    names, index, colours = _colours(axes, rows)
+    geos, geo_index = _geometries(rows, geometry)
+    l0, fvu = _last(metrics["l0_id"]), _last(metrics["fvu_id"])
+    doc = _analysis(out)
+    if doc is not None:
+        key = "mcc_coordinates" if "mcc_coordinates" in doc["runs"][0] else "mcc_concepts"
+        by_id = {int(r["run_id"]): r[key][-1] for r in doc["runs"]}
+        recovery = np.array([by_id.get(int(r["run_id"]), np.nan) for r in rows], float)
+        recovery_name = ("final MCC (latents vs true coordinates)" if key == "mcc_coordinates"
+                         else "final MCC (latents vs concept/token indicators)")
+    else:
+        recovery, recovery_name = _last(metrics["f1_id"]), "final concept F1"
+    fig, grid = plt.subplots(len(geos), 2, figsize=(11, 4.2 * len(geos)), squeeze=False)
+    for g, geo in enumerate(geos):
+        for panel, y, what in ((grid[g, 0], fvu, "final FVU"), (grid[g, 1], recovery,
+                                                                 recovery_name)):
+            for i, name in enumerate(names):
+                sel = np.flatnonzero((index == i) & (geo_index == g))
+                sel = sel[np.argsort(l0[sel])]
+                if sel.size:
+                    panel.plot(l0[sel], y[sel], "o-", color=colours[i], label=name, ms=5)
+            panel.set_xscale("log")
+            panel.set_xlabel("final L0")
+            panel.set_ylabel(what)
+            panel.set_title(f"{geo}", fontsize=9)
+            panel.grid(alpha=0.3)
+        grid[g, 0].set_yscale("log")
+    grid[0, 1].legend(title=_label(axes[0]) if axes else None, fontsize=7, title_fontsize=8)
+    fig.suptitle("sparsity-fidelity fronts, one point per run", fontsize=10)
+    return save(fig, out, "sparsity_fidelity.png", rect=(0, 0, 1, 0.96))
+
+
+def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
+    path = Path(out) / results.ANALYSIS
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    runs = [r for r in doc.get("runs", []) if "intrinsic_dims" in r]
+    if not runs:
+        return None
+    names, index, colours = _colours(axes, rows)
+    position = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    fig, ax = plt.subplots(figsize=(6, 4.4))
+    dims = np.array(runs[0]["intrinsic_dims"], float)
+    levels = np.unique(dims)
+    for run in runs:
+        i = position[int(run["run_id"])]
+        l0 = np.array(run["l0_per_concept"][-1], float)
+        mean = [np.nanmean(l0[dims == d]) for d in levels]     # concepts of one dimension
+        ax.plot(levels, mean, "o-", color=colours[index[i]], alpha=0.8, lw=1,
+                label=names[index[i]] if i == int(np.flatnonzero(index == index[i])[0]) else None)
+    ax.plot(levels, levels, "k--", lw=1, label="L0 = intrinsic dim")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("intrinsic dimension of the concept")
+    ax.set_ylabel("L0 on the concept's points (final)")
+    ax.set_title("does sparsity adapt to the concept?", fontsize=10)
+    ax.legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    ax.grid(alpha=0.3)
+    return save(fig, out, "concept_l0.png")
+
+
+def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int = 12
+                     ) -> Path | None:
+    path = Path(out) / results.FIELDS
+    if not path.is_file():
+        return None
+    with np.load(path) as f:
+        data = {k: f[k] for k in f.files}
+    by_id = {int(r["run_id"]): r for r in rows}
+    count = min(len(data["run_id"]), max_runs)
+    cols = min(count, 4)
+    fig, grid = plt.subplots(-(-count // cols), cols, figsize=(3.3 * cols, 3.3 * -(-count // cols)),
+                             squeeze=False)
+    for ax in grid.ravel()[count:]:
+        ax.axis("off")
+    for i, ax in enumerate(grid.ravel()[:count]):
+        winner = data["winner"][i].astype(float)
+        winner[winner < 0] = np.nan
+        lo_x, hi_x, lo_y, hi_y = data["extent"][i]
+        ax.imshow(np.mod(winner, 20), origin="lower", extent=(lo_x, hi_x, lo_y, hi_y),
+                  cmap="tab20", vmin=0, vmax=19, interpolation="nearest", aspect="auto")
+        pts = data["points"][i][:400]
+        ax.scatter(pts[:, 0], pts[:, 1], c=data["concepts"][i][:400], cmap="coolwarm", s=3,
+                   edgecolors="none")
+        row = by_id.get(int(data["run_id"][i]), {})
+        ax.set_title(", ".join(f"{_label(a)}={row.get(a, '?')}" for a in axes[:3]) or
+                     f"run {int(data['run_id'][i])}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("receptive fields: colour = most active latent (white = none fires); dots = data "
+                 "by concept", fontsize=9)
+    return save(fig, out, "receptive_fields.png", rect=(0, 0, 1, 0.95))
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, geometry: str
+         ) -> list[Path]:
+    paths = [curves(out, axes, rows, metrics),
+             sparsity_fidelity(out, axes, rows, metrics, geometry),
+             concept_l0(out, axes, rows), receptive_fields(out, axes, rows)]
+    return [p for p in paths if p is not None]

@@ -1,0 +1,217 @@
+"""Graph-tracing figures (task graph_walk), drawn from saved files only.
+
+- figures/graph_curves.png: held-out loss (oracle dashed) and neighbour-mass accuracy over
+  training, one line per run (colour = the leading axis); the fixed map's neighbour mass on the
+  conflict split when some run pretrains on it.
+After `jaxsim analyze`:
+- figures/graph_accuracy.png: accuracy against context length (log x) at the final checkpoint,
+  with the share of the current node's edges the walk has revealed; one run's curve at every
+  saved checkpoint; and, when a run pretrains on a fixed map, the conflict split's mass on the
+  context graph's and on the pretraining map's neighbours.
+- figures/graph_energy.png: normalised Dirichlet energy of the class means, one column per
+  residual site, divided by the energy of i.i.d. Gaussian means on the same windows (so 1 =
+  random; the raw energy grows with the nodes a window covers), with the spectral minimum
+  2 lambda_2 / (2 tr L / (N - 1)): against context length at the final checkpoint (top) and at
+  the longest context against training step (bottom), accuracy on the right axes.
+- figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
+  for each site, the graph's edges drawn between them, nodes coloured by their place in the
+  layout.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import config as cfglib  # noqa: E402
+from jaxsim import results  # noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
+from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.testbeds.graph_walk import LABELS  # noqa: E402
+
+
+def _label(key: str) -> str:
+    return axis_label(key, LABELS)
+
+
+def _colours(rows, axes):
+    names, index = _axis_values(rows, axes[0]) if axes else (["all runs"],
+                                                             np.zeros(len(rows), int))
+    return names, index, plt.cm.viridis(np.linspace(0, 0.85, len(names)))
+
+
+def _pretrains(out: Path, rows: list[dict]) -> bool:
+    """Whether some run trains on the fixed map (its config value or its axis column)."""
+    base = cfglib.load(Path(out) / results.CONFIG).task.pretrain_frac
+    return any(float(r.get("task.pretrain_frac", base)) > 0 for r in rows)
+
+
+def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    steps = metrics["step"]
+    names, index, colours = _colours(rows, axes)
+    pretrain = "prior_acc_conflict" in metrics and _pretrains(out, rows)
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in range(len(rows)):
+        first = r == int(np.flatnonzero(index == index[r])[0])
+        label = f"{names[index[r]]} (seed {rows[r]['seed']})"
+        panels[0].plot(steps, metrics["eval_loss_id"][r], color=colours[index[r]], label=label)
+        panels[1].plot(steps, metrics["neighbor_acc_id"][r], color=colours[index[r]],
+                       label=label if first else None)
+        if pretrain:
+            panels[1].plot(steps, metrics["neighbor_acc_conflict"][r], color=colours[index[r]],
+                           ls="--", label="conflict split: context graph" if r == 0 else None)
+            panels[1].plot(steps, metrics["prior_acc_conflict"][r], color=colours[index[r]],
+                           ls=":", label="conflict split: pretraining map" if r == 0 else None)
+    panels[0].axhline(np.nanmean(metrics["oracle_loss_id"]), color="k", ls="--", lw=1,
+                      label="oracle")
+    panels[0].set_ylabel("next-token cross-entropy (nats)")
+    panels[1].set_ylabel("probability on valid neighbours")
+    panels[1].set_title("neighbour mass, mean over positions (solid: id split)", fontsize=10)
+    panels[0].set_title("held-out loss, id split (the training distribution)", fontsize=10)
+    if pretrain:
+        panels[1].legend(fontsize=7)
+    for p in panels:
+        p.set_xlabel("training step")
+        p.grid(alpha=0.3)
+    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8)
+    return save(fig, out, "graph_curves.png")
+
+
+def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
+    t = np.arange(1, len(doc["edge_coverage"]) + 1)
+    names, index, colours = _colours(rows, axes)
+    order = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    pretrain = _pretrains(out, rows)
+    fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(16 if pretrain else 11, 4.2),
+                               sharey=True)
+    for run in doc["runs"]:
+        i = order[run["run_id"]]
+        panels[0].plot(t, np.array(run["accuracy"][-1], float), color=colours[index[i]],
+                       label=f"{names[index[i]]} (seed {run['seed']})")
+    panels[0].plot(t, doc["edge_coverage"], color="gray", ls="--", lw=1,
+                   label="share of the node's edges seen")
+    panels[0].set_title("final checkpoint", fontsize=10)
+    run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
+    shades = plt.cm.magma(np.linspace(0.1, 0.85, len(run["steps"])))
+    for s, step in enumerate(run["steps"]):
+        panels[1].plot(t, np.array(run["accuracy"][s], float), color=shades[s],
+                       label=str(step) if s % max(1, len(run["steps"]) // 6) == 0
+                       or s == len(run["steps"]) - 1 else None)
+    panels[1].set_title(f"run {run['run_id']} over training (legend: step)", fontsize=10)
+    if pretrain:
+        for run in doc["runs"]:
+            i = order[run["run_id"]]
+            colour = colours[index[i]]
+            panels[2].plot(t, np.array(run["accuracy_conflict"][-1], float), color=colour,
+                           label=f"{names[index[i]]}: context graph")
+            panels[2].plot(t, np.array(run["prior_conflict"][-1], float), color=colour, ls=":",
+                           label=f"{names[index[i]]}: pretraining map")
+        panels[2].set_title("conflict split (fixed tokens, new arrangement)", fontsize=10)
+    panels[0].set_ylabel("probability on valid neighbours")
+    for p in panels:
+        p.set_xscale("log")
+        p.set_xlabel("context length (tokens seen)")
+        p.grid(alpha=0.3)
+        p.legend(fontsize=7)
+    return save(fig, out, "graph_accuracy.png")
+
+
+def _run_label(run: dict) -> str:
+    values = ", ".join(str(v) for v in run["axes"].values())
+    return f"run {run['run_id']}" + (f" ({values})" if values else "")
+
+
+def energy(out: Path, doc: dict) -> Path:
+    """Top row: energy ratio against context length (final checkpoint; dotted: the
+    previous-token-mixing reference of `analysis.graph.previous_token_mix`); bottom row: at the
+    longest context against training step, with that context's accuracy (dashed, right axis)."""
+    lengths = np.array(doc["context_lengths"])
+    sites = doc["sites"]
+    colours = {r["run_id"]: plt.cm.tab10(i % 10) for i, r in enumerate(doc["runs"])}
+    fig, panels = plt.subplots(2, len(sites), figsize=(4.2 * len(sites), 7.6), squeeze=False)
+    for k, site in enumerate(sites):
+        top, bottom = panels[0, k], panels[1, k]
+        twin_top, twin_bottom = top.twinx(), bottom.twinx()
+        for r in doc["runs"]:
+            rand = np.array(r["energy_random"], float)
+            ratio_SxG = np.array(r["energy"], float)[:, k] / rand[None]
+            c = colours[r["run_id"]]
+            top.plot(lengths, ratio_SxG[-1], "o-", ms=3, color=c, label=_run_label(r))
+            if "energy_prev_mix" in r:                 # absent from older analysis.json files
+                top.plot(lengths, np.array(r["energy_prev_mix"], float) / rand, ":", color=c,
+                         lw=1.2, label="previous-token mixing (no model)" if k == 0 else None)
+            bottom.plot(r["steps"], ratio_SxG[:, -1], "o-", ms=3, color=c, label=_run_label(r))
+            acc = np.array(r["accuracy"], float)
+            twin_top.plot(np.arange(1, acc.shape[1] + 1), acc[-1], color=c, lw=0.8, alpha=0.35)
+            twin_bottom.plot(r["steps"], acc[:, lengths[-1] - 1], color=c, ls="--", lw=1)
+        for panel in (top, bottom):
+            panel.axhline(1.0, color="gray", ls="--", lw=1, label="random embedding")
+            panel.axhline(doc["energy_min"] / doc["energy_random_expected"], color="k", ls=":",
+                          label="minimum (spectral embedding)")
+            panel.grid(alpha=0.3)
+        for twin in (twin_top, twin_bottom):
+            twin.set_ylim(0, 1)
+            twin.tick_params(axis="y", labelsize=7)
+        top.set_xscale("log")
+        top.set_title(f"site {site}: final checkpoint", fontsize=10)
+        top.set_xlabel("context length (faint, right axis: accuracy)")
+        bottom.set_xscale("log")
+        bottom.set_title(f"site {site}: context {lengths[-1]} over training", fontsize=10)
+        bottom.set_xlabel("training step (dashed, right axis: accuracy)")
+    for row in panels:
+        row[0].set_ylabel("Dirichlet energy / random embedding's")
+    panels[0, 0].legend(fontsize=7)
+    fig.suptitle(f"normalised Dirichlet energy of the class means over the last {doc['window']} "
+                 f"tokens, relative to i.i.d. Gaussian means on the same windows", fontsize=9)
+    return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.96))
+
+
+def pca(out: Path, doc: dict) -> Path:
+    with np.load(out / results.GRAPH) as f:
+        pcs, run_ids, lengths = f["pcs"], f["run_id"], f["context_lengths"]
+        adj, xy = f["adjacency"], f["layout"]
+    run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
+    i = int(np.flatnonzero(run_ids == run["run_id"])[0])
+    picks = [int(np.searchsorted(lengths, min(16, lengths[-1]))), len(lengths) - 1]
+    sites = doc["sites"]
+    span = (xy - xy.min(0)) / np.maximum(np.ptp(xy, 0), 1e-9)
+    colours = np.stack([span[:, 0], 0.3 + 0 * span[:, 0], span[:, 1]], 1) * 0.9
+    fig, panels = plt.subplots(len(picks), len(sites), figsize=(3.6 * len(sites), 3.4 * len(picks)),
+                               squeeze=False)
+    for row, g in enumerate(picks):
+        for col, site in enumerate(sites):
+            ax = panels[row, col]
+            c = pcs[i, col, g, 0]
+            for a, b in zip(*np.nonzero(np.triu(adj))):
+                if np.isfinite(c[[a, b]]).all():
+                    ax.plot(c[[a, b], 0], c[[a, b], 1], color="0.6", lw=1, zorder=1)
+            ok = np.isfinite(c).all(1)
+            ax.scatter(c[ok, 0], c[ok, 1], c=colours[ok], s=40, zorder=2)
+            r2 = run["layout_r2"][col][g]
+            ax.set_title(f"{site}, context {lengths[g]}: layout R² "
+                         f"{'n/a' if r2 is None else f'{r2:.2f}'}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    panels[0, 0].set_ylabel("PC2")
+    panels[-1, 0].set_xlabel("PC1")
+    fig.suptitle(f"run {run['run_id']}, final checkpoint, one sequence: class means over the last "
+                 f"{doc['window']} tokens (colour = place in the {doc['graph']} layout)",
+                 fontsize=9)
+    return save(fig, out, "graph_pca.png", rect=(0, 0, 1, 0.95))
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
+    paths = [curves(out, axes, rows, metrics)]
+    if (out / results.ANALYSIS).is_file():
+        doc = json.loads((out / results.ANALYSIS).read_text())
+        if doc.get("task") == "graph_walk":
+            paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
+            if (out / results.GRAPH).is_file():
+                paths.append(pca(out, doc))
+    return paths

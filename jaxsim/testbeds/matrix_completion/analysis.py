@@ -1,0 +1,88 @@
+"""`jaxsim analyze DIR` for matrix_completion: plateau, diagnostics, baselines (the compiled
+part in `analysis.completion`, the plateau rule in `analysis.plateau`).
+
+analysis.json:
+    {"task", "plateau_rule", "num_matrices": B,
+     "runs": [{"run_id", "seed", "axes", "steps": [S],
+               "plateau": {"start", "end", "length", "dropped", "plateau_loss", "final_loss",
+                           "final_masked_loss", "drop_width", "copy_loss", "copy_masked_loss"},
+               "diagnostics": {"mse", "observed_copy_error", "masked_error", "masked_to_mean": [S],
+                               "row_score", "col_score": [S][layers][heads],
+                               "probe_row_acc", "probe_col_acc": [S][layers + 1]},
+               "baselines": {"copy_mse", "copy_mse_masked", "nuclear_mse", "nuclear_mse_masked",
+                             "model_mse", "model_mse_masked"},
+               "attention_steps": [plateau step, final step]}, ...]}
+    analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P]
+    (mean attention over the analysis matrices, at the last checkpoint inside the plateau and at
+    the final one).
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jaxsim import results
+from jaxsim.testbeds.matrix_completion import diagnostics as completion
+from jaxsim.testbeds.matrix_completion import plateau as plateau
+from jaxsim.analysis.checkpoints import chunks, run_entry, tolist
+from jaxsim.config import Spec
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _completion_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, num_matrices: int):
+    keys = jax.vmap(jax.random.key)(seeds_R)
+    return jax.vmap(completion.analyze_run, (0, 0, None, 0, None))(
+        params_RxS, keys, spec, hparams_R, num_matrices)
+
+
+def _nuclear(spec: Spec, seed: int, hparams: dict, num_matrices: int) -> dict:
+    batch = completion.analysis_batch(jax.random.key(seed), spec, hparams, num_matrices)
+    return {k: float(v) for k, v in
+            completion.nuclear_norm_baseline(batch.values_BxP, batch.masked_BxP).items()}
+
+
+def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
+    """analysis.json for matrix_completion (plus analysis_attention.npz); the plateau comes
+    from metrics.npz, so it uses every evaluation, not only the saved checkpoints."""
+    metrics = results.read_metrics(out)
+    position = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    report, attention = [], []
+    for chunk in chunks(out, cfg, rows):
+        diag = jax.device_get(_completion_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
+                                                chunk.hparams_R, num_matrices))
+        for i, run in enumerate(chunk.runs):
+            r = position[run.run_id]
+            found = plateau.detect(*(metrics[k][r] if k != "step" else metrics[k] for k in (
+                "step", "eval_mse_id", "eval_mse_masked_id", "copy_mse_id", "copy_mse_masked_id")))
+            hp = jax.tree.map(lambda a: a[i], chunk.hparams_R)
+            nuclear = _nuclear(chunk.spec, run.seed, hp, num_matrices)
+            steps = np.array(chunk.steps)
+            inside = steps[steps < found["end"]] if found["end"] is not None else steps
+            picks = [int(np.flatnonzero(steps == (inside[-1] if inside.size else steps[0]))[0]),
+                     len(steps) - 1]
+            attention.append(diag["attention"][i][picks])
+            entry = run_entry(run, chunk.steps)
+            entry["plateau"] = found
+            entry["diagnostics"] = {k: tolist(v[i]) for k, v in diag.items() if k != "attention"}
+            entry["baselines"] = {"copy_mse": found["copy_loss"],
+                                  "copy_mse_masked": found["copy_masked_loss"],
+                                  "nuclear_mse": nuclear["mse"],
+                                  "nuclear_mse_masked": nuclear["mse_masked"],
+                                  "model_mse": float(diag["mse"][i][-1]),
+                                  "model_mse_masked": float(diag["masked_error"][i][-1])}
+            entry["attention_steps"] = [int(steps[p]) for p in picks]
+            report.append(entry)
+    order = np.argsort([e["run_id"] for e in report])
+    report = [report[i] for i in order]
+    def write(path: Path):
+        with open(path, "wb") as f:
+            np.savez(f, run_id=np.array([e["run_id"] for e in report]),
+                     steps=np.array([e["attention_steps"] for e in report]),
+                     attention=np.stack([attention[i] for i in order]))
+
+    results.atomic_write(out / results.ATTENTION, write)
+    return {"task": cfg.task.name, "plateau_rule": plateau.RULE, "num_matrices": num_matrices,
+            "diagnostics_matrices": "fixed per run (analysis stream of its key)", "runs": report}

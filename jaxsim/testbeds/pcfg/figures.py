@@ -1,0 +1,111 @@
+"""Formal-language figures (task pcfg), drawn from saved files only.
+
+- figures/loss_curves.png: held-out loss (sentence and EOS targets) and the model's probability
+  mass on legal next tokens over training, one line per run (colour = grammar).
+- figures/grammaticality.png (after `jaxsim analyze`): share of the model's own samples that are
+  grammatical, and share of sampled tokens that are legal, at every saved checkpoint.
+- figures/sample_lengths.png (after `jaxsim analyze`): sentence lengths of the final models'
+  grammatical samples against exact samples of the grammar (same length cap), per grammar.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+from jaxsim.testbeds.pcfg import earley as earley# noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+
+COLOURS = {"dyck2": "tab:blue", "expr": "tab:orange", "english": "tab:green"}
+STYLES = ("-", "--", ":", "-.")
+
+
+def _run_label(row: dict, axes: list[str], grammar: str) -> str:
+    rest = [f"{a.split('.')[-1]}={row[a]}" for a in axes if a != "task.grammar"]
+    return ", ".join([grammar] + rest + [f"seed {row['seed']}"])
+
+
+def _grammars(rows: list[dict], default: str) -> list[str]:
+    return [r.get("task.grammar", default) for r in rows]
+
+
+def loss_curves(out: Path, axes, rows, metrics, grammar: str) -> Path:
+    steps, names = metrics["step"], _grammars(rows, grammar)
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r, row in enumerate(rows):
+        style = dict(color=COLOURS[names[r]], ls=STYLES[int(row["seed"]) % len(STYLES)], lw=1.4,
+                     label=_run_label(row, axes, names[r]))
+        panels[0].plot(steps, metrics["eval_loss_id"][r], **style)
+        panels[1].plot(steps, metrics["legal_mass_id"][r], **style)
+    panels[0].set_ylabel("next-token cross-entropy (nats, sentence + EOS)")
+    panels[1].set_ylabel("probability mass on legal next tokens")
+    panels[1].set_ylim(top=1.005)
+    for p, title in zip(panels, ("held-out loss", "legal next-token mass")):
+        p.set_xscale("log")
+        p.set_xlabel("training step")
+        p.set_title(title, fontsize=10)
+        p.grid(alpha=0.3)
+    panels[1].legend(fontsize=7, loc="lower right")
+    return save(fig, out, "loss_curves.png")
+
+
+def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
+    by_id = {int(r["run_id"]): r for r in rows}
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for run in doc["runs"]:
+        row = by_id[run["run_id"]]
+        style = dict(color=COLOURS[run["grammar"]], ls=STYLES[run["seed"] % len(STYLES)],
+                     marker="o", ms=3, lw=1.4, label=_run_label(row, axes, run["grammar"]))
+        steps = np.maximum(run["steps"], 1)
+        panels[0].plot(steps, np.array(run["grammatical"], float), **style)
+        panels[1].plot(steps, np.array(run["legal_tokens"], float), **style)
+    for p, title in zip(panels, (f"grammatical samples (of {doc['num_samples']}, temperature 1)",
+                                 "legal tokens in samples (up to EOS)")):
+        p.set_xscale("log")
+        p.set_xlabel("training step")
+        p.set_title(title, fontsize=10)
+        p.grid(alpha=0.3)
+    panels[0].set_ylabel("share")
+    panels[0].set_ylim(-0.02, 1.02)
+    panels[1].legend(fontsize=7, loc="lower right")
+    return save(fig, out, "grammaticality.png")
+
+
+def sample_lengths(out: Path) -> Path:
+    with np.load(out / results.SAMPLES) as f:
+        grammar, samples, truth = f["grammar"], f["samples"], f["grammar_lengths"]
+    kinds = list(dict.fromkeys(grammar.tolist()))
+    fig, panels = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
+    for panel, g in zip(panels[0], kinds):
+        sel = grammar == g
+        model = [len(earley.sentence_of(s)) for s in samples[sel].reshape(-1, samples.shape[-1])
+                 if earley.is_grammatical(g, s)]
+        cap = max(int(truth[sel].max()), max(model, default=0)) + 1
+        bins = np.arange(0, cap + 2) - 0.5
+        panel.hist(truth[sel].ravel(), bins=bins, density=True, alpha=0.5, color="k",
+                   label=f"grammar (mean {truth[sel].mean():.1f})")
+        if model:
+            panel.hist(model, bins=bins, density=True, histtype="step", lw=1.8,
+                       color=COLOURS[g], label=f"model, grammatical (mean {np.mean(model):.1f})")
+        panel.set_title(f"{g}: sentence length", fontsize=10)
+        panel.set_xlabel("tokens")
+        panel.legend(fontsize=7)
+    return save(fig, out, "sample_lengths.png")
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, grammar: str) -> list[Path]:
+    paths = [loss_curves(out, axes, rows, metrics, grammar)]
+    analysis = out / results.ANALYSIS
+    if analysis.is_file():
+        doc = json.loads(analysis.read_text())
+        if doc.get("task") == "pcfg":
+            paths.append(grammaticality(out, doc, axes, rows))
+            if (out / results.SAMPLES).is_file():
+                paths.append(sample_lengths(out))
+    return paths

@@ -1,0 +1,186 @@
+"""Figures of a structured-identity-mapping sweep (`task.name: sim`), from metrics.npz (and
+analysis.json's closed form when `jaxsim analyze` has run):
+
+- figures/sim_trajectories.png: the OOD output f(x_hat) in concept coordinates (1, 2) over
+  training, coloured by step, with the cluster centres and x_hat; per value of the leading axis,
+  the run (any seed / other axes) with the largest OOD-loss rise.
+- figures/sim_learning_curves.png: each cluster centre's learned coordinate / mu_p over
+  training for the same runs, with the closed form (gradient flow) dashed where it applies.
+- figures/sim_loss_curves.png: held-out loss and OOD loss (both / (1/2)||x_hat||^2), every run.
+- figures/sim_phase.png: fraction of seeds whose OOD loss is non-monotonic (rule in
+  `analysis.sim.RULES`) over the two leading axes, the mean relative rise in each cell.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from jaxsim import results  # noqa: E402
+from jaxsim.testbeds.sim import analysis as simlib# noqa: E402
+from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
+from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.testbeds.sim import LABELS  # noqa: E402
+
+
+def _label(key: str) -> str:
+    return axis_label(key, LABELS)
+
+
+def _per_run(rows, metrics, runs) -> list[dict]:
+    """Each healthy run's steps, metric rows, mu, sigma and OOD rise (NaNs dropped)."""
+    out = []
+    for i, row in enumerate(rows):
+        per = {k: v[i] for k, v in metrics.items() if k != "step"}
+        keep = np.isfinite(per["ood_loss_id"])
+        if row["status"] == "diverged" or not keep.any():
+            continue
+        means, noises = simlib.means_noises(runs[int(row["run_id"])].config.task)
+        scale = 0.5 * float(np.sum(means ** 2))
+        steps = metrics["step"][keep]
+        per = {k: v[keep] for k, v in per.items()}
+        out.append({"row": i, "run_id": int(row["run_id"]), "steps": steps, "m": per,
+                    "means": means, "noises": noises, "scale": scale,
+                    "rise": simlib.rise(steps, per["ood_loss_id"], scale)})
+    return out
+
+
+def _picks(axes, rows, per_run) -> list[tuple[str, dict]]:
+    """(label, run) per value of the leading axis: the run with the largest OOD rise."""
+    if not axes:
+        return [("all runs", max(per_run, key=lambda r: r["rise"]["rise_rel"]))]
+    names, index = _axis_values(rows, axes[0])
+    picks = []
+    for k, name in enumerate(names[:6]):
+        members = [r for r in per_run if index[r["row"]] == k]
+        if members:
+            picks.append((f"{_label(axes[0])} = {name}",
+                          max(members, key=lambda r: r["rise"]["rise_rel"])))
+    return picks
+
+
+def trajectories(out, picks) -> Path:
+    fig, panels = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 4), squeeze=False)
+    for ax, (label, r) in zip(panels[0], picks):
+        m, mu = r["m"], r["means"]
+        c2 = m["ood_coord2_id"] if "ood_coord2_id" in m else np.zeros_like(m["ood_coord1_id"])
+        points = ax.scatter(m["ood_coord1_id"], c2, c=r["steps"], cmap="viridis", s=8,
+                            norm=LogNorm(max(r["steps"][0], 1), r["steps"][-1]))
+        ax.plot(m["ood_coord1_id"], c2, color="0.7", lw=0.6, zorder=0)
+        ax.scatter([mu[0]], [0], marker="o", s=80, facecolor="none", edgecolor="C0",
+                   label="cluster 1")
+        if len(mu) > 1:
+            ax.scatter([0], [mu[1]], marker="o", s=80, facecolor="none", edgecolor="C1",
+                       label="cluster 2")
+            ax.scatter([mu[0]], [mu[1]], marker="*", s=140, color="C3", label="OOD x̂")
+        ax.set_xlabel("concept coordinate 1 of f(x̂)")
+        ax.set_ylabel("concept coordinate 2 of f(x̂)")
+        flag = "non-monotonic" if r["rise"]["nonmonotonic"] else "monotonic"
+        ax.set_title(f"{label}\nrun {r['run_id']}: OOD loss {flag} "
+                     f"(rise {r['rise']['rise_rel']:.3f})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_aspect("equal", adjustable="datalim")
+    panels[0][0].legend(fontsize=7, loc="lower right")
+    fig.colorbar(points, ax=panels[0][-1], label="step")
+    return save(fig, out, "sim_trajectories.png")
+
+
+def learning_curves(out, picks, closed: dict) -> Path:
+    fig, panels = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 3.8), squeeze=False,
+                               sharey=True)
+    for ax, (label, r) in zip(panels[0], picks):
+        a = simlib.concepts(r["means"], r["noises"])
+        for p in range(len(r["means"])):
+            y = r["m"][f"centre_coord{p + 1}_id"] / r["means"][p]
+            ax.plot(r["steps"], y, color=f"C{p}", lw=1.8,
+                    label=f"concept {p + 1}: μ={r['means'][p]:g}, a={a[p]:.3g}")
+            cf = closed.get(r["run_id"])
+            if cf is not None:
+                ax.plot(r["steps"], np.array(cf["flow"]["centre_coords"][p]) / r["means"][p],
+                        color=f"C{p}", ls="--", lw=1, label="closed form" if p == 0 else None)
+        ax.plot(r["steps"], r["m"]["ood_loss_id"] / r["scale"], color="k", lw=1, alpha=0.6,
+                label="OOD loss / ½‖x̂‖²")
+        ax.set_xscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(f"{label} (run {r['run_id']})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    panels[0][0].set_ylabel("centre coordinate / μ_p")
+    return save(fig, out, "sim_learning_curves.png")
+
+
+def loss_curves(out, axes, rows, per_run) -> Path:
+    names, index = (_axis_values(rows, axes[0]) if axes
+                    else (["all runs"], np.zeros(len(rows), int)))
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(names)))
+    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    for r in per_run:
+        k = index[r["row"]]
+        panels[0].plot(r["steps"], r["m"]["eval_loss_id"] / r["scale"], color=colours[k],
+                       lw=0.8, alpha=0.6)
+        panels[1].plot(r["steps"], r["m"]["ood_loss_id"] / r["scale"], color=colours[k],
+                       lw=0.8, alpha=0.6)
+    for k, name in enumerate(names):
+        panels[1].plot([], [], color=colours[k], label=name)
+    for ax, what in zip(panels, ("held-out loss (training clusters)", "OOD loss at x̂")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(what, fontsize=10)
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel("loss / ½‖x̂‖²")
+    panels[1].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    return save(fig, out, "sim_loss_curves.png")
+
+
+def phase(out, axes, rows, per_run) -> Path | None:
+    if not axes:
+        return None
+    y_names, y_index = _axis_values(rows, axes[0])
+    x_names, x_index = (_axis_values(rows, axes[1]) if len(axes) > 1
+                        else ([""], np.zeros(len(rows), int)))
+    frac = np.full((len(y_names), len(x_names)), np.nan)
+    mean_rise = np.full_like(frac, np.nan)
+    for yi in range(len(y_names)):
+        for xi in range(len(x_names)):
+            cell = [r for r in per_run if y_index[r["row"]] == yi and x_index[r["row"]] == xi]
+            if cell:
+                frac[yi, xi] = np.mean([r["rise"]["nonmonotonic"] for r in cell])
+                mean_rise[yi, xi] = np.mean([r["rise"]["rise_rel"] for r in cell])
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(x_names) + 2.5),
+                                    max(3.2, 0.6 * len(y_names) + 1.8)))
+    image = ax.imshow(frac, origin="lower", aspect="auto", cmap="Reds", vmin=0, vmax=1)
+    for yi in range(len(y_names)):
+        for xi in range(len(x_names)):
+            if np.isfinite(frac[yi, xi]):
+                ax.text(xi, yi, f"{mean_rise[yi, xi]:.3f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="fraction of runs with non-monotonic OOD loss")
+    ax.set_xticks(range(len(x_names)), x_names)
+    ax.set_yticks(range(len(y_names)), y_names)
+    ax.set_xlabel(_label(axes[1]) if len(axes) > 1 else "")
+    ax.set_ylabel(_label(axes[0]))
+    ax.set_title(f"swing-by: OOD loss rises > {simlib.TOLERANCE} ½‖x̂‖² after a minimum\n"
+                 "(cell text: mean rise / ½‖x̂‖²)", fontsize=9)
+    return save(fig, out, "sim_phase.png")
+
+
+def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, runs: dict) -> list[Path]:
+    per_run = _per_run(rows, metrics, runs)
+    if not per_run:
+        return []
+    closed = {}
+    path = Path(out) / results.ANALYSIS
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        closed = {e["run_id"]: e.get("closed_form") for e in doc.get("runs", [])}
+    picks = _picks(axes, rows, per_run)
+    paths = [trajectories(out, picks), learning_curves(out, picks, closed),
+             loss_curves(out, axes, rows, per_run), phase(out, axes, rows, per_run)]
+    return [p for p in paths if p is not None]

@@ -199,7 +199,7 @@ def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str
         return jax.lax.scan(lambda s, _: training.train_step(s, consts, key, spec, hparams),
                             state, None, length=steps)
 
-    state = engine.init_chunk(spec, seeds, hparams)
+    state = engine.Programs().init_chunk(spec, seeds, hparams)
     fn = jax.jit(lambda *a: engine.over_runs(run_steps, a, vmap_size), donate_argnums=0,
                  out_shardings=sharding)
     t0 = time.perf_counter()

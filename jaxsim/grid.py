@@ -17,7 +17,8 @@ class Run:
     run_id: int
     seed: int
     values: dict            # axis key -> this run's value
-    config: Config          # the run's own resolved config
+    hparams: dict           # its dynamic values {"task": {...}, "model": {...}, "train": {...}}
+    config: Config | None = None   # the run's own resolved config (None when read from plan.json)
 
 
 @dataclass
@@ -58,8 +59,9 @@ def expand(cfg: Config) -> list[Run]:
             where = "sweep combination " + ", ".join(f"{k}={v!r}" for k, v in set_here.items())
             cfglib.check_consistency(run_cfg, where=where + ": " if set_here else "")
             values = {k: set_here[k] if k in set_here else _value(run_cfg, k) for k in keys}
+            hparams = cfglib.hparams_of(run_cfg)
             for seed in range(cfg.sweep.seeds):
-                runs.append(Run(len(runs), seed, values, run_cfg))
+                runs.append(Run(len(runs), seed, values, hparams, run_cfg))
     return runs
 
 
@@ -124,7 +126,7 @@ def save_steps(cfg: Config, spec: Spec) -> list[int]:
 def stack_hparams(runs: list[Run]) -> dict:
     """The runs' dynamic hparams stacked along a leading run axis (int -> int32, float ->
     float32): the vmapped `hparams` pytree of a chunk."""
-    per_run = [cfglib.hparams_of(r.config) for r in runs]
+    per_run = [r.hparams for r in runs]
 
     def stack(*values):
         dtype = np.int32 if isinstance(values[0], int) else np.float32

@@ -1,6 +1,10 @@
 """The results directory: plain files that numpy / pandas / csv read without jaxsim.
 
     config.yaml    the fully resolved config (defaults filled in)
+    plan.json      the expanded plan, written once when the sweep starts: the device count, every
+                   shape group's merged static spec and chunks (their size and run ids), and every
+                   run's seed, axis values and dynamic hyperparameters; resume, merge, analyze,
+                   plot and activation sources read it instead of re-expanding the grid
     runs.csv       run_id, seed, one column per axis (dotted key), status, and where the run's
                    state sits in the checkpoints: shape_group, chunk, index_in_chunk
     metrics.npz    step [E]; per-run metrics [R, E] in runs.csv order (NaN where a run has no
@@ -13,22 +17,24 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxsim import config as cfglib
+from jaxsim import grid, testbeds
 
-CONFIG, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, ATTENTION, FIELDS = (
-    "config.yaml", "runs.csv", "metrics.npz", "checkpoints", "figures", "analysis.json",
-    "analysis_attention.npz", "analysis_fields.npz")
-SAMPLES = "analysis_samples.npz"     # pcfg: the final checkpoint's model samples
-GRAPH = "analysis_graph.npz"   # graph_walk: class means and PC1/PC2 at the final checkpoint
+CONFIG, PLAN, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS = (
+    "config.yaml", "plan.json", "runs.csv", "metrics.npz", "checkpoints", "figures",
+    "analysis.json")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -44,6 +50,59 @@ def atomic_write(path: Path, write) -> None:
 
 def write_config(out: Path, cfg: cfglib.Config) -> None:
     atomic_write(out / CONFIG, lambda p: p.write_text(cfglib.dump(cfg)))
+
+
+def write_plan(out: Path, groups: list, device_count: int) -> None:
+    """plan.json: the whole plan of a sweep (`grid.Group`s with their chunks and runs)."""
+    runs = sorted((r for g in groups for r in g.runs), key=lambda r: r.run_id)
+    doc = {"version": 1, "device_count": device_count, "num_runs": len(runs),
+           "groups": [{"index": g.index, "spec": spec_to_dict(g.spec),
+                       "chunks": [{"index": c.index, "size": c.size,
+                                   "run_ids": [r.run_id for r in c.runs]} for c in g.chunks]}
+                      for g in groups],
+           "runs": [{"run_id": r.run_id, "seed": r.seed, "values": r.values,
+                     "hparams": r.hparams} for r in runs]}
+    atomic_write(out / PLAN, lambda p: p.write_text(json.dumps(doc, indent=1)))
+
+
+def spec_to_dict(spec: cfglib.Spec) -> dict:
+    return {s: dataclasses.asdict(getattr(spec, s)) for s in cfglib.SWEEPABLE}
+
+
+def spec_from_dict(doc: dict) -> cfglib.Spec:
+    task_cls = testbeds.get(doc["task"]["name"]).config
+    return cfglib.Spec(task_cls(**doc["task"]), cfglib.ModelConfig(**doc["model"]),
+                       cfglib.TrainConfig(**doc["train"]))
+
+
+def read_plan(out: Path, device_count: int | None = None) -> tuple[list, list]:
+    """(runs, groups) of a sweep directory as planned when it started: from plan.json, or, for a
+    directory written before plan.json existed, re-planned from config.yaml and runs.csv.
+    `device_count` (default: the plan's) re-pads each chunk to a multiple of it."""
+    out = Path(out)
+    if not (out / PLAN).is_file():
+        return _replan(out, device_count)
+    try:
+        doc = json.loads((out / PLAN).read_text())
+        runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"], d["hparams"])
+                for d in doc["runs"]}
+        devices = device_count or doc["device_count"]
+        groups = []
+        for g in doc["groups"]:
+            chunks = [grid.Chunk(c["index"], [runs[i] for i in c["run_ids"]],
+                                 grid.round_to_devices(c["size"], devices)) for c in g["chunks"]]
+            groups.append(grid.Group(g["index"], spec_from_dict(g["spec"]),
+                                     [r for c in chunks for r in c.runs], chunks))
+    except (ValueError, KeyError, TypeError) as e:
+        raise cfglib.ConfigError(f"{out / PLAN} is damaged ({type(e).__name__}: {e})") from None
+    return sorted(runs.values(), key=lambda r: r.run_id), groups
+
+
+def _replan(out: Path, device_count: int | None) -> tuple[list, list]:
+    cfg = cfglib.load(out / CONFIG)
+    runs = grid.expand(cfg)
+    sizes = grid.recorded_sizes(read_runs(out)) if (out / RUNS).is_file() else None
+    return runs, grid.plan(cfg, runs, device_count or jax.device_count(), sizes)
 
 
 def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str]) -> None:
@@ -188,6 +247,33 @@ class ChunkCheckpoints:
                                                                  sharding=device),
                                   getattr(meta, "tree", meta))
         return self.checkpointer.restore(self.path(step), target)
+
+
+class SavedRun(NamedTuple):
+    """One trained run of a saved sweep, as `load_run` reads it."""
+    cfg: cfglib.Config    # the sweep's config
+    spec: cfglib.Spec     # the run's own static spec
+    hparams: dict         # its dynamic values (Python scalars)
+    seed: int
+    step: int             # the checkpoint step read
+    params: dict          # numpy arrays
+
+
+def load_run(out: Path, run_id: int, step: int | None = None) -> SavedRun:
+    """A run of the sweep in `out` at a saved step (None or -1 = the last): its spec and
+    hyperparameters from the plan, its parameters from its chunk's checkpoint."""
+    out = Path(out)
+    if not (out / CONFIG).is_file():
+        raise cfglib.ConfigError(f"'{out}' is not a jaxsim results directory (no {CONFIG})")
+    cfg = cfglib.load(out / CONFIG)
+    runs, groups = read_plan(out)
+    group = {r.run_id: g for g in groups for r in g.runs}
+    if run_id not in group:
+        raise cfglib.ConfigError(f"run {run_id} is not in {out}: runs 0..{len(runs) - 1}")
+    run = next(r for r in runs if r.run_id == run_id)
+    saved_step, state = restore_run(out, run_id, step)
+    return SavedRun(cfg, cfglib.run_spec(group[run_id].spec, run.hparams), run.hparams, run.seed,
+                    saved_step, jax.tree.map(np.asarray, state["params"]))
 
 
 def restore_run(out: Path, run_id: int, step: int | None = None) -> tuple[int, dict]:

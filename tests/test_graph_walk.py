@@ -335,13 +335,14 @@ def test_compiled_analysis_has_no_lapack_call():
     state = training.init(jax.random.key(0), spec, hp)
     params_RxS = jax.tree.map(lambda a: jnp.stack([jnp.stack([a, a])] * 2), state["params"])
     hp_R = jax.tree.map(lambda a: jnp.stack([a, a]), hp)
-    from jaxsim.testbeds.graph_walk import analysis as graph_report
-    lowered = graph_report._graph_chunk.lower(spec, params_RxS, jnp.arange(2, dtype=jnp.int32),
-                                              hp_R, jnp.asarray([3, 10]), 5, 4)
-    hlo = lowered.compile().as_text()
+    from jaxsim.analysis import driver
+    from jaxsim.analysis.checkpoints import ChunkParams
+    chunk = ChunkParams(spec, [], [], [0, 1], params_RxS, jnp.arange(2, dtype=jnp.int32), hp_R,
+                        None)
+    args = (graph.analyze_run, chunk, jnp.asarray([3, 10]), 5, 4)
+    hlo = driver.lower_runs(*args).compile().as_text()
     assert "custom-call" not in hlo and "custom_call" not in hlo
-    out = jax.device_get(graph_report._graph_chunk(spec, params_RxS, jnp.arange(2, dtype=jnp.int32),
-                                                   hp_R, jnp.asarray([3, 10]), 5, 4))
+    out = jax.device_get(driver.map_runs(*args))
     assert out["accuracy"].shape == (2, 2, 23) and out["energy"].shape == (2, 2, 3, 2)
     # identical checkpoints give identical analyses
     np.testing.assert_array_equal(out["accuracy"][:, 0], out["accuracy"][:, 1])

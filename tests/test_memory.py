@@ -6,7 +6,7 @@ import pytest
 
 from jaxsim import config, grid, results, sweeps
 from jaxsim.config import ConfigError
-from jaxsim.sweeps import memory
+from jaxsim.sweeps import engine, memory
 
 from conftest import tiny_raw
 
@@ -20,7 +20,8 @@ def _cfg(**sweep):
 
 def _whole_group_bytes(cfg) -> int:
     (group,) = grid.plan(cfg, grid.expand(cfg), jax.device_count())
-    size, peak = memory.fit_chunk_size(group.spec, group.runs, 8, jax.device_count(), "none")
+    size, peak = memory.fit_chunk_size(engine.Programs(), group.spec, group.runs, 8,
+                                       jax.device_count(), "none")
     assert size == 8
     return peak
 

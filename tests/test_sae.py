@@ -268,7 +268,7 @@ def test_metrics_by_hand():
 
 
 def test_recovery_metrics_perfect_vs_random():
-    consts = cg.subspace_constants(jax.random.key(14), 5, 16, dim_choices=(1,), center_norm=0.)
+    consts = cg.subspace_constants(jax.random.key(14), 5, 16, dim_choices=(1,), centre_norm=0.)
     batch = cg.draw(jax.random.key(15), consts, 500)
     targets = np.abs(np.asarray(cg.coordinate_targets(batch, 5)))  # nonnegative true codes
     perm = np.array([3, 0, 4, 1, 2])

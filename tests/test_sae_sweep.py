@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxsim import cli, testbeds, training
+from jaxsim import cli, sweeps, testbeds, training
 from jaxsim import config as cfglib
 from jaxsim.sweeps import engine
 
@@ -39,9 +39,10 @@ def test_kinds_sweep_analyze_and_plot(tmp_path):
     path = tmp_path / "sae.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
-    before = sum(engine.TRACE_COUNTS.values())
-    assert cli.main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
-    assert sum(engine.TRACE_COUNTS.values()) - before <= 2 * len(KINDS)
+    programs = engine.Programs()
+    sweeps.start(cfglib.load(path), out, progress=False, programs=programs)
+    assert sum(programs.traces.values()) <= 2 * len(KINDS)   # init + interval per shape group
+    assert cli.main(["plot", str(out)]) == 0
     m = np.load(out / "metrics.npz")
     for name in ("fvu_id", "l0_id", "f1_id", "dead_fraction_id", "dense_fraction_id"):
         assert np.isfinite(m[name][:, -1]).all(), name

@@ -31,11 +31,12 @@ def test_one_trace_per_shape_group(tmp_path):
     runs = grid.expand(cfg)
     groups = grid.plan(cfg, runs, jax.device_count())
     assert len(runs) == 16 and len(groups) == 2 and all(len(g.chunks) == 4 for g in groups)
-    before = dict(engine.TRACE_COUNTS)
-    sweeps.start(cfg, tmp_path / "s", progress=False)
+    programs = engine.Programs()
+    sweeps.start(cfg, tmp_path / "s", progress=False, programs=programs)
     for g in groups:
-        assert engine.TRACE_COUNTS["interval", g.spec] - before.get(("interval", g.spec), 0) == 1
-        assert engine.TRACE_COUNTS["init", g.spec] - before.get(("init", g.spec), 0) == 1
+        assert programs.traces["interval", g.spec] == 1
+        assert programs.traces["init", g.spec] == 1
+    assert len(programs.compile_seconds) == len(groups)   # the memory fit's compile is reused
 
 
 def test_results_directory_layout(tmp_path):
@@ -81,9 +82,10 @@ def test_sharded_equals_unsharded():
     (group,) = grid.plan(cfg, runs, jax.device_count())
     chunk = group.chunks[0]
     seeds, hparams = engine.chunk_inputs(chunk)
-    state = engine.init_chunk(group.spec, seeds, hparams)
+    programs = engine.Programs()
+    state = programs.init_chunk(group.spec, seeds, hparams)
     assert len(jax.tree.leaves(state)[0].sharding.device_set) == 2
-    state, sharded = engine.interval_chunk(group.spec, state, seeds, hparams)
+    state, sharded = programs.interval_chunk(group.spec, state, seeds, hparams)
     assert len(sharded["train_loss"].sharding.device_set) == 2
     one = jax.devices()[0]
     plain_seeds, plain_hp = jax.device_put((np.asarray(seeds), jax.device_get(hparams)), one)

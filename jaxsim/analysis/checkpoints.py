@@ -19,16 +19,12 @@ from jaxsim import grid, results
 from jaxsim.config import ConfigError, Spec
 
 
-def group_specs(cfg: cfglib.Config, rows: list[dict]) -> tuple[dict, dict[int, grid.Run]]:
+def group_specs(out: Path, rows: list[dict]) -> tuple[dict, dict[int, grid.Run]]:
     """Each shape group's merged spec (the one training compiled, so the analysis compiles the
-    same shapes) and every run of the config by run_id."""
-    runs = {r.run_id: r for r in grid.expand(cfg)}
-    members: dict[int, list[grid.Run]] = {}
-    for row in rows:
-        members.setdefault(int(row["shape_group"]), []).append(runs[int(row["run_id"])])
-    specs = {g: cfglib.merge_specs([cfglib.spec_of(r.config) for r in rs])
-             for g, rs in members.items()}
-    return specs, runs
+    same shapes) and every run of the plan by run_id (`results.read_plan`)."""
+    runs, groups = results.read_plan(out)
+    present = {int(row["shape_group"]) for row in rows}
+    return {g.index: g.spec for g in groups if g.index in present}, {r.run_id: r for r in runs}
 
 
 def finite(x):
@@ -52,7 +48,7 @@ class ChunkParams(NamedTuple):
 
 def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
     """Each checkpointed chunk's runs with their params at every saved step."""
-    specs, runs = group_specs(cfg, rows)
+    specs, runs = group_specs(out, rows)
     members_of: dict[tuple[int, int], list[dict]] = {}
     for row in rows:
         members_of.setdefault((int(row["shape_group"]), int(row["chunk"])), []).append(row)

@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import config as cfglib
 from jaxsim import results, testbeds
@@ -42,17 +45,39 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
     return path
 
 
-def map_runs(fn, chunk, *args, extra: bool = False):
+def map_runs(fn, chunk, *args, extra: bool = False, last: bool = False):
     """`fn(params, key, spec, hparams, *args)` for every run of `chunk` (an
-    `analysis.checkpoints.ChunkParams`), vmapped over its runs in one compiled call; with
-    `extra`, `fn(params, extra, key, spec, hparams, *args)` (an SAE's aux state). Array
-    arguments are shared by every run; any other argument is static (hashable: part of the
-    compile). Returns fn's outputs with a leading run axis."""
+    `analysis.checkpoints.ChunkParams`), vmapped over its runs in one compiled call whose run
+    axis is sharded over the local devices, as in training; with `extra`,
+    `fn(params, extra, key, spec, hparams, *args)` (an SAE's aux state). Array arguments are
+    shared by every run; any other argument is static (hashable: part of the compile). With
+    `last`, fn sees the last saved checkpoint only (params without the step axis). Returns fn's
+    outputs with a leading run axis."""
+    program, inputs, num_runs = _prepare(fn, chunk, args, extra, last)
+    return jax.tree.map(lambda a: a[:num_runs], program(*inputs))
+
+
+def lower_runs(fn, chunk, *args, extra: bool = False, last: bool = False):
+    """The lowered program `map_runs` would run (for inspecting its HLO)."""
+    program, inputs, _ = _prepare(fn, chunk, args, extra, last)
+    return program.lower(*inputs)
+
+
+def _prepare(fn, chunk, args: tuple, extra: bool, last: bool):
     statics = tuple((i, a) for i, a in enumerate(args) if not isinstance(a, jax.Array))
     arrays = tuple(a for a in args if isinstance(a, jax.Array))
+    params, aux = chunk.params_RxS, chunk.extra_RxS if extra else None
+    if last:
+        params, aux = jax.tree.map(lambda a: a[:, -1], (params, aux))
+    per_run = (params, aux, chunk.seeds_R, chunk.hparams_R)
+    num_runs = chunk.seeds_R.shape[0]
+    devices = jax.local_devices()
+    pad = -num_runs % len(devices)      # repeats of the last run, so every device gets a share
+    per_run = jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * pad), per_run)
+    sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), P("runs"))
+    per_run = jax.device_put(per_run, sharding)
     program = _program(fn, chunk.spec, statics, len(args), extra)
-    return program(chunk.params_RxS, chunk.extra_RxS if extra else None, chunk.seeds_R,
-                   chunk.hparams_R, arrays)
+    return program, (*per_run, arrays), num_runs
 
 
 @functools.cache

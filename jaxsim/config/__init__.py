@@ -11,11 +11,12 @@ from jaxsim.config.rules import check_consistency
 from jaxsim.config.schema import (CORE_SECTIONS, SAE_KINDS, SECTION_NAMES, SWEEPABLE, Config,
                                   ModelConfig, SweepConfig, TrainConfig, field, section_class)
 from jaxsim.config.spec import (Spec, dynamic_keys, group_key, hparams_of, merge_specs,
-                                spec_of)
+                                run_spec, spec_of)
 from jaxsim.errors import ConfigError
 
 __all__ = ["CORE_SECTIONS", "Config", "ConfigError", "DEFAULT_TASK", "ModelConfig", "SAE_KINDS",
            "SECTION_NAMES", "SWEEPABLE", "Spec", "SweepConfig", "TrainConfig", "all_keys",
            "apply_overrides", "axis_keys", "check_consistency", "coerce", "dump",
            "dynamic_keys", "field", "field_info", "from_dict", "group_key", "hparams_of", "load",
-           "merge_specs", "parse_override", "replace_key", "resolve", "section_class", "spec_of"]
+           "merge_specs", "parse_override", "replace_key", "resolve", "run_spec", "section_class",
+           "spec_of"]

@@ -24,10 +24,8 @@ from typing import Any
 import yaml
 
 from jaxsim.config.rules import check_consistency
-from jaxsim.config.schema import CORE_SECTIONS, SECTION_NAMES, SWEEPABLE, Config
+from jaxsim.config.schema import CORE_SECTIONS, DEFAULT_TASK, SECTION_NAMES, SWEEPABLE, Config
 from jaxsim.errors import ConfigError
-
-DEFAULT_TASK = "markov_mixture"
 
 # The one flat task section of jaxsim <= 0.1 held every testbed's fields, and results
 # directories written then hold all of them in config.yaml: a key of another testbed at its old

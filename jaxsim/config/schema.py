@@ -138,9 +138,12 @@ SECTION_NAMES = ("task", "model", "train", "sweep")
 SWEEPABLE = ("task", "model", "train")
 
 
+DEFAULT_TASK = "markov_mixture"   # the testbed of a config that names none
+
+
 def _default_task() -> Any:
     from jaxsim import testbeds   # testbed packages import this module
-    return testbeds.get("markov_mixture").config()
+    return testbeds.get(DEFAULT_TASK).config()
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,18 @@ def merge_specs(specs: list[Spec]) -> Spec:
     return Spec(**parts)
 
 
+def run_spec(group: Spec, hparams: dict) -> Spec:
+    """One run's own spec from its group's: each "max" field takes the run's value (the inverse
+    of `merge_specs` for that run)."""
+    parts = {}
+    for section in SWEEPABLE:
+        body = getattr(group, section)
+        own = {f.name: hparams[section][f.name] for f in dataclasses.fields(body)
+               if f.metadata.get("dynamic") == "max"}
+        parts[section] = dataclasses.replace(body, **own)
+    return Spec(**parts)
+
+
 def group_key(spec: Spec) -> Spec:
     """Runs with equal group keys share array shapes (their "max" fields are merged)."""
     parts = {}

@@ -29,8 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxsim.models.sparsity import (  # noqa: F401 (rectangle: re-exported with the rest)
-    batch_topk_mask, heaviside, jumprelu, rectangle, sparsemax, topk_mask)
+from jaxsim.models.sparsity import batch_topk_mask, heaviside, jumprelu, sparsemax, topk_mask
 
 Params = dict[str, jax.Array]
 AuxState = dict[str, jax.Array]  # {"steps_since_fired_F": int32 [F], "threshold": float32 []}

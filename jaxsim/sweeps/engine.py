@@ -21,7 +21,6 @@ from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
 
-TRACE_COUNTS: collections.Counter = collections.Counter()  # (function, spec) -> traces
 
 
 def _run_keys(seeds_R: jax.Array) -> jax.Array:
@@ -30,11 +29,6 @@ def _run_keys(seeds_R: jax.Array) -> jax.Array:
 
 def _stacked_init(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
     return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
-
-
-def _init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
-    TRACE_COUNTS["init", spec] += 1
-    return _stacked_init(spec, seeds_R, hparams)
 
 
 def over_runs(fn, args, vmap_size: int):
@@ -57,52 +51,10 @@ def over_runs(fn, args, vmap_size: int):
                          out_specs=sharding.spec)(args)
 
 
-def _interval_chunk(spec: Spec, vmap_size: int, state: training.loop.State, seeds_R: jax.Array,
-                    hparams: dict):
-    """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
-    TRACE_COUNTS["interval", spec] += 1
-    return over_runs(lambda a: training.train_interval(a[0], a[1], spec, a[2]),
-                     (state, _run_keys(seeds_R), hparams), vmap_size)
-
-
 @functools.cache
 def run_sharding() -> NamedSharding:
     """Leading (run) axis split over all devices; everything else replicated."""
     return NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), P("runs"))
-
-
-@functools.cache
-def _jitted() -> tuple:
-    """jit with every output's run axis sharded (built lazily, once the devices exist)."""
-    return (jax.jit(_init_chunk, static_argnums=0, out_shardings=run_sharding()),
-            jax.jit(_interval_chunk, static_argnums=(0, 1), donate_argnums=2,
-                    out_shardings=run_sharding()))
-
-
-def init_chunk(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
-    """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
-    return _jitted()[0](spec, seeds_R, hparams)
-
-
-def interval_chunk(spec: Spec, state: training.loop.State, seeds_R: jax.Array, hparams: dict,
-                   vmap_size: int = 0):
-    """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
-    return _jitted()[1](spec, vmap_size, state, seeds_R, hparams)
-
-
-HOST_SECONDS: collections.Counter = collections.Counter()  # host work blocking the loop, by kind
-COMPILE_SECONDS: dict[tuple, float] = {}  # (spec, chunk size, vmap_size) -> compile wall time
-_COMPILED: dict = {}
-
-
-def compiled_interval(spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
-    """The compiled `interval_chunk` for a shape group and chunk size (compiled once, timed)."""
-    key = (spec, seeds_R.shape[0], vmap_size)
-    if key not in _COMPILED:
-        t0 = time.perf_counter()
-        _COMPILED[key] = _jitted()[1].lower(spec, vmap_size, state, seeds_R, hparams).compile()
-        COMPILE_SECONDS[key] = time.perf_counter() - t0
-    return _COMPILED[key]
 
 
 def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
@@ -121,58 +73,145 @@ def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     return {"state": state, "metrics": metrics}
 
 
-def train_chunk(spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
-                checkpoint_every: int, on_interval: Callable[[int, dict[str, np.ndarray]], None],
-                vmap_size: int = 0) -> dict[str, np.ndarray]:
-    """Train every run of a chunk to the end, resuming from its latest checkpoint.
+class _TraceLog:
+    """Where a trace is counted: jit gets it as a static argument that equals every other
+    _TraceLog, so one jit cache serves every `Programs` of the process (a Spec traced once is
+    never traced again) while each trace is counted by the `Programs` whose call caused it."""
 
-    Returns metrics {name: [C, E]} (padding rows included). `on_interval(step, row)` is called
-    with each evaluation's metrics ([C] arrays) as soon as they reach the host.
+    def __init__(self) -> None:
+        self.counts: collections.Counter = collections.Counter()
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _TraceLog)
+
+
+def _init_chunk(log: _TraceLog, spec: Spec, seeds_R: jax.Array, hparams: dict):
+    log.counts["init", spec] += 1
+    return _stacked_init(spec, seeds_R, hparams)
+
+
+def _interval_chunk(log: _TraceLog, spec: Spec, vmap_size: int, state, seeds_R: jax.Array,
+                    hparams: dict):
+    """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
+    log.counts["interval", spec] += 1
+    return over_runs(lambda a: training.train_interval(a[0], a[1], spec, a[2]),
+                     (state, _run_keys(seeds_R), hparams), vmap_size)
+
+
+class CompileCache:
+    """The process's jitted sweep functions and compiled interval programs (what it holds only
+    saves time: every `Programs` of the process shares the default one, `compile_cache()`)."""
+
+    def __init__(self) -> None:
+        sharding = run_sharding()   # every output's run axis sharded over the devices
+        self.init = jax.jit(_init_chunk, static_argnums=(0, 1), out_shardings=sharding)
+        self.interval = jax.jit(_interval_chunk, static_argnums=(0, 1, 2), donate_argnums=3,
+                                out_shardings=sharding)
+        self.executables: dict = {}   # (spec, chunk size, vmap_size) -> compiled interval
+
+
+@functools.cache
+def compile_cache() -> CompileCache:
+    """The process's compile cache (made once the devices exist)."""
+    return CompileCache()
+
+
+class Programs:
+    """The compiled programs of one sweep invocation, and what they cost.
+
+    `sweeps.start` and `sweeps.resume` make one (pass your own to inspect it): the traces its
+    calls caused (`traces[kind, spec]`: once per Spec and process), the compiles it did with
+    their wall time (`compile_seconds[spec, chunk size, vmap_size]`: the interval program is
+    compiled once, shared by the memory fit and training, and reused by later invocations of
+    the process), and the host work that blocks the loop between compiled calls, by kind
+    (`host_seconds`).
     """
-    every, total = spec.train.eval_every, spec.train.steps
-    seeds, hparams = chunk_inputs(chunk)
-    num_evals = total // every
-    metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
-               for n in training.metric_names(spec)}
-    checkpoints.clean_partial()
-    done = checkpoints.steps()
-    if done:
-        restored = checkpoints.restore(done[-1], abstract_chunk(spec, seeds, hparams, metrics))
-        state, metrics, start = restored["state"], dict(restored["metrics"]), done[-1]
-    else:
-        state, start = init_chunk(spec, seeds, hparams), 0
 
-    pending = None  # metrics of the previous interval, fetched after the next one is dispatched
+    def __init__(self, cache: CompileCache | None = None) -> None:
+        self.cache = cache or compile_cache()
+        self._log = _TraceLog()
+        self.compile_seconds: dict[tuple, float] = {}
+        self.host_seconds: collections.Counter = collections.Counter()
 
-    def flush():
-        step, row = pending
-        row = distributed.to_host(row)  # waits for the device (and gathers from every process)
-        t0 = time.perf_counter()
-        for name, values in row.items():
-            metrics[name][:, step // every - 1] = values
-        on_interval(step, row)
-        HOST_SECONDS["metrics"] += time.perf_counter() - t0
+    @property
+    def traces(self) -> collections.Counter:
+        return self._log.counts
 
-    def save(step):
-        t0 = time.perf_counter()
-        checkpoints.save(step, state, metrics)
-        HOST_SECONDS["checkpoints"] += time.perf_counter() - t0
+    def init_chunk(self, spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
+        """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
+        return self.cache.init(self._log, spec, seeds_R, hparams)
 
-    last_saved = start
-    step_fn = compiled_interval(spec, state, seeds, hparams, vmap_size)
-    for step in range(start + every, total + 1, every):
-        state, row = step_fn(state, seeds, hparams)
+    def interval_chunk(self, spec: Spec, state, seeds_R: jax.Array, hparams: dict,
+                       vmap_size: int = 0):
+        """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
+        return self.cache.interval(self._log, spec, vmap_size, state, seeds_R, hparams)
+
+    def compiled_interval(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
+        """The compiled `interval_chunk` for a shape group and chunk size (compiled once per
+        process, timed here when compiled here)."""
+        key = (spec, seeds_R.shape[0], vmap_size)
+        if key not in self.cache.executables:
+            t0 = time.perf_counter()
+            self.cache.executables[key] = self.cache.interval.lower(
+                self._log, spec, vmap_size, state, seeds_R, hparams).compile()
+            self.compile_seconds[key] = time.perf_counter() - t0
+        return self.cache.executables[key]
+
+    def train_chunk(self, spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
+                    checkpoint_every: int, on_interval: Callable[[int, dict[str, np.ndarray]], None],
+                    vmap_size: int = 0) -> dict[str, np.ndarray]:
+        """Train every run of a chunk to the end, resuming from its latest checkpoint.
+
+        Returns metrics {name: [C, E]} (padding rows included). `on_interval(step, row)` is called
+        with each evaluation's metrics ([C] arrays) as soon as they reach the host.
+        """
+        every, total = spec.train.eval_every, spec.train.steps
+        seeds, hparams = chunk_inputs(chunk)
+        num_evals = total // every
+        metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
+                   for n in training.metric_names(spec)}
+        checkpoints.clean_partial()
+        done = checkpoints.steps()
+        if done:
+            restored = checkpoints.restore(done[-1], abstract_chunk(spec, seeds, hparams, metrics))
+            state, metrics, start = restored["state"], dict(restored["metrics"]), done[-1]
+        else:
+            state, start = self.init_chunk(spec, seeds, hparams), 0
+
+        pending = None  # metrics of the previous interval, fetched after the next one is dispatched
+
+        def flush():
+            step, row = pending
+            row = distributed.to_host(row)  # waits for the device (and gathers from every process)
+            t0 = time.perf_counter()
+            for name, values in row.items():
+                metrics[name][:, step // every - 1] = values
+            on_interval(step, row)
+            self.host_seconds["metrics"] += time.perf_counter() - t0
+
+        def save(step):
+            t0 = time.perf_counter()
+            checkpoints.save(step, state, metrics)
+            self.host_seconds["checkpoints"] += time.perf_counter() - t0
+
+        last_saved = start
+        step_fn = self.compiled_interval(spec, state, seeds, hparams, vmap_size)
+        for step in range(start + every, total + 1, every):
+            state, row = step_fn(state, seeds, hparams)
+            if pending is not None:
+                flush()
+            pending = (step, row)
+            if step // checkpoint_every > last_saved // checkpoint_every or step in checkpoints.keep:
+                flush()
+                pending = None
+                save(step)
+                last_saved = step
         if pending is not None:
             flush()
-        pending = (step, row)
-        if step // checkpoint_every > last_saved // checkpoint_every or step in checkpoints.keep:
-            flush()
-            pending = None
-            save(step)
-            last_saved = step
-    if pending is not None:
-        flush()
-    t0 = time.perf_counter()
-    checkpoints.wait()
-    HOST_SECONDS["checkpoints"] += time.perf_counter() - t0
-    return metrics
+        t0 = time.perf_counter()
+        checkpoints.wait()
+        self.host_seconds["checkpoints"] += time.perf_counter() - t0
+        return metrics

@@ -63,21 +63,24 @@ def human(num_bytes: float) -> str:
     return f"{num_bytes:.0f} B"
 
 
-def _measure(spec: Spec, runs: list[Run], size: int, vmap_size: int) -> int:
-    """Compile the interval program for a chunk of `size` runs (cached for training)."""
+def _measure(programs: engine.Programs, spec: Spec, runs: list[Run], size: int,
+             vmap_size: int) -> int:
+    """Compile the interval program for a chunk of `size` runs (kept by `programs` for
+    training)."""
     chunk = Chunk(0, runs[:size], size)
     seeds, hparams = engine.chunk_inputs(chunk)
     state = engine.abstract_chunk(spec, seeds, hparams, {})["state"]
-    return program_bytes(engine.compiled_interval(spec, state, seeds, hparams, vmap_size))
+    return program_bytes(programs.compiled_interval(spec, state, seeds, hparams, vmap_size))
 
 
-def fit_chunk_size(spec: Spec, runs: list[Run], requested: int, num_devices: int, budget,
-                   vmap_size: int = 0, where: str = "") -> tuple[int, int]:
+def fit_chunk_size(programs: engine.Programs, spec: Spec, runs: list[Run], requested: int,
+                   num_devices: int, budget, vmap_size: int = 0, where: str = ""
+                   ) -> tuple[int, int]:
     """The largest chunk size <= `requested` (a multiple of the device count) whose compiled
     program fits `budget`; returns (size, its peak bytes per device)."""
     limit = budget_bytes(budget)
     size = round_to_devices(min(requested, len(runs)), num_devices)
-    peak = _measure(spec, runs, size, vmap_size)
+    peak = _measure(programs, spec, runs, size, vmap_size)
     while limit is not None and peak > limit:
         if size <= num_devices:
             raise ConfigError(f"sweep.memory_budget ({human(limit)} per device) is below what "
@@ -86,5 +89,5 @@ def fit_chunk_size(spec: Spec, runs: list[Run], requested: int, num_devices: int
         per_run = peak / size
         smaller = int(limit / per_run) // num_devices * num_devices
         size = max(num_devices, min(smaller, size - num_devices))
-        peak = _measure(spec, runs, size, vmap_size)
+        peak = _measure(programs, spec, runs, size, vmap_size)
     return size, peak

@@ -171,6 +171,8 @@ def merge(dirs: list[Path], out: Path, copy: bool = False) -> Path:
     tmp.mkdir(parents=True)
     try:
         shutil.copyfile(shard_docs[0]["dir"] / results.CONFIG, tmp / results.CONFIG)
+        if (shard_docs[0]["dir"] / results.PLAN).is_file():   # the whole plan, in every shard
+            shutil.copyfile(shard_docs[0]["dir"] / results.PLAN, tmp / results.PLAN)
         with open(tmp / results.RUNS, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
         results.write_metrics(tmp, steps, arrays, aliases)

@@ -22,41 +22,48 @@ def _log(message: str) -> None:
 
 
 def start(cfg: Config, out: Path, progress: bool = True,
-          shard: shards.Shard | None = None) -> Path:
+          shard: shards.Shard | None = None, programs: engine.Programs | None = None) -> Path:
     """Train a new sweep into `out` (which must not exist or be empty); with `shard` (I/N),
-    only that deterministic slice of it (see `jaxsim.sweeps.shards`)."""
+    only that deterministic slice of it (see `jaxsim.sweeps.shards`). `programs` holds the
+    compiled programs and their costs (a fresh `engine.Programs` by default)."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
                           f"`jaxsim resume {out}` or choose another --out")
-    since = time.perf_counter(), set(engine.COMPILE_SECONDS)  # the fit compiles: time it too
+    programs = programs or engine.Programs()
+    t0 = time.perf_counter()   # the fit's compiles are timed too
     runs = grid.expand(cfg)
     # every process has checked `out` before any writes (and gloo's context exists before the
     # processes' compiles below, which may take unequal times)
     distributed.barrier("jaxsim-start")
-    groups = _fit_to_memory(cfg, runs)
+    groups = _fit_to_memory(cfg, runs, programs)
     mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
     results.write_config(out, cfg)
+    results.write_plan(out, groups, jax.device_count())
     if shard is not None:
         shards.write_manifest(out, shards.manifest(shard, runs, groups, mine, jax.device_count()))
     groups = mine
     results.write_runs(out, cfg, groups, {})
-    return _train(cfg, out, runs, groups, progress, since)
+    return _train(cfg, out, runs, groups, progress, programs, t0)
 
 
-def resume(out: Path, progress: bool = True) -> Path:
+def resume(out: Path, progress: bool = True, programs: engine.Programs | None = None) -> Path:
     """Continue an interrupted sweep from each chunk's latest checkpoint."""
     out = Path(out)
     if not (out / results.CONFIG).is_file():
         raise ConfigError(f"'{out}' is not a sweep directory (no {results.CONFIG}); "
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
     cfg = cfglib.load(out / results.CONFIG)
-    runs = grid.expand(cfg)
-    groups = grid.plan(cfg, runs, jax.device_count(), _recorded_sizes(out))
+    if (out / results.PLAN).is_file():
+        runs, groups = results.read_plan(out, jax.device_count())
+    else:   # a directory from before plan.json: re-plan with the recorded chunk sizes
+        runs = grid.expand(cfg)
+        groups = grid.plan(cfg, runs, jax.device_count(), _recorded_sizes(out))
     if (out / shards.MANIFEST).is_file():
         groups = shards.reselect(out, runs, groups, jax.device_count())
-    return _train(cfg, out, runs, groups, progress)
+    return _train(cfg, out, runs, groups, progress, programs or engine.Programs(),
+                  time.perf_counter())
 
 
 def _recorded_sizes(out: Path) -> dict[int, int] | None:
@@ -69,7 +76,8 @@ def _recorded_sizes(out: Path) -> dict[int, int] | None:
     return None
 
 
-def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
+def _fit_to_memory(cfg: Config, runs: list[grid.Run], programs: engine.Programs
+                   ) -> list[grid.Group]:
     """The plan with each group's chunks as large as `sweep.chunk_size` asks and
     `sweep.memory_budget` allows (each size checked by compiling it: that compile is cached and
     trains the group)."""
@@ -80,7 +88,7 @@ def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
         return groups
     sizes = {}
     for g in groups:
-        size, peak = memory.fit_chunk_size(g.spec, g.runs, g.chunks[0].size, devices,
+        size, peak = memory.fit_chunk_size(programs, g.spec, g.runs, g.chunks[0].size, devices,
                                            cfg.sweep.memory_budget, cfg.sweep.vmap_size,
                                            where=f"shape group {g.index} ")
         sizes[g.index] = size
@@ -92,16 +100,14 @@ def _fit_to_memory(cfg: Config, runs: list[grid.Run]) -> list[grid.Group]:
 
 
 def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group],
-           progress: bool, since: tuple[float, set] | None = None) -> Path:
-    """Train every chunk; `since` = (start time, compiled keys before) when planning compiled."""
-    t0, compiled_before = since or (time.perf_counter(), set(engine.COMPILE_SECONDS))
+           progress: bool, programs: engine.Programs, t0: float) -> Path:
+    """Train every chunk; `t0` = when the invocation started (planning may have compiled)."""
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=not progress or not distributed.is_writer())
     _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
          f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
     per_chunk, status = {}, {}
-    host_before = dict(engine.HOST_SECONDS)
     run_steps = 0
     for group in groups:
         spec = group.spec
@@ -125,25 +131,24 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
                      + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
 
-            metrics = engine.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every, on_interval,
-                                         cfg.sweep.vmap_size)
+            metrics = programs.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every,
+                                           on_interval, cfg.sweep.vmap_size)
             per_chunk[group.index, chunk.index] = metrics
             for i, run in enumerate(chunk.runs):
                 status[run.run_id] = results.run_status(metrics, i)
             results.write_runs(out, cfg, groups, status)
     bar.close()
-    fresh = set(engine.COMPILE_SECONDS) - compiled_before
-    compile_s = sum(engine.COMPILE_SECONDS[key] for key in fresh)
+    compile_s = sum(programs.compile_seconds.values())
     for group in groups:
         key = (group.spec, group.chunks[0].size, cfg.sweep.vmap_size)
-        if key in fresh:
+        if key in programs.compile_seconds:
             _log(f"jaxsim: shape group {group.index} compiled in "
-                 f"{engine.COMPILE_SECONDS[key]:.1f}s")
+                 f"{programs.compile_seconds[key]:.1f}s")
     steps, arrays = results.assemble(runs, groups, per_chunk)
     results.write_metrics(out, steps, arrays, testbeds.of(cfg).metric_aliases)
     diverged = [r for r, s in status.items() if s == "diverged"]
     elapsed = time.perf_counter() - t0
-    host = {k: v - host_before.get(k, 0.0) for k, v in engine.HOST_SECONDS.items()}
+    host = dict(programs.host_seconds)
     _log(f"jaxsim: host work between compiled calls: checkpoints {host.get('checkpoints', 0):.1f}s, "
          f"metrics and progress {host.get('metrics', 0):.1f}s "
          f"({100 * sum(host.values()) / max(elapsed, 1e-9):.1f}% of the wall time)")

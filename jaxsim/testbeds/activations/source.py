@@ -23,10 +23,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxsim import config as cfglib
-from jaxsim import grid, results, testbeds
+from jaxsim import results, testbeds
 from jaxsim.testbeds import streams as streams
 from jaxsim.config import ConfigError, Spec
 from jaxsim.training.loop import as_arrays, model_of
@@ -66,18 +65,15 @@ def load(path: str, run_id: int, step: int) -> Source:
     if not (out / results.CONFIG).is_file():
         raise ConfigError(f"task.source '{path}' is not a jaxsim results directory "
                           f"(no {results.CONFIG})")
-    cfg = cfglib.load(out / results.CONFIG)
-    runs = {r.run_id: r for r in grid.expand(cfg)}
-    if run_id not in runs:
-        raise ConfigError(f"task.source_run {run_id} not in {path}: runs 0..{len(runs) - 1}")
-    if cfg.model.name != "gpt":
+    if cfglib.load(out / results.CONFIG).model.name != "gpt":
         raise ConfigError(f"task.source must hold a gpt sweep, {path} has model.name="
-                          f"{cfg.model.name!r}")
+                          f"{cfglib.load(out / results.CONFIG).model.name!r}")
     with jax.ensure_compile_time_eval():   # first called while tracing: read concretely
-        saved_step, state = results.restore_run(out, run_id, step)
-    run = runs[run_id]
-    return Source(cfglib.spec_of(run.config), cfglib.hparams_of(run.config), run.seed,
-                  saved_step, jax.tree.map(np.asarray, state["params"]))
+        try:
+            run = results.load_run(out, run_id, step)
+        except ConfigError as e:
+            raise ConfigError(f"task.source_run/source_step: {e}") from None
+    return Source(run.spec, run.hparams, run.seed, run.step, run.params)
 
 
 def source_of(spec: Spec) -> Source:

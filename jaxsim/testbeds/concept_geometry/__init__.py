@@ -17,6 +17,8 @@ from jaxsim.training import sae_metrics
 LABELS = {"task.geometry": "geometry", "task.dim": "D", "task.num_concepts": "concepts",
           "task.noise_std": "noise std"}
 
+FIELDS = "analysis_fields.npz"   # written by `jaxsim analyze`: receptive fields of 2-D runs at the final checkpoint
+
 
 @dataclass(frozen=True)
 class ConceptGeometryConfig:

@@ -18,39 +18,18 @@ analysis.json:
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxsim import results
+from jaxsim.testbeds.concept_geometry import FIELDS
 from jaxsim.testbeds.activations import probes as causal
 from jaxsim.testbeds.concept_geometry import concepts as concepts
+from jaxsim.analysis.driver import map_runs
 from jaxsim.analysis.checkpoints import chunks, finite, run_entry
-from jaxsim.config import Spec
 from jaxsim.testbeds.activations import source as activations
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _concepts_chunk(spec: Spec, params_RxS, extra_RxS, seeds_R, hparams_R, num_points: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(concepts.analyze_run, (0, 0, 0, None, 0, None))(
-        params_RxS, extra_RxS, keys, spec, hparams_R, num_points)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _fields_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_points: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(concepts.receptive_fields, (0, 0, 0, None, 0, None))(
-        params_R, extra_R, keys, spec, hparams_R, num_points)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _causal_chunk(spec: Spec, params_R, extra_R, seeds_R, hparams_R, num_seqs: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(causal.analyze_run, (0, 0, 0, None, 0, None))(
-        params_R, extra_R, keys, spec, hparams_R, num_seqs)
 
 
 def analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
@@ -59,20 +38,17 @@ def analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
     report, fields, probes, spec = [], [], {}, None
     for chunk in chunks(out, cfg, rows):
         spec = chunk.spec
-        m = jax.device_get(_concepts_chunk(chunk.spec, chunk.params_RxS, chunk.extra_RxS,
-                                           chunk.seeds_R, chunk.hparams_R, num_points))
-        last = lambda t: jax.tree.map(lambda a: a[:, -1], t)
+        m = jax.device_get(map_runs(concepts.analyze_run, chunk, num_points, extra=True))
         if cfg.task.name == "activations":
-            c = jax.device_get(_causal_chunk(
-                chunk.spec, last(chunk.params_RxS), last(chunk.extra_RxS), chunk.seeds_R,
-                chunk.hparams_R, causal.num_sequences(chunk.spec, num_points)))
+            c = jax.device_get(map_runs(causal.analyze_run, chunk,
+                                        causal.num_sequences(chunk.spec, num_points), extra=True,
+                                        last=True))
             probes.update({run.run_id: dict(causal.summarise(jax.tree.map(lambda a: a[i], c)),
                                             step=chunk.steps[-1])
                            for i, run in enumerate(chunk.runs)})
         if chunk.spec.task.dim == 2:
-            f = jax.device_get(_fields_chunk(chunk.spec, last(chunk.params_RxS),
-                                             last(chunk.extra_RxS), chunk.seeds_R,
-                                             chunk.hparams_R, num_points))
+            f = jax.device_get(map_runs(concepts.receptive_fields, chunk, num_points, extra=True,
+                                        last=True))
             fields += [(run.run_id, jax.tree.map(lambda a: a[i], f))
                        for i, run in enumerate(chunk.runs)]
         for i, run in enumerate(chunk.runs):
@@ -90,7 +66,7 @@ def analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
                 np.savez(fh, run_id=np.array([r for r, _ in fields]),
                          **{k: np.stack([f[k] for _, f in fields]) for k in fields[0][1]})
 
-        results.atomic_write(out / results.FIELDS, write)
+        results.atomic_write(out / FIELDS, write)
     extra = {}
     if probes:
         extra["causal"] = {"features": activations.feature_names(spec),

@@ -22,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results  # noqa: E402
+from jaxsim import results
+from jaxsim.testbeds.concept_geometry import FIELDS  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
@@ -139,7 +140,7 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
 
 def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int = 12
                      ) -> Path | None:
-    path = Path(out) / results.FIELDS
+    path = Path(out) / FIELDS
     if not path.is_file():
         return None
     with np.load(path) as f:

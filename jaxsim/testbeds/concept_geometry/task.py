@@ -78,15 +78,18 @@ def _probs(weights, n: int) -> jax.Array:
 
 def subspace_constants(key: jax.Array, num_concepts: int = 8, d_ambient: int = 64,
                        dim_choices: Sequence[int] = (1, 2, 4, 8), dim_weights=None,
-                       center_norm: float = 4.0, coord_std: float = 1.0,
-                       noise_std: float = 0.0, concept_weights=None) -> SubspaceConstants:
+                       centre_norm: float = 4.0, coord_std: float = 1.0,
+                       noise_std: float = 0.0, concept_weights=None,
+                       center_norm: float | None = None) -> SubspaceConstants:
     """Ground truth of the subspaces family.
 
     Concept c gets the intrinsic dimension at quantile (c + 1/2) / C of the distribution
     `dim_weights` over `dim_choices` (deterministic, so the realised mix matches the weights up
-    to rounding), a random orthonormal basis and a centre of norm `center_norm` (0: linear
-    subspaces through the origin). `concept_weights` are sampling probabilities (uniform).
+    to rounding), a random orthonormal basis and a centre of norm `centre_norm` (0: linear
+    subspaces through the origin; `center_norm`, the old spelling, is accepted too).
+    `concept_weights` are sampling probabilities (uniform).
     """
+    centre_norm = centre_norm if center_norm is None else center_norm
     max_dim = max(dim_choices)
     cdf = jnp.cumsum(_probs(dim_weights, len(dim_choices)))
     quantiles = (jnp.arange(num_concepts, dtype=jnp.float32) + 0.5) / num_concepts
@@ -99,7 +102,7 @@ def subspace_constants(key: jax.Array, num_concepts: int = 8, d_ambient: int = 6
         basis = jnp.where((jnp.arange(max_dim) < dims_C[c])[:, None], basis, 0.0)
         mean = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, MEANS), c),
                                  (d_ambient,), jnp.float32)
-        return basis, center_norm * mean / jnp.linalg.norm(mean)
+        return basis, centre_norm * mean / jnp.linalg.norm(mean)
 
     bases, means = jax.vmap(concept)(jnp.arange(num_concepts))
     return SubspaceConstants(means, bases, dims_C, _probs(concept_weights, num_concepts),
@@ -222,7 +225,7 @@ def constants(run_key: jax.Array, spec, hparams: dict) -> SubspaceConstants | Ma
     key, noise = jax.random.fold_in(run_key, CONSTANTS), hparams["task"]["noise_std"]
     if t.geometry == "subspaces":
         return subspace_constants(key, t.num_concepts, t.dim, dim_choices(t.max_concept_dim),
-                                  center_norm=hparams["task"]["concept_offset"], noise_std=noise)
+                                  centre_norm=hparams["task"]["concept_offset"], noise_std=noise)
     if t.geometry == "moons":
         return moons_constants(key, t.dim, noise_std=noise)
     return circles_constants(key, t.num_concepts, t.dim, noise_std=noise)

@@ -20,7 +20,6 @@ analysis_graph.npz: run_id [R], steps [R] (the final checkpoint), context_length
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from pathlib import Path
 
@@ -29,9 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsim import results
+from jaxsim.testbeds.graph_walk import GRAPH
 from jaxsim.testbeds.graph_walk import representations as graph
+from jaxsim.analysis.driver import map_runs
 from jaxsim.analysis.checkpoints import chunks, group_specs, run_entry, tolist
-from jaxsim.config import ConfigError, Spec
+from jaxsim.config import ConfigError
 from jaxsim.testbeds.graph_walk import task as gw
 
 PCA_SEQUENCES = 4
@@ -42,22 +43,6 @@ def _nanmean(x, axis=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5, 6))
-def _graph_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, ends_G, window: int,
-                 num_sequences: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(graph.analyze_run, (0, 0, None, 0, None, None, None))(
-        params_RxS, keys, spec, hparams_R, ends_G, window, num_sequences)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
-def _final_means(spec: Spec, params_R, seeds_R, hparams_R, ends_G, window: int,
-                 num_sequences: int, keep: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(graph.final_means, (0, 0, None, 0, None, None, None, None))(
-        params_R, keys, spec, hparams_R, ends_G, window, num_sequences, keep)
 
 
 def _pca(means_SxGxQxNxD: np.ndarray, counts_GxQxN: np.ndarray, layout_Nx2: np.ndarray):
@@ -90,7 +75,7 @@ def _random_r2(counts_GxQxN: np.ndarray, layout_Nx2: np.ndarray, dim: int, seed:
 
 def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] | None,
                   window: int = graph.WINDOW) -> dict:
-    specs, _ = group_specs(cfg, rows)
+    specs, _ = group_specs(out, rows)
     trained = min(s.task.context_length for s in specs.values())
     lengths = lengths or graph.context_lengths(trained)
     bad = [v for v in lengths if not 1 <= v <= trained - 1]
@@ -105,11 +90,9 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
     report, saved = [], []
     reference = None
     for chunk in chunks(out, cfg, rows):
-        m = jax.device_get(_graph_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
-                                        chunk.hparams_R, ends, window, num_sequences))
-        last = jax.tree.map(lambda a: a[:, -1], chunk.params_RxS)
-        fm = jax.device_get(_final_means(chunk.spec, last, chunk.seeds_R, chunk.hparams_R, ends,
-                                         window, num_sequences, keep))
+        m = jax.device_get(map_runs(graph.analyze_run, chunk, ends, window, num_sequences))
+        fm = jax.device_get(map_runs(graph.final_means, chunk, ends, window, num_sequences, keep,
+                                     last=True))
         if reference is None:
             hp0 = jax.tree.map(lambda a: a[0], chunk.hparams_R)
             fresh, _ = graph.analysis_batches(jax.random.key(int(chunk.seeds_R[0])), chunk.spec,
@@ -138,7 +121,7 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
                      means=np.stack([s[2] for s in saved]), counts=np.stack([s[3] for s in saved]),
                      pcs=np.stack([s[4] for s in saved]), layout=xy, adjacency=adj)
 
-    results.atomic_write(out / results.GRAPH, write)
+    results.atomic_write(out / GRAPH, write)
     return {"task": cfg.task.name, "graph": cfg.task.graph, "graph_size": cfg.task.graph_size,
             "adjacency": adj.tolist(), "layout": xy.tolist(),
             "sites": graph.sites(next(iter(specs.values()))), "window": window,

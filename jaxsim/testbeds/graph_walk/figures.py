@@ -29,7 +29,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim import config as cfglib  # noqa: E402
-from jaxsim import results  # noqa: E402
+from jaxsim import results
+from jaxsim.testbeds.graph_walk import GRAPH  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
@@ -52,6 +53,11 @@ def _pretrains(out: Path, rows: list[dict]) -> bool:
     return any(float(r.get("task.pretrain_frac", base)) > 0 for r in rows)
 
 
+def _neighbour(metrics: dict, split: str):
+    """The neighbour-mass metric (named neighbor_acc_* in results written before the rename)."""
+    return metrics.get(f"neighbour_acc_{split}", metrics.get(f"neighbor_acc_{split}"))
+
+
 def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
     steps = metrics["step"]
     names, index, colours = _colours(rows, axes)
@@ -61,10 +67,10 @@ def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
         first = r == int(np.flatnonzero(index == index[r])[0])
         label = f"{names[index[r]]} (seed {rows[r]['seed']})"
         panels[0].plot(steps, metrics["eval_loss_id"][r], color=colours[index[r]], label=label)
-        panels[1].plot(steps, metrics["neighbor_acc_id"][r], color=colours[index[r]],
+        panels[1].plot(steps, _neighbour(metrics, "id")[r], color=colours[index[r]],
                        label=label if first else None)
         if pretrain:
-            panels[1].plot(steps, metrics["neighbor_acc_conflict"][r], color=colours[index[r]],
+            panels[1].plot(steps, _neighbour(metrics, "conflict")[r], color=colours[index[r]],
                            ls="--", label="conflict split: context graph" if r == 0 else None)
             panels[1].plot(steps, metrics["prior_acc_conflict"][r], color=colours[index[r]],
                            ls=":", label="conflict split: pretraining map" if r == 0 else None)
@@ -173,7 +179,7 @@ def energy(out: Path, doc: dict) -> Path:
 
 
 def pca(out: Path, doc: dict) -> Path:
-    with np.load(out / results.GRAPH) as f:
+    with np.load(out / GRAPH) as f:
         pcs, run_ids, lengths = f["pcs"], f["run_id"], f["context_lengths"]
         adj, xy = f["adjacency"], f["layout"]
     run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
@@ -212,6 +218,6 @@ def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Pa
         doc = json.loads((out / results.ANALYSIS).read_text())
         if doc.get("task") == "graph_walk":
             paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
-            if (out / results.GRAPH).is_file():
+            if (out / GRAPH).is_file():
                 paths.append(pca(out, doc))
     return paths

@@ -30,7 +30,7 @@ def analyze_icl(request) -> dict:
     same lengths."""
     out, cfg, rows = request.out, request.cfg, request.rows
     num_sequences, lengths = request.num_sequences, request.context_lengths
-    specs, _ = group_specs(cfg, rows)
+    specs, _ = group_specs(out, rows)
     longest = min(s.task.context_length for s in specs.values()) - 1
     lengths = lengths or icl.context_lengths(longest + 1)
     bad = [v for v in lengths if not 1 <= v <= longest]

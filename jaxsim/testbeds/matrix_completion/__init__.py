@@ -20,6 +20,10 @@ from jaxsim.training.objectives import masked_mse
 LABELS = {"task.mask_prob": "mask probability", "task.rank": "rank r",
           "task.matrix_size": "matrix size n"}
 
+# written by `jaxsim analyze`: mean attention maps inside the plateau and at the end, with
+# each head's same-row / same-column scores
+ATTENTION = "analysis_attention.npz"
+
 
 @dataclass(frozen=True)
 class MatrixCompletionConfig:

@@ -12,30 +12,25 @@ analysis.json:
                "baselines": {"copy_mse", "copy_mse_masked", "nuclear_mse", "nuclear_mse_masked",
                              "model_mse", "model_mse_masked"},
                "attention_steps": [plateau step, final step]}, ...]}
-    analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P]
+    analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P],
+    row_score, col_score [R, 2, layers, heads]
     (mean attention over the analysis matrices, at the last checkpoint inside the plateau and at
     the final one).
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxsim import results
+from jaxsim.testbeds.matrix_completion import ATTENTION
 from jaxsim.testbeds.matrix_completion import diagnostics as completion
 from jaxsim.testbeds.matrix_completion import plateau as plateau
+from jaxsim.analysis.driver import map_runs
 from jaxsim.analysis.checkpoints import chunks, run_entry, tolist
 from jaxsim.config import Spec
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _completion_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, num_matrices: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(completion.analyze_run, (0, 0, None, 0, None))(
-        params_RxS, keys, spec, hparams_R, num_matrices)
 
 
 def _nuclear(spec: Spec, seed: int, hparams: dict, num_matrices: int) -> dict:
@@ -51,8 +46,7 @@ def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
     position = {int(r["run_id"]): i for i, r in enumerate(rows)}
     report, attention = [], []
     for chunk in chunks(out, cfg, rows):
-        diag = jax.device_get(_completion_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
-                                                chunk.hparams_R, num_matrices))
+        diag = jax.device_get(map_runs(completion.analyze_run, chunk, num_matrices))
         for i, run in enumerate(chunk.runs):
             r = position[run.run_id]
             found = plateau.detect(*(metrics[k][r] if k != "step" else metrics[k] for k in (
@@ -77,12 +71,17 @@ def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
             report.append(entry)
     order = np.argsort([e["run_id"] for e in report])
     report = [report[i] for i in order]
+    maps = np.stack([attention[i] for i in order])          # [R, 2, layers, heads, P, P]
+    n = cfg.task.matrix_size
+    scores = np.array([[[np.asarray(completion.row_col_scores(m, n)) for m in per_time]
+                        for per_time in run] for run in maps])   # [R, 2, layers, 2, heads]
+
     def write(path: Path):
         with open(path, "wb") as f:
             np.savez(f, run_id=np.array([e["run_id"] for e in report]),
-                     steps=np.array([e["attention_steps"] for e in report]),
-                     attention=np.stack([attention[i] for i in order]))
+                     steps=np.array([e["attention_steps"] for e in report]), attention=maps,
+                     row_score=scores[:, :, :, 0], col_score=scores[:, :, :, 1])
 
-    results.atomic_write(out / results.ATTENTION, write)
+    results.atomic_write(out / ATTENTION, write)
     return {"task": cfg.task.name, "plateau_rule": plateau.RULE, "num_matrices": num_matrices,
             "diagnostics_matrices": "fixed per run (analysis stream of its key)", "runs": report}

@@ -1,10 +1,11 @@
 """Matrix-completion figures, drawn from saved files only.
 
 - figures/loss_curves.png: held-out MSE over all, masked and observed entries for every run
-  (colour = the leading axis), the copy baseline dashed, the detected plateau start (o) and
-  drop (x) marked (`analysis.plateau`, computed from metrics.npz).
-- figures/plateau_length.png: plateau length (steps) over the two leading axes (mean over seeds;
-  a cell where some run never dropped shows ">=" the censored mean); with one axis, a line plot.
+  (colour = the leading axis), the copy baseline dashed; after `jaxsim analyze`, each run's
+  plateau start (o) and drop (x) from analysis.json.
+- figures/plateau_length.png (after `jaxsim analyze`): plateau length (steps) over the two
+  leading axes (mean over seeds; a cell where some run never dropped shows ">=" the censored
+  mean); with one axis, a line plot.
 - figures/attention_maps.png (after `jaxsim analyze`): each head's mean attention for one run at
   the last checkpoint inside the plateau and at the final one, with its same-row / same-column
   scores.
@@ -20,9 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results  # noqa: E402
-from jaxsim.testbeds.matrix_completion import diagnostics as completion# noqa: E402
-from jaxsim.testbeds.matrix_completion import plateau as plateau
+from jaxsim import results
+from jaxsim.testbeds.matrix_completion import ATTENTION  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
@@ -37,16 +37,24 @@ CURVES = (("eval_mse_id", "all entries", "copy_mse_id"),
           ("eval_mse_observed_id", "observed entries", None))
 
 
-def detect_all(metrics: dict) -> list[dict]:
-    return [plateau.detect(metrics["step"], metrics["eval_mse_id"][r],
-                           metrics["eval_mse_masked_id"][r], metrics["copy_mse_id"][r],
-                           metrics["copy_mse_masked_id"][r])
-            for r in range(metrics["eval_mse_id"].shape[0])]
+def _analysis(out: Path) -> dict | None:
+    path = Path(out) / results.ANALYSIS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def plateaus(out: Path, rows: list[dict]) -> list[dict] | None:
+    """Each runs.csv row's plateau as `jaxsim analyze` found it (None before analysis)."""
+    doc = _analysis(out)
+    if doc is None:
+        return None
+    found = {e["run_id"]: e["plateau"] for e in doc["runs"]}
+    return [found.get(int(row["run_id"]), {"start": None, "end": None, "length": None,
+                                            "dropped": False}) for row in rows]
 
 
 def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
     steps = metrics["step"]
-    found = detect_all(metrics)
+    found = plateaus(out, rows)
     names, index = _axis_values(rows, axes[0]) if axes else (["all runs"], np.zeros(len(rows), int))
     colours = plt.cm.viridis(np.linspace(0, 0.9, len(names)))
     fig, panels = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -56,7 +64,8 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
             panel.plot(steps, curve, color=colours[index[r]], lw=1.2, alpha=0.85,
                        label=names[index[r]] if r == int(np.flatnonzero(index == index[r])[0])
                        else None)
-            for mark, at in (("o", found[r]["start"]), ("x", found[r]["end"])):
+            marks = (("o", found[r]["start"]), ("x", found[r]["end"])) if found else ()
+            for mark, at in marks:
                 if at is not None:
                     panel.plot(at, np.interp(at, steps, np.nan_to_num(curve)), mark,
                                color=colours[index[r]], ms=6)
@@ -69,15 +78,17 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
         panel.grid(alpha=0.3)
     panels[0].set_ylabel("MSE")
     panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
-    fig.suptitle("o = plateau start, x = sudden drop (" + plateau.RULE.split(";")[1].strip()
-                 + ")", fontsize=8)
+    doc = _analysis(out)
+    rule = (doc["plateau_rule"].split(";")[1].strip() if doc and ";" in doc["plateau_rule"]
+            else "run `jaxsim analyze` to mark them")
+    fig.suptitle(f"o = plateau start, x = sudden drop ({rule})", fontsize=8)
     return save(fig, out, "loss_curves.png", rect=(0, 0, 1, 0.95))
 
 
 def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path | None:
-    if not axes:
+    found = plateaus(out, rows)
+    if not axes or found is None:
         return None
-    found = detect_all(metrics)
     length = np.array([f["length"] if f["length"] is not None else np.nan for f in found], float)
     censored = np.array([not f["dropped"] for f in found])
     y_names, y_index = _axis_values(rows, axes[0])
@@ -108,11 +119,12 @@ def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) 
 
 
 def attention_maps(out: Path, run_id: int | None = None) -> Path | None:
-    path = Path(out) / results.ATTENTION
+    path = Path(out) / ATTENTION
     if not path.is_file():
         return None
     with np.load(path) as f:
         ids, steps, attention = f["run_id"], f["steps"], f["attention"]
+        row_score, col_score = f["row_score"], f["col_score"]
     doc = json.loads((Path(out) / results.ANALYSIS).read_text())
     i = int(np.flatnonzero(ids == run_id)[0]) if run_id in set(ids.tolist()) else 0
     maps = attention[i]                                    # [2, layers, heads, P, P]
@@ -122,7 +134,7 @@ def attention_maps(out: Path, run_id: int | None = None) -> Path | None:
                              squeeze=False)
     for t, when in enumerate(("plateau", "final")):
         for layer in range(layers):
-            rows, cols = completion.row_col_scores(maps[t, layer], n)
+            rows, cols = row_score[i, t, layer], col_score[i, t, layer]
             for h in range(heads):
                 ax = grid[t * layers + layer, h]
                 ax.imshow(maps[t, layer, h], cmap="magma", vmin=0)

@@ -20,6 +20,8 @@ from jaxsim.training import objectives
 
 LABELS = {"task.grammar": "grammar", "task.context_length": "context length"}
 
+SAMPLES = "analysis_samples.npz"   # written by `jaxsim analyze`: the final checkpoint's model samples
+
 
 @dataclass(frozen=True)
 class PCFGConfig:

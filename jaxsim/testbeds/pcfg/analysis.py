@@ -8,28 +8,23 @@ analysis.json:
                "mean_length": [S], "grammar_mean_length", "earley_agreement"}, ...]}
     analysis_samples.npz: run_id [R], grammar [R] (str), samples [R, B, L] (final checkpoint,
     temperature 1, PAD-padded to the longest context),
-    grammar_lengths [R, B] (exact samples of the grammar under the same cap).
+    grammar_lengths [R, B] (exact samples of the grammar under the same cap), grammatical [R, B]
+    (the Earley parser's verdict on each sample), sample_lengths [R, B] (words between BOS and
+    the first EOS; -1 without them).
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxsim import results
+from jaxsim.testbeds.pcfg import SAMPLES
 from jaxsim.testbeds.pcfg import earley as earley
 from jaxsim.testbeds.pcfg import grammaticality as grammaticality
+from jaxsim.analysis.driver import map_runs
 from jaxsim.analysis.checkpoints import chunks, run_entry, tolist
-from jaxsim.config import Spec
-
-
-@functools.partial(jax.jit, static_argnums=(0, 4))
-def _pcfg_chunk(spec: Spec, params_RxS, seeds_R, hparams_R, num_samples: int):
-    keys = jax.vmap(jax.random.key)(seeds_R)
-    return jax.vmap(grammaticality.analyze_run, (0, 0, None, 0, None))(
-        params_RxS, keys, spec, hparams_R, num_samples)
 
 
 def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
@@ -37,8 +32,7 @@ def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
     which the figures re-parse)."""
     report, samples = [], []
     for chunk in chunks(out, cfg, rows):
-        m = jax.device_get(_pcfg_chunk(chunk.spec, chunk.params_RxS, chunk.seeds_R,
-                                       chunk.hparams_R, num_samples))
+        m = jax.device_get(map_runs(grammaticality.analyze_run, chunk, num_samples))
         for i, run in enumerate(chunk.runs):
             entry = run_entry(run, chunk.steps)
             entry.update({k: tolist(m[k][i]) for k in grammaticality.METRICS})
@@ -48,10 +42,12 @@ def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
             host = np.array([earley.is_grammatical(grammar, s) for s in final])
             entry["earley_agreement"] = float(np.mean(host == m["samples_grammatical"][i]))
             report.append(entry)
-            samples.append((run.run_id, grammar, final, m["grammar_lengths"][i]))
+            words = [earley.sentence_of(s) for s in final]
+            lengths = np.array([-1 if w is None else len(w) for w in words])
+            samples.append((run.run_id, grammar, final, m["grammar_lengths"][i], host, lengths))
     report.sort(key=lambda e: e["run_id"])
     samples.sort(key=lambda t: t[0])
-    width = max(s.shape[1] for _, _, s, _ in samples)
+    width = max(t[2].shape[1] for t in samples)
     pad = lambda s: np.pad(s, ((0, 0), (0, width - s.shape[1])))    # PAD = 0
 
     def write(path: Path):
@@ -59,9 +55,11 @@ def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
             np.savez(fh, run_id=np.array([t[0] for t in samples]),
                      grammar=np.array([t[1] for t in samples]),
                      samples=np.stack([pad(t[2]) for t in samples]),
-                     grammar_lengths=np.stack([t[3] for t in samples]))
+                     grammar_lengths=np.stack([t[3] for t in samples]),
+                     grammatical=np.stack([t[4] for t in samples]),
+                     sample_lengths=np.stack([t[5] for t in samples]))
 
-    results.atomic_write(out / results.SAMPLES, write)
+    results.atomic_write(out / SAMPLES, write)
     return {"task": cfg.task.name, "num_samples": num_samples,
             "checker": "exact jax recogniser per grammar; earley_agreement = share of the final "
                        "checkpoint's samples on which the plain-Python Earley parser agrees",

@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results  # noqa: E402
-from jaxsim.testbeds.pcfg import earley as earley# noqa: E402
+from jaxsim import results
+from jaxsim.testbeds.pcfg import SAMPLES  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 
 COLOURS = {"dyck2": "tab:blue", "expr": "tab:orange", "english": "tab:green"}
@@ -78,14 +78,14 @@ def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
 
 
 def sample_lengths(out: Path) -> Path:
-    with np.load(out / results.SAMPLES) as f:
-        grammar, samples, truth = f["grammar"], f["samples"], f["grammar_lengths"]
+    with np.load(out / SAMPLES) as f:
+        grammar, truth = f["grammar"], f["grammar_lengths"]
+        grammatical, lengths = f["grammatical"], f["sample_lengths"]
     kinds = list(dict.fromkeys(grammar.tolist()))
     fig, panels = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
     for panel, g in zip(panels[0], kinds):
         sel = grammar == g
-        model = [len(earley.sentence_of(s)) for s in samples[sel].reshape(-1, samples.shape[-1])
-                 if earley.is_grammatical(g, s)]
+        model = lengths[sel][grammatical[sel]].tolist()
         cap = max(int(truth[sel].max()), max(model, default=0)) + 1
         bins = np.arange(0, cap + 2) - 0.5
         panel.hist(truth[sel].ravel(), bins=bins, density=True, alpha=0.5, color="k",
@@ -106,6 +106,6 @@ def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, grammar: s
         doc = json.loads(analysis.read_text())
         if doc.get("task") == "pcfg":
             paths.append(grammaticality(out, doc, axes, rows))
-            if (out / results.SAMPLES).is_file():
+            if (out / SAMPLES).is_file():
                 paths.append(sample_lengths(out))
     return paths

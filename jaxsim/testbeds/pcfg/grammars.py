@@ -40,7 +40,6 @@ class Grammar(NamedTuple):
     features: tuple      # names of the feature columns
 
 
-_BRACKET_INC = (1, 1, 0)
 DYCK2 = Grammar(
     start="S",
     rules={"S": [("S S", 0.30), ("Brack0", 0.35), ("Brack1", 0.35)],
@@ -83,14 +82,6 @@ GRAMMARS = {"dyck2": DYCK2, "expr": EXPR, "english": ENGLISH}
 
 def vocab_size(name: str) -> int:
     return NUM_SPECIAL + sum(GRAMMARS[name].categories.values())
-
-
-def word_names(name: str) -> list[str]:
-    """Printable name of every token id (e.g. 'Digit3', 'o0')."""
-    names = ["<pad>", "<bos>", "<eos>"]
-    for cat, n in GRAMMARS[name].categories.items():
-        names += [cat] if n == 1 else [f"{cat}{i}" for i in range(n)]
-    return names
 
 
 def category_of_token(name: str) -> np.ndarray:

@@ -64,10 +64,12 @@ def _analyze(request):
 
 
 def _figures(request):
-    from jaxsim import grid
+    from jaxsim import results
     from jaxsim.testbeds.sim import figures
-    runs = {r.run_id: r for r in grid.expand(request.cfg)}
-    return figures.draw(request.out, request.axes, request.rows, request.metrics, runs)
+    runs, groups = results.read_plan(request.out)
+    sizes = {r.run_id: g.spec.task.num_concepts for g in groups for r in g.runs}
+    concepts = {r.run_id: task.means_noises(r.hparams["task"], sizes[r.run_id]) for r in runs}
+    return figures.draw(request.out, request.axes, request.rows, request.metrics, concepts)
 
 
 TESTBED = Testbed(

@@ -35,6 +35,7 @@ from jaxsim import results, training
 from jaxsim.analysis.checkpoints import group_specs
 from jaxsim.models.mlp import end_to_end
 from jaxsim.testbeds.sim import task as simtask
+from jaxsim.testbeds.sim.task import means_noises
 from jaxsim.testbeds.sim.task import composition_bits
 from jaxsim.testbeds.sim.objective import bits_name
 
@@ -182,10 +183,11 @@ def compare_closed_form(steps_E, metrics: dict[str, np.ndarray], w0_DxD, rot_DxD
     return out
 
 
-def has_closed_form(cfg: cfglib.Config) -> bool:
-    m, t = cfg.model, cfg.train
+def has_closed_form(spec, hparams: dict) -> bool:
+    """Plain gradient descent on the one-layer linear model (no decay, no warm-up)."""
+    m, t, hp = spec.model, spec.train, hparams["train"]
     return (m.name == "mlp" and m.num_layers == 1 and t.optimizer == "sgd"
-            and t.weight_decay == 0 and t.warmup_steps == 0)
+            and hp["weight_decay"] == 0 and hp["warmup_steps"] == 0)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -195,26 +197,20 @@ def _initial(key, spec, hparams):
     return w0, simtask.constants(key, spec, hparams)[0]
 
 
-def means_noises(task) -> tuple[np.ndarray, np.ndarray]:
-    """(mu [S], sigma [S]) of a run's task config."""
-    p = np.arange(task.num_concepts)
-    return (task.concept_mean + p * task.concept_mean_step,
-            task.concept_noise + p * task.concept_noise_step)
-
-
 def _mean(flags: list) -> float | None:
     """Fraction of True among the non-None flags (None if there are none)."""
     known = [f for f in flags if f is not None]
     return float(np.mean(known)) if known else None
 
 
-def report(cfg: cfglib.Config, rows: list[dict], metrics: dict[str, np.ndarray], runs: dict
-           ) -> dict:
-    """analysis.json for a sim sweep: one entry per runs.csv row (metrics are in that order)."""
+def report(specs: dict, rows: list[dict], metrics: dict[str, np.ndarray], runs: dict) -> dict:
+    """analysis.json for a sim sweep: one entry per runs.csv row (metrics are in that order);
+    `specs` are the shape groups' specs, `runs` the plan's runs by run_id."""
     entries = []
     for i, row in enumerate(rows):
         run = runs[int(row["run_id"])]
-        means, noises = means_noises(run.config.task)
+        spec = specs[int(row["shape_group"])]
+        means, noises = means_noises(run.hparams["task"], spec.task.num_concepts)
         per = {k: v[i] for k, v in metrics.items() if k != "step"}
         steps = metrics["step"][np.isfinite(per["ood_loss_id"])]
         entry = {"run_id": run.run_id, "seed": run.seed, "axes": run.values,
@@ -224,13 +220,12 @@ def report(cfg: cfglib.Config, rows: list[dict], metrics: dict[str, np.ndarray],
             continue
         entry.update(analyze_run(metrics["step"], per, means, noises))
         entry["closed_form"] = None
-        if has_closed_form(run.config):
-            spec = cfglib.spec_of(run.config)
-            hp = training.as_arrays(cfglib.hparams_of(run.config))
+        if has_closed_form(spec, run.hparams):
+            hp = training.as_arrays(run.hparams)
             w0, rot = (np.asarray(a, np.float64) for a in _initial(jax.random.key(run.seed),
                                                                    spec, hp))
             entry["closed_form"] = compare_closed_form(metrics["step"], per, w0, rot, means,
-                                                       noises, run.config.train.lr)
+                                                       noises, run.hparams["train"]["lr"])
         entries.append(entry)
     entries.sort(key=lambda e: e["run_id"])
     done = [e for e in entries if "ood" in e]
@@ -245,5 +240,5 @@ def report(cfg: cfglib.Config, rows: list[dict], metrics: dict[str, np.ndarray],
 def analyze(out: Path, cfg: cfglib.Config, rows: list[dict], num_sequences: int) -> dict:
     """`jaxsim analyze DIR` for sim: from metrics.npz and each run's initial weights, so it reads
     no checkpoints and draws no analysis sequences (`num_sequences` does not apply)."""
-    _, runs = group_specs(cfg, rows)
-    return report(cfg, rows, results.read_metrics(out), runs)
+    specs, runs = group_specs(out, rows)
+    return report(specs, rows, results.read_metrics(out), runs)

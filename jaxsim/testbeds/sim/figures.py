@@ -8,7 +8,7 @@ analysis.json's closed form when `jaxsim analyze` has run):
   training for the same runs, with the closed form (gradient flow) dashed where it applies.
 - figures/sim_loss_curves.png: held-out loss and OOD loss (both / (1/2)||x_hat||^2), every run.
 - figures/sim_phase.png: fraction of seeds whose OOD loss is non-monotonic (rule in
-  `analysis.sim.RULES`) over the two leading axes, the mean relative rise in each cell.
+  `testbeds/sim/analysis.py` RULES, from analysis.json) over the two leading axes, the mean relative rise in each cell.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from jaxsim import results  # noqa: E402
-from jaxsim.testbeds.sim import analysis as simlib# noqa: E402
+from jaxsim.testbeds.sim.task import concept_signal  # noqa: E402
 from jaxsim.plotting import save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
@@ -34,36 +34,41 @@ def _label(key: str) -> str:
     return axis_label(key, LABELS)
 
 
-def _per_run(rows, metrics, runs) -> list[dict]:
-    """Each healthy run's steps, metric rows, mu, sigma and OOD rise (NaNs dropped)."""
+def _per_run(rows, metrics, runs, analysed: dict) -> list[dict]:
+    """Each healthy run's steps, metric rows, mu, sigma and, from analysis.json, its OOD rise
+    (None before `jaxsim analyze`); NaNs dropped."""
     out = []
     for i, row in enumerate(rows):
         per = {k: v[i] for k, v in metrics.items() if k != "step"}
         keep = np.isfinite(per["ood_loss_id"])
         if row["status"] == "diverged" or not keep.any():
             continue
-        means, noises = simlib.means_noises(runs[int(row["run_id"])].config.task)
+        means, noises = runs[int(row["run_id"])]
         scale = 0.5 * float(np.sum(means ** 2))
         steps = metrics["step"][keep]
         per = {k: v[keep] for k, v in per.items()}
+        entry = analysed.get(int(row["run_id"]), {})
         out.append({"row": i, "run_id": int(row["run_id"]), "steps": steps, "m": per,
-                    "means": means, "noises": noises, "scale": scale,
-                    "rise": simlib.rise(steps, per["ood_loss_id"], scale)})
+                    "means": means, "noises": noises, "scale": scale, "rise": entry.get("ood")})
     return out
 
 
 def _picks(axes, rows, per_run) -> list[tuple[str, dict]]:
     """(label, run) per value of the leading axis: the run with the largest OOD rise."""
     if not axes:
-        return [("all runs", max(per_run, key=lambda r: r["rise"]["rise_rel"]))]
+        return [("all runs", max(per_run, key=_rise))]
     names, index = _axis_values(rows, axes[0])
     picks = []
     for k, name in enumerate(names[:6]):
         members = [r for r in per_run if index[r["row"]] == k]
         if members:
-            picks.append((f"{_label(axes[0])} = {name}",
-                          max(members, key=lambda r: r["rise"]["rise_rel"])))
+            picks.append((f"{_label(axes[0])} = {name}", max(members, key=_rise)))
     return picks
+
+
+def _rise(run: dict) -> float:
+    """The run's OOD rise relative to (1/2)||x_hat||^2 (0 before `jaxsim analyze`)."""
+    return run["rise"]["rise_rel"] if run["rise"] else 0.0
 
 
 def trajectories(out, picks) -> Path:
@@ -82,9 +87,12 @@ def trajectories(out, picks) -> Path:
             ax.scatter([mu[0]], [mu[1]], marker="*", s=140, color="C3", label="OOD x̂")
         ax.set_xlabel("concept coordinate 1 of f(x̂)")
         ax.set_ylabel("concept coordinate 2 of f(x̂)")
-        flag = "non-monotonic" if r["rise"]["nonmonotonic"] else "monotonic"
-        ax.set_title(f"{label}\nrun {r['run_id']}: OOD loss {flag} "
-                     f"(rise {r['rise']['rise_rel']:.3f})", fontsize=9)
+        if r["rise"]:
+            flag = "non-monotonic" if r["rise"]["nonmonotonic"] else "monotonic"
+            what = f"OOD loss {flag} (rise {r['rise']['rise_rel']:.3f})"
+        else:
+            what = "(`jaxsim analyze` adds the OOD rise)"
+        ax.set_title(f"{label}\nrun {r['run_id']}: {what}", fontsize=9)
         ax.grid(alpha=0.3)
         ax.set_aspect("equal", adjustable="datalim")
     panels[0][0].legend(fontsize=7, loc="lower right")
@@ -96,7 +104,7 @@ def learning_curves(out, picks, closed: dict) -> Path:
     fig, panels = plt.subplots(1, len(picks), figsize=(4.2 * len(picks), 3.8), squeeze=False,
                                sharey=True)
     for ax, (label, r) in zip(panels[0], picks):
-        a = simlib.concepts(r["means"], r["noises"])
+        a = concept_signal(r["means"], r["noises"])
         for p in range(len(r["means"])):
             y = r["m"][f"centre_coord{p + 1}_id"] / r["means"][p]
             ax.plot(r["steps"], y, color=f"C{p}", lw=1.8,
@@ -140,8 +148,9 @@ def loss_curves(out, axes, rows, per_run) -> Path:
     return save(fig, out, "sim_loss_curves.png")
 
 
-def phase(out, axes, rows, per_run) -> Path | None:
-    if not axes:
+def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
+    """The share of runs whose OOD loss rises after a minimum (from analysis.json)."""
+    if not axes or tolerance is None:
         return None
     y_names, y_index = _axis_values(rows, axes[0])
     x_names, x_index = (_axis_values(rows, axes[1]) if len(axes) > 1
@@ -166,21 +175,21 @@ def phase(out, axes, rows, per_run) -> Path | None:
     ax.set_yticks(range(len(y_names)), y_names)
     ax.set_xlabel(_label(axes[1]) if len(axes) > 1 else "")
     ax.set_ylabel(_label(axes[0]))
-    ax.set_title(f"swing-by: OOD loss rises > {simlib.TOLERANCE} ½‖x̂‖² after a minimum\n"
+    ax.set_title(f"swing-by: OOD loss rises > {tolerance} ½‖x̂‖² after a minimum\n"
                  "(cell text: mean rise / ½‖x̂‖²)", fontsize=9)
     return save(fig, out, "sim_phase.png")
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, runs: dict) -> list[Path]:
-    per_run = _per_run(rows, metrics, runs)
+    path = Path(out) / results.ANALYSIS
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    analysed = {e["run_id"]: e for e in doc.get("runs", [])}
+    per_run = _per_run(rows, metrics, runs, analysed)
     if not per_run:
         return []
-    closed = {}
-    path = Path(out) / results.ANALYSIS
-    if path.is_file():
-        doc = json.loads(path.read_text())
-        closed = {e["run_id"]: e.get("closed_form") for e in doc.get("runs", [])}
+    closed = {run_id: e.get("closed_form") for run_id, e in analysed.items()}
     picks = _picks(axes, rows, per_run)
     paths = [trajectories(out, picks), learning_curves(out, picks, closed),
-             loss_curves(out, axes, rows, per_run), phase(out, axes, rows, per_run)]
+             loss_curves(out, axes, rows, per_run),
+             phase(out, axes, rows, per_run, doc.get("tolerance"))]
     return [p for p in paths if p is not None]

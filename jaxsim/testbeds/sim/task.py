@@ -59,6 +59,14 @@ def concept_params(hparams: dict, num_concepts: int) -> tuple[jax.Array, jax.Arr
             hp["concept_noise"] + p * hp["concept_noise_step"])
 
 
+def means_noises(task_hparams: dict, num_concepts: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mu [S], sigma [S]) of a run from its task hyperparameters."""
+    p = np.arange(num_concepts)
+    hp = task_hparams
+    return (hp["concept_mean"] + p * hp["concept_mean_step"],
+            hp["concept_noise"] + p * hp["concept_noise_step"])
+
+
 def concept_signal(means_S, noises_S) -> np.ndarray | jax.Array:
     """a_p = mu_p^2 / s + sigma_p^2: the diagonal of the population second moment E[z z^T]."""
     return means_S ** 2 / means_S.shape[-1] + noises_S ** 2

@@ -15,6 +15,8 @@ cluster job before spending the queue on it.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -67,9 +69,9 @@ def make_executor(folder: Path, params: dict):
 
 
 def run_cli(argv: list[str]) -> int:
-    """What each job runs: the jaxsim CLI, failing the job (and so its dependants) on error."""
-    from jaxsim import cli
-    code = cli.main(argv)
+    """What each job runs: the jaxsim CLI in a process of its own (so this module needs no
+    import of the CLI that calls it), failing the job (and so its dependants) on error."""
+    code = subprocess.run([sys.executable, "-m", "jaxsim", *argv]).returncode
     if code != 0:
         raise RuntimeError(f"jaxsim {' '.join(argv)} exited with {code}")
     return code

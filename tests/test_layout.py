@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jaxsim import testbeds
-from jaxsim.testbed import Testbed as TestbedRecord
+from jaxsim import testbed as protocol
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "jaxsim"
@@ -56,7 +56,7 @@ def test_figures_import_no_analysis_code():
 @pytest.mark.parametrize("name", sorted(testbeds.BUILTIN))
 def test_every_builtin_testbed_is_complete(name):
     testbed = testbeds.get(name)
-    assert isinstance(testbed, TestbedRecord) and testbed.name == name
+    assert isinstance(testbed, protocol.Testbed) and testbed.name == name
     assert testbed.config().name == name
     assert (testbed.objective is None) != (testbed.sae is None)
     for f in dataclasses.fields(testbed.config)[1:]:

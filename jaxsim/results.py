@@ -75,13 +75,15 @@ def spec_from_dict(doc: dict) -> cfglib.Spec:
                        cfglib.TrainConfig(**doc["train"]))
 
 
-def read_plan(out: Path, device_count: int | None = None) -> tuple[list, list]:
+def read_plan(out: Path, device_count: int | None = None,
+              sizes: dict[int, int] | None = None) -> tuple[list, list]:
     """(runs, groups) of a sweep directory as planned when it started: from plan.json, or, for a
-    directory written before plan.json existed, re-planned from config.yaml and runs.csv.
-    `device_count` (default: the plan's) re-pads each chunk to a multiple of it."""
+    directory written before plan.json existed, re-planned from config.yaml with each group's
+    chunk size from `sizes` (default: as runs.csv records it). `device_count` (default: the
+    plan's, or this process's) re-pads each chunk to a multiple of it."""
     out = Path(out)
     if not (out / PLAN).is_file():
-        return _replan(out, device_count)
+        return _replan(out, device_count, sizes)
     try:
         doc = json.loads((out / PLAN).read_text())
         runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"], d["hparams"])
@@ -98,10 +100,12 @@ def read_plan(out: Path, device_count: int | None = None) -> tuple[list, list]:
     return sorted(runs.values(), key=lambda r: r.run_id), groups
 
 
-def _replan(out: Path, device_count: int | None) -> tuple[list, list]:
+def _replan(out: Path, device_count: int | None, sizes: dict[int, int] | None
+            ) -> tuple[list, list]:
     cfg = cfglib.load(out / CONFIG)
     runs = grid.expand(cfg)
-    sizes = grid.recorded_sizes(read_runs(out)) if (out / RUNS).is_file() else None
+    if sizes is None and (out / RUNS).is_file():
+        sizes = grid.recorded_sizes(read_runs(out))
     return runs, grid.plan(cfg, runs, device_count or jax.device_count(), sizes)
 
 
@@ -267,12 +271,12 @@ def load_run(out: Path, run_id: int, step: int | None = None) -> SavedRun:
         raise cfglib.ConfigError(f"'{out}' is not a jaxsim results directory (no {CONFIG})")
     cfg = cfglib.load(out / CONFIG)
     runs, groups = read_plan(out)
-    group = {r.run_id: g for g in groups for r in g.runs}
-    if run_id not in group:
+    placed = {r.run_id: (r, g) for g in groups for r in g.runs}
+    if run_id not in placed:
         raise cfglib.ConfigError(f"run {run_id} is not in {out}: runs 0..{len(runs) - 1}")
-    run = next(r for r in runs if r.run_id == run_id)
+    run, group = placed[run_id]
     saved_step, state = restore_run(out, run_id, step)
-    return SavedRun(cfg, cfglib.run_spec(group[run_id].spec, run.hparams), run.hparams, run.seed,
+    return SavedRun(cfg, cfglib.run_spec(group.spec, run.hparams), run.hparams, run.seed,
                     saved_step, jax.tree.map(np.asarray, state["params"]))
 
 

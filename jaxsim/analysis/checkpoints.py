@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsim import config as cfglib
 from jaxsim import grid, results
 from jaxsim.config import ConfigError, Spec
 
@@ -46,7 +45,7 @@ class ChunkParams(NamedTuple):
                               # input_scale), else None
 
 
-def chunks(out: Path, cfg: cfglib.Config, rows: list[dict]) -> Iterator[ChunkParams]:
+def chunks(out: Path, rows: list[dict]) -> Iterator[ChunkParams]:
     """Each checkpointed chunk's runs with their params at every saved step."""
     specs, runs = group_specs(out, rows)
     members_of: dict[tuple[int, int], list[dict]] = {}

@@ -22,7 +22,6 @@ from jaxsim.config import Spec
 from jaxsim.grid import Chunk
 
 
-
 def _run_keys(seeds_R: jax.Array) -> jax.Array:
     return jax.vmap(jax.random.key)(seeds_R)
 

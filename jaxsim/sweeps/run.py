@@ -55,11 +55,8 @@ def resume(out: Path, progress: bool = True, programs: engine.Programs | None = 
         raise ConfigError(f"'{out}' is not a sweep directory (no {results.CONFIG}); "
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
     cfg = cfglib.load(out / results.CONFIG)
-    if (out / results.PLAN).is_file():
-        runs, groups = results.read_plan(out, jax.device_count())
-    else:   # a directory from before plan.json: re-plan with the recorded chunk sizes
-        runs = grid.expand(cfg)
-        groups = grid.plan(cfg, runs, jax.device_count(), _recorded_sizes(out))
+    # _recorded_sizes: the chunk sizes of a directory from before plan.json, to re-plan it
+    runs, groups = results.read_plan(out, jax.device_count(), _recorded_sizes(out))
     if (out / shards.MANIFEST).is_file():
         groups = shards.reselect(out, runs, groups, jax.device_count())
     return _train(cfg, out, runs, groups, progress, programs or engine.Programs(),

@@ -24,7 +24,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxsim import config as cfglib
 from jaxsim import results, testbeds
 from jaxsim.testbeds import streams as streams
 from jaxsim.config import ConfigError, Spec
@@ -65,14 +64,14 @@ def load(path: str, run_id: int, step: int) -> Source:
     if not (out / results.CONFIG).is_file():
         raise ConfigError(f"task.source '{path}' is not a jaxsim results directory "
                           f"(no {results.CONFIG})")
-    if cfglib.load(out / results.CONFIG).model.name != "gpt":
-        raise ConfigError(f"task.source must hold a gpt sweep, {path} has model.name="
-                          f"{cfglib.load(out / results.CONFIG).model.name!r}")
     with jax.ensure_compile_time_eval():   # first called while tracing: read concretely
         try:
             run = results.load_run(out, run_id, step)
         except ConfigError as e:
             raise ConfigError(f"task.source_run/source_step: {e}") from None
+    if run.cfg.model.name != "gpt":
+        raise ConfigError(f"task.source must hold a gpt sweep, {path} has model.name="
+                          f"{run.cfg.model.name!r}")
     return Source(run.spec, run.hparams, run.seed, run.step, run.params)
 
 

@@ -36,7 +36,7 @@ def analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
     """analysis.json for concept_geometry and activations (plus analysis_fields.npz when
     task.dim = 2); the causal probes and receptive fields use the final checkpoint only."""
     report, fields, probes, spec = [], [], {}, None
-    for chunk in chunks(out, cfg, rows):
+    for chunk in chunks(out, rows):
         spec = chunk.spec
         m = jax.device_get(map_runs(concepts.analyze_run, chunk, num_points, extra=True))
         if cfg.task.name == "activations":

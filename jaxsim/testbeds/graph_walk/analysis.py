@@ -89,7 +89,7 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
     keep = min(PCA_SEQUENCES, num_sequences)
     report, saved = [], []
     reference = None
-    for chunk in chunks(out, cfg, rows):
+    for chunk in chunks(out, rows):
         m = jax.device_get(map_runs(graph.analyze_run, chunk, ends, window, num_sequences))
         fm = jax.device_get(map_runs(graph.final_means, chunk, ends, window, num_sequences, keep,
                                      last=True))

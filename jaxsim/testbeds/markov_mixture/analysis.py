@@ -40,7 +40,7 @@ def analyze_icl(request) -> dict:
     ends = jnp.asarray(np.array(lengths) - 1, jnp.int32)
     splits = list(mm.SPLITS)
     report = []
-    for chunk in chunks(out, cfg, rows):
+    for chunk in chunks(out, rows):
         per_split = {split: jax.device_get(map_runs(icl.analyze_run, chunk, ends, num_sequences,
                                                     split)) for split in splits}
         for i, run in enumerate(chunk.runs):

@@ -45,7 +45,7 @@ def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
     metrics = results.read_metrics(out)
     position = {int(r["run_id"]): i for i, r in enumerate(rows)}
     report, attention = [], []
-    for chunk in chunks(out, cfg, rows):
+    for chunk in chunks(out, rows):
         diag = jax.device_get(map_runs(completion.analyze_run, chunk, num_matrices))
         for i, run in enumerate(chunk.runs):
             r = position[run.run_id]

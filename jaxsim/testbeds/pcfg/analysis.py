@@ -31,7 +31,7 @@ def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
     """analysis.json for pcfg (plus analysis_samples.npz of the final checkpoint's samples,
     which the figures re-parse)."""
     report, samples = [], []
-    for chunk in chunks(out, cfg, rows):
+    for chunk in chunks(out, rows):
         m = jax.device_get(map_runs(grammaticality.analyze_run, chunk, num_samples))
         for i, run in enumerate(chunk.runs):
             entry = run_entry(run, chunk.steps)

@@ -1,6 +1,7 @@
 """Expand a config into its runs table and group the runs by compile-time shape."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -78,10 +79,10 @@ def plan(cfg: Config, runs: list[Run], num_devices: int,
     in runs.csv on resume), else `sweep.chunk_size` (0 = the whole group)."""
     by_key: dict[Spec, list[Run]] = {}
     for run in runs:
-        by_key.setdefault(cfglib.group_key(cfglib.spec_of(run.config)), []).append(run)
+        by_key.setdefault(cfglib.group_key(_spec(run)), []).append(run)
     groups = []
     for index, members in enumerate(by_key.values()):
-        spec = cfglib.merge_specs([cfglib.spec_of(r.config) for r in members])
+        spec = cfglib.merge_specs([_spec(r) for r in members])
         size = (sizes or {}).get(index) or cfg.sweep.chunk_size or len(members)
         size = min(size, len(members))
         size = round_to_devices(size, num_devices)
@@ -89,6 +90,16 @@ def plan(cfg: Config, runs: list[Run], num_devices: int,
                   for i, start in enumerate(range(0, len(members), size))]
         groups.append(Group(index, spec, members, chunks))
     return groups
+
+
+def _spec(run: Run) -> Spec:
+    """A run's static spec; in a staged sweep with the static spec of its source run's shape
+    group (runs from different source groups compile apart)."""
+    spec = cfglib.spec_of(run.config)
+    if run.config.init.source:
+        from jaxsim import stages   # stages reads saved sweeps (results imports this module)
+        spec = dataclasses.replace(spec, source=stages.source_spec(run.config.init))
+    return spec
 
 
 def round_to_devices(size: int, num_devices: int) -> int:

@@ -5,7 +5,8 @@
                    shape group's merged static spec and chunks (their size and run ids), and every
                    run's seed, axis values and dynamic hyperparameters; resume, merge, analyze,
                    plot and activation sources read it instead of re-expanding the grid
-    runs.csv       run_id, seed, one column per axis (dotted key), status, and where the run's
+    runs.csv       run_id, seed, one column per axis (dotted key), in a staged sweep each run's
+                   source (source_dir, source_run, source_step), status, and where the run's
                    state sits in the checkpoints: shape_group, chunk, index_in_chunk
     metrics.npz    step [E]; per-run metrics [R, E] in runs.csv order (NaN where a run has no
                    evaluation at that step): train_loss and, per split, the testbed's metrics
@@ -55,7 +56,7 @@ def write_config(out: Path, cfg: cfglib.Config) -> None:
 def write_plan(out: Path, groups: list, device_count: int) -> None:
     """plan.json: the whole plan of a sweep (`grid.Group`s with their chunks and runs)."""
     runs = sorted((r for g in groups for r in g.runs), key=lambda r: r.run_id)
-    doc = {"version": 1, "device_count": device_count, "num_runs": len(runs),
+    doc = {"version": 2, "device_count": device_count, "num_runs": len(runs),
            "groups": [{"index": g.index, "spec": spec_to_dict(g.spec),
                        "chunks": [{"index": c.index, "size": c.size,
                                    "run_ids": [r.run_id for r in c.runs]} for c in g.chunks]}
@@ -66,13 +67,18 @@ def write_plan(out: Path, groups: list, device_count: int) -> None:
 
 
 def spec_to_dict(spec: cfglib.Spec) -> dict:
-    return {s: dataclasses.asdict(getattr(spec, s)) for s in cfglib.SWEEPABLE}
+    doc = {s: dataclasses.asdict(getattr(spec, s)) for s in cfglib.SWEEPABLE}
+    if spec.source is not None:
+        doc["source"] = spec_to_dict(spec.source)
+    return doc
 
 
 def spec_from_dict(doc: dict) -> cfglib.Spec:
     task_cls = testbeds.get(doc["task"]["name"]).config
+    init = cfglib.InitConfig(**doc["init"]) if "init" in doc else cfglib.InitConfig(run=None)
     return cfglib.Spec(task_cls(**doc["task"]), cfglib.ModelConfig(**doc["model"]),
-                       cfglib.TrainConfig(**doc["train"]))
+                       cfglib.TrainConfig(**doc["train"]), init,
+                       spec_from_dict(doc["source"]) if "source" in doc else None)
 
 
 def read_plan(out: Path, device_count: int | None = None,
@@ -86,6 +92,8 @@ def read_plan(out: Path, device_count: int | None = None,
         return _replan(out, device_count, sizes)
     try:
         doc = json.loads((out / PLAN).read_text())
+        if _before_stages(doc):   # an activations plan with the task.source keys of version 1
+            return _replan(out, device_count, sizes)
         runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"], d["hparams"])
                 for d in doc["runs"]}
         devices = device_count or doc["device_count"]
@@ -98,6 +106,13 @@ def read_plan(out: Path, device_count: int | None = None,
     except (ValueError, KeyError, TypeError) as e:
         raise cfglib.ConfigError(f"{out / PLAN} is damaged ({type(e).__name__}: {e})") from None
     return sorted(runs.values(), key=lambda r: r.run_id), groups
+
+
+def _before_stages(doc: dict) -> bool:
+    task = doc["groups"][0]["spec"]["task"] if doc.get("groups") else {}
+    names = {f.name for f in dataclasses.fields(testbeds.get(task["name"]).config)} if task else set()
+    return doc.get("version", 1) < 2 and any(k in task and k not in names
+                                             for k in cfglib.LEGACY_INIT_KEYS)
 
 
 def _replan(out: Path, device_count: int | None, sizes: dict[int, int] | None
@@ -113,13 +128,16 @@ def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, st
     """runs.csv from the planned groups (`jaxsim.grid.Group`) and each run's status."""
     axes = cfglib.axis_keys(cfg)
     rows = []
+    sources: dict[int, list] = {}   # a source run's columns, read once per call
     for group in groups:
         for chunk in group.chunks:
             for i, run in enumerate(chunk.runs):
                 rows.append([run.run_id, run.seed, *[run.values[a] for a in axes],
-                             status.get(run.run_id, "pending"), group.index, chunk.index, i])
+                             *_source_columns(cfg, run, sources), status.get(run.run_id, "pending"),
+                             group.index, chunk.index, i])
     rows.sort(key=lambda r: r[0])
-    header = ["run_id", "seed", *axes, "status", "shape_group", "chunk", "index_in_chunk"]
+    header = ["run_id", "seed", *axes, *(SOURCE_COLUMNS if cfg.init.source else ()), "status",
+              "shape_group", "chunk", "index_in_chunk"]
 
     def write(p: Path):
         with open(p, "w", newline="") as f:
@@ -128,6 +146,20 @@ def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, st
             w.writerows(rows)
 
     atomic_write(out / RUNS, write)
+
+
+SOURCE_COLUMNS = ("source_dir", "source_run", "source_step")
+
+
+def _source_columns(cfg: cfglib.Config, run, memo: dict) -> list:
+    """A staged run's source: directory, run_id and the saved step it starts from."""
+    if not cfg.init.source:
+        return []
+    source = run.hparams["init"]["run"]
+    if source not in memo:
+        memo[source] = [cfg.init.source, source,
+                        source_step(Path(cfg.init.source), source, cfg.init.step)]
+    return memo[source]
 
 
 def read_runs(out: Path) -> list[dict[str, str]]:
@@ -278,6 +310,31 @@ def load_run(out: Path, run_id: int, step: int | None = None) -> SavedRun:
     saved_step, state = restore_run(out, run_id, step)
     return SavedRun(cfg, cfglib.run_spec(group.spec, run.hparams), run.hparams, run.seed,
                     saved_step, jax.tree.map(np.asarray, state["params"]))
+
+
+def saved_steps(out: Path, run_id: int) -> list[int]:
+    """The saved checkpoint steps of one run (its chunk's); ConfigError if it is not a run."""
+    out = Path(out)
+    rows = {int(r["run_id"]): r for r in read_runs(out)} if (out / RUNS).is_file() else {}
+    if run_id not in rows:
+        raise cfglib.ConfigError(f"run {run_id} is not in {out / RUNS} (runs: "
+                                 f"{f'0..{max(rows)}' if rows else 'none'})")
+    row = rows[run_id]
+    return ChunkCheckpoints(chunk_dir(out, int(row["shape_group"]), int(row["chunk"])), []).steps()
+
+
+def source_step(out: Path, run_id: int, step: int) -> int:
+    """The saved step `init.step` names for a source run (-1 = its last); ConfigError if none."""
+    steps = saved_steps(out, run_id)
+    if not steps:
+        raise cfglib.ConfigError(f"init.source '{out}': run {run_id} has no saved checkpoint "
+                                 f"(finish it first: `jaxsim resume {out}`)")
+    if step < 0:
+        return steps[-1]
+    if step not in steps:
+        raise cfglib.ConfigError(f"init.step={step} is not saved for run {run_id} of "
+                                 f"init.source '{out}'; saved steps: {steps}")
+    return step
 
 
 def restore_run(out: Path, run_id: int, step: int | None = None) -> tuple[int, dict]:

@@ -110,6 +110,11 @@ class Testbed:
                  testbed to be an activations source (sequences as `tokens_BxL`)
     features     spec -> ((name, number of values), ...) of `features_BxLxF` in its batches
     points_per_sequence  spec -> activations points an SAE takes per source sequence
+    stage        what a staged run (`init.source`, `jaxsim.stages`) does with its source run:
+                 "init" (its parameters start as the source's; the architecture must match)
+                 or "frozen" (the source is a frozen model the testbed reads through
+                 hparams["source"], e.g. SAEs on its activations; the run's own model starts
+                 fresh)
     doc          one line for `jaxsim keys`
     """
     name: str
@@ -133,6 +138,7 @@ class Testbed:
     sample: Callable | None = None
     features: Callable | None = None
     points_per_sequence: Callable | None = None
+    stage: str = "init"
     doc: str = ""
 
     def metric_names(self, spec) -> list[str]:

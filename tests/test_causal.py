@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxsim import cli, training
+from jaxsim import cli, stages, training
 from jaxsim import config as cfglib
 from jaxsim.testbeds.activations import probes as probes
 from jaxsim.training import sae_loop
@@ -153,8 +153,7 @@ def _sae_raw(src, **model):
 def test_identity_splice_and_training_points(source):
     """Splicing the clean activation back changes nothing; the training points are the prefix
     of the step's sequences (so the causal term sees the same data as the SAE loss)."""
-    cfg = cfglib.from_dict(_sae_raw(source))
-    spec, hp = cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
+    spec, hp = stages.first_run(cfglib.from_dict(_sae_raw(source)))
     key = jax.random.key(0)
     consts = activations.constants(key, spec, hp)
     ctx = activations.context(key, consts, spec, 4)
@@ -183,8 +182,7 @@ def test_causal_term_trains_and_the_probes_are_written(source, tmp_path):
     m = np.load(out / "metrics.npz")
     err = m["interp_error_id"][:, -1]
     assert np.isfinite(err).all() and err[1] < err[0], err
-    cfg = cfglib.from_dict(_sae_raw(source))
-    spec, hp = cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
+    spec, hp = stages.first_run(cfglib.from_dict(_sae_raw(source)))
     assert not sae_loop.causal_on(spec)
     _, alone = jax.jit(training.train, static_argnums=1)(jax.random.key(0), spec, hp)
     np.testing.assert_allclose(m["fvu_id"][0], alone["fvu_id"], rtol=1e-4)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsim import cli
+from jaxsim import cli, stages
 import jaxsim.testbeds as testbeds
 from jaxsim import config as cfglib
 from jaxsim.testbeds.pcfg import earley as earley
@@ -299,7 +299,7 @@ def test_cli_sweep_analyze_plot(tmp_path):
     sae = cfglib.from_dict({"task": {"name": "activations", "source": str(out), "site": "block0",
                                      "dim": 16},
                             "model": {"name": "sae", "d_sae": 32, "k": 2}})
-    spec, hp = cfglib.spec_of(sae), as_arrays(cfglib.hparams_of(sae))
+    spec, hp = stages.first_run(sae)
     assert activations.feature_names(spec) == list(grammars.GRAMMARS["dyck2"].features)
     assert activations.feature_sizes(spec) == [8, 2, 2, 2]
     consts = activations.constants(jax.random.key(0), spec, hp)

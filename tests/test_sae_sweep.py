@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxsim import cli, sweeps, testbeds, training
+from jaxsim import cli, stages, sweeps, testbeds, training
 from jaxsim import config as cfglib
 from jaxsim.sweeps import engine
 
@@ -137,8 +137,7 @@ def test_sae_on_the_activations_of_a_saved_transformer(tmp_path):
     clean, spliced, zero = (m[f"{k}_id"][0, -1] for k in ("clean_loss", "spliced_loss",
                                                           "zero_ablation_loss"))
     assert clean <= spliced + 1e-4 and np.isfinite([clean, spliced, zero]).all()
-    cfg = cfglib.from_dict(raw)
-    spec, hp = cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
+    spec, hp = stages.first_run(cfglib.from_dict(raw))
     key = jax.random.key(0)
     consts = activations.constants(key, spec, hp)
     same = activations.splice_losses(lambda x: x, consts, key, spec, 8)
@@ -154,9 +153,11 @@ def test_bad_activation_sources(tmp_path):
     from jaxsim.testbeds.activations import source as activations
     raw = _raw(task={"name": "activations", "source": str(tmp_path / "nowhere"), "dim": 16})
     cfg = cfglib.from_dict(raw)
-    with pytest.raises(cfglib.ConfigError, match="task.source"):
+    with pytest.raises(cfglib.ConfigError, match="init.source .* does not exist"):
+        stages.resolve(cfg)
+    with pytest.raises(cfglib.ConfigError, match="needs init.source"):
         activations.source_of(cfglib.spec_of(cfg))
-    with pytest.raises(cfglib.ConfigError, match="needs task.source"):
+    with pytest.raises(cfglib.ConfigError, match="needs init.source"):
         cfglib.from_dict(_raw(task={"name": "activations"}))
 
 

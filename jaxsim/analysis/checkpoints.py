@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsim import grid, results
+from jaxsim import grid, results, stages
 from jaxsim.config import ConfigError, Spec
 
 
@@ -66,7 +66,7 @@ def chunks(out: Path, rows: list[dict]) -> Iterator[ChunkParams]:
         chunk_runs = [runs[int(r["run_id"])] for r in members]
         yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
                           jnp.array([r.seed for r in chunk_runs], jnp.int32),
-                          grid.stack_hparams(chunk_runs), extra_RxS)
+                          stages.inputs(specs[g], chunk_runs), extra_RxS)
 
 
 def run_entry(run, steps) -> dict:

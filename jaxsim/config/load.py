@@ -39,6 +39,10 @@ LEGACY_TASK_DEFAULTS = {
     "concept_noise_step": 0.0, "rotate": False, "grammar": "dyck2", "graph": "grid",
     "graph_size": 4, "vocab": 64, "pretrain_frac": 0.0}
 
+# task.source / source_run / source_step of the activations testbed before stages: now the
+# core's init.source / init.run / init.step (a task section without those fields moves them)
+LEGACY_INIT_KEYS = {"source": "source", "source_run": "run", "source_step": "step"}
+
 
 def _testbed(name: str):
     from jaxsim import testbeds  # the registry imports testbed packages, which import config
@@ -180,6 +184,7 @@ def from_dict(raw: dict) -> Config:
             raise ConfigError(f"section '{section}' must be a mapping, got {body!r}")
     task_body = dict(raw.get("task") or {})
     testbed = _testbed(task_body.get("name", DEFAULT_TASK))
+    raw = _move_legacy_init(raw, task_body, testbed.config)
     model_body = dict(raw.get("model") or {})
     model_body.setdefault("name", testbed.models[0])
     bodies = {**{k: v or {} for k, v in raw.items()}, "task": task_body, "model": model_body}
@@ -212,6 +217,32 @@ def from_dict(raw: dict) -> Config:
         raise ConfigError("a key may be in sweep.axes or in sweep.grids, not both: "
                           f"{sorted(set(cfg.sweep.axes) & {k for g in cfg.sweep.grids for k in g})}")
     return cfg
+
+
+def _move_legacy_init(raw: dict, task_body: dict, task_cls: type) -> dict:
+    """task.source/source_run/source_step (older configs) -> init.source/run/step."""
+    names = {f.name for f in dataclasses.fields(task_cls)}
+    sweep = raw.get("sweep")
+    if isinstance(sweep, dict) and isinstance(sweep.get("axes"), dict):
+        axes = {(f"init.{LEGACY_INIT_KEYS[k[5:]]}" if k.startswith("task.")
+                 and k[5:] in LEGACY_INIT_KEYS and k[5:] not in names else k): v
+                for k, v in sweep["axes"].items()}
+        raw = {**raw, "sweep": {**sweep, "axes": axes}}
+    moved = {new: task_body.pop(old) for old, new in LEGACY_INIT_KEYS.items()
+             if old in task_body and old not in names}
+    if not moved:
+        return raw
+    init = dict(raw.get("init") or {})
+    for name, value in moved.items():
+        if name in init and init[name] != value:
+            raise ConfigError(f"init.{name}={init[name]!r} and its older name task."
+                              f"{next(o for o, n in LEGACY_INIT_KEYS.items() if n == name)}="
+                              f"{value!r} disagree; keep init.{name}")
+        init.setdefault(name, value)
+    if init.get("source", "") == "":   # a flat config.yaml's unused defaults
+        init = {k: v for k, v in init.items() if not (k in moved and v == moved[k]
+                                                     and v in ("", 0, -1))}
+    return {**raw, "task": task_body, **({"init": init} if init else {})}
 
 
 def axis_keys(cfg: Config) -> list[str]:

@@ -29,6 +29,7 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     for rule in testbed.rules:
         rule(cfg, where)
     _check_microbatch(cfg, where)
+    _check_init(cfg, where)
     if cfg.model.compute_dtype != "float32" and cfg.model.name != "gpt":
         raise ConfigError(f"{where}model.compute_dtype={cfg.model.compute_dtype} applies to "
                           f"model.name=gpt; got model.name={cfg.model.name!r}, allowed: float32")
@@ -50,6 +51,15 @@ def _check_pairing(cfg: Config, testbed, where: str) -> None:
     raise ConfigError(f"{where}model.name={model} does not go with task.name={cfg.task.name}: "
                       f"task.name={cfg.task.name} trains model.name="
                       f"{' or '.join(testbed.models)}{hint}")
+
+
+def _check_init(cfg: Config, where: str) -> None:
+    """init.run and init.step name a source run: they need init.source."""
+    init = cfg.init
+    if not init.source and (init.run != 0 or init.step != -1):
+        raise ConfigError(f"{where}init.run={init.run} / init.step={init.step} pick a saved run "
+                          f"of init.source, which is empty; set init.source (a results "
+                          f"directory) or drop them")
 
 
 def _check_microbatch(cfg: Config, where: str) -> None:

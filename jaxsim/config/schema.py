@@ -1,4 +1,4 @@
-"""The config schema: the core sections (`model`, `train`, `sweep`) and the `Config` that holds
+"""The config schema: the core sections (`model`, `train`, `init`, `sweep`) and the `Config` that holds
 them with the selected testbed's `task` section (each testbed's own dataclass, see
 `jaxsim.testbed`).
 
@@ -133,9 +133,25 @@ class SweepConfig:
                             "'none'; larger chunks are split until the compiled program fits")
 
 
-CORE_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "sweep": SweepConfig}
-SECTION_NAMES = ("task", "model", "train", "sweep")
-SWEEPABLE = ("task", "model", "train")
+@dataclass(frozen=True)
+class InitConfig:
+    """Stages: a sweep whose runs start from the saved runs of another sweep."""
+    source: str = field("", doc="a results directory whose saved runs this sweep's runs start "
+                        "from ('' = train from scratch); with the testbed's stage 'init' the "
+                        "parameters start as the source run's (the architecture keys must "
+                        "match) and the optimizer state starts fresh; the source run's "
+                        "parameters stay available, frozen, as hparams['source']")
+    run: int = field(0, dynamic=True, min=0,
+                     doc="the source run_id each run starts from: an ordinary sweep axis "
+                         "(sweep.axes.init.run=[0,1,2,3] covers every pretrained seed in one "
+                         "compile)")
+    step: int = field(-1, min=-1, doc="the source checkpoint step (-1 = the last saved)")
+
+
+CORE_SECTIONS = {"model": ModelConfig, "train": TrainConfig, "init": InitConfig,
+                 "sweep": SweepConfig}
+SECTION_NAMES = ("task", "model", "train", "init", "sweep")
+SWEEPABLE = ("task", "model", "train", "init")
 
 
 DEFAULT_TASK = "markov_mixture"   # the testbed of a config that names none
@@ -153,6 +169,7 @@ class Config:
     task: Any = dataclasses.field(default_factory=_default_task)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    init: InitConfig = dataclasses.field(default_factory=InitConfig)
     sweep: SweepConfig = dataclasses.field(default_factory=SweepConfig)
 
     def to_dict(self) -> dict:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
-from jaxsim.config.schema import SWEEPABLE, Config, ModelConfig, TrainConfig
+from jaxsim.config.schema import SWEEPABLE, Config, InitConfig, ModelConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,15 @@ class Spec:
     """The static (shape-determining) part of a run's config: hashable, a jit static argument.
 
     Dynamic fields are set to None, except ``dynamic="max"`` fields, which hold the maximum over
-    the runs compiled together (the size of a bank that per-run values mask into).
+    the runs compiled together (the size of a bank that per-run values mask into). In a staged
+    sweep (`init.source`), `source` is the static spec of the source shape group the runs start
+    from (their parameters' shapes, the source task to sample); None otherwise.
     """
     task: Any               # the testbed's task dataclass
     model: ModelConfig
     train: TrainConfig
+    init: InitConfig = InitConfig()
+    source: Optional["Spec"] = None
 
 
 def dynamic_keys(cfg: Config | Spec) -> list[str]:
@@ -51,7 +55,7 @@ def merge_specs(specs: list[Spec]) -> Spec:
         maxed = {f.name: max(getattr(getattr(s, section), f.name) for s in specs)
                  for f in dataclasses.fields(body) if f.metadata.get("dynamic") == "max"}
         parts[section] = dataclasses.replace(body, **maxed)
-    return Spec(**parts)
+    return Spec(**parts, source=first.source)
 
 
 def run_spec(group: Spec, hparams: dict) -> Spec:
@@ -63,7 +67,7 @@ def run_spec(group: Spec, hparams: dict) -> Spec:
         own = {f.name: hparams[section][f.name] for f in dataclasses.fields(body)
                if f.metadata.get("dynamic") == "max"}
         parts[section] = dataclasses.replace(body, **own)
-    return Spec(**parts)
+    return Spec(**parts, source=group.source)
 
 
 def group_key(spec: Spec) -> Spec:
@@ -73,7 +77,7 @@ def group_key(spec: Spec) -> Spec:
         body = getattr(spec, section)
         maxed = {f.name: None for f in dataclasses.fields(body) if f.metadata.get("dynamic") == "max"}
         parts[section] = dataclasses.replace(body, **maxed)
-    return Spec(**parts)
+    return Spec(**parts, source=spec.source)
 
 
 def hparams_of(cfg: Config) -> dict:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxsim import grid, results, training
+from jaxsim import results, stages, training
 from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
@@ -56,12 +56,13 @@ def run_sharding() -> NamedSharding:
     return NamedSharding(Mesh(np.array(jax.devices()), ("runs",)), P("runs"))
 
 
-def chunk_inputs(chunk: Chunk) -> tuple[jax.Array, dict]:
-    """Seeds [C] and hparams pytree [C] of a chunk, padded with repeats of its last run."""
+def chunk_inputs(spec: Spec, chunk: Chunk) -> tuple[jax.Array, dict]:
+    """Seeds [C] and hparams pytree [C] of a chunk (in a staged group with each run's frozen
+    source, `jaxsim.stages.inputs`), padded with repeats of its last run."""
     runs = chunk.runs + [chunk.runs[-1]] * (chunk.size - len(chunk.runs))
     sharding = run_sharding()
     seeds = jax.device_put(np.array([r.seed for r in runs], np.int32), sharding)
-    return seeds, jax.device_put(grid.stack_hparams(runs), sharding)
+    return seeds, jax.device_put(stages.inputs(spec, runs), sharding)
 
 
 def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
@@ -168,7 +169,7 @@ class Programs:
         with each evaluation's metrics ([C] arrays) as soon as they reach the host.
         """
         every, total = spec.train.eval_every, spec.train.steps
-        seeds, hparams = chunk_inputs(chunk)
+        seeds, hparams = chunk_inputs(spec, chunk)
         num_evals = total // every
         metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
                    for n in training.metric_names(spec)}

@@ -68,7 +68,7 @@ def _measure(programs: engine.Programs, spec: Spec, runs: list[Run], size: int,
     """Compile the interval program for a chunk of `size` runs (kept by `programs` for
     training)."""
     chunk = Chunk(0, runs[:size], size)
-    seeds, hparams = engine.chunk_inputs(chunk)
+    seeds, hparams = engine.chunk_inputs(spec, chunk)
     state = engine.abstract_chunk(spec, seeds, hparams, {})["state"]
     return program_bytes(programs.compiled_interval(spec, state, seeds, hparams, vmap_size))
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
-from jaxsim import results, testbeds
+from jaxsim import results, stages, testbeds
 from jaxsim import grid
 from jaxsim.sweeps import distributed, engine, memory, shards
 
@@ -32,6 +32,7 @@ def start(cfg: Config, out: Path, progress: bool = True,
                           f"`jaxsim resume {out}` or choose another --out")
     programs = programs or engine.Programs()
     t0 = time.perf_counter()   # the fit's compiles are timed too
+    cfg = stages.resolve(cfg)  # a staged sweep's source checked, its path made absolute
     runs = grid.expand(cfg)
     # every process has checked `out` before any writes (and gloo's context exists before the
     # processes' compiles below, which may take unequal times)

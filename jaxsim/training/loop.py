@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxsim import models, testbeds
-from jaxsim.config import Spec
+from jaxsim.config import ConfigError, Spec
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 INIT_STREAM = 1000      # sub-stream of the run key used for parameter init
@@ -60,9 +60,28 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
     inputs = jax.tree.map(lambda s: jnp.zeros((1,) + s.shape[1:], s.dtype),
                           jax.eval_shape(batch_inputs))
     params = model_of(spec).init(jax.random.fold_in(key, INIT_STREAM), *inputs)["params"]
-    params = models.scale_init(spec.model, params, hparams)
+    params = start_params(models.scale_init(spec.model, params, hparams), spec, hparams)
     return {"params": params, "opt_state": optimizer(hparams, spec.train.optimizer).init(params),
             "step": jnp.zeros((), jnp.int32)}
+
+
+def start_params(params, spec: Spec, hparams: dict):
+    """A run's initial parameters: `params`, or in a staged run whose testbed starts from its
+    source (`Testbed.stage == "init"`) the source run's saved parameters, which must have the
+    same tree and shapes (checked while tracing: one line naming the parameter otherwise)."""
+    if spec.source is None or testbeds.of(spec).stage != "init":
+        return params
+    source = hparams["source"]["params"]
+    theirs = dict(jax.tree_util.tree_flatten_with_path(source)[0])
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        other = theirs.get(path)
+        if other is None or other.shape != leaf.shape:
+            raise ConfigError(f"init.source '{spec.init.source}': parameter "
+                              f"{jax.tree_util.keystr(path)} has shape "
+                              f"{None if other is None else tuple(other.shape)} in the source "
+                              f"but {tuple(leaf.shape)} here (the task's vocabulary or context "
+                              f"length differs from the source's)")
+    return jax.tree.map(lambda p, s: jnp.asarray(s, p.dtype), params, source)
 
 
 def outputs(params, spec: Spec, batch):

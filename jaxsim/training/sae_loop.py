@@ -23,7 +23,8 @@ from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.testbed import SAEView
 from jaxsim.training import sae_metrics
-from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, warmup_factor
+from jaxsim.training.loop import (INIT_STREAM, optimizer, scan_interval, start_params,
+                                  warmup_factor)
 
 METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1")
 CAUSAL_STREAM = 3000  # sub-stream of the run key: interpolation weights of the causal term
@@ -63,7 +64,8 @@ def init(key: jax.Array, spec: Spec, hparams: dict) -> dict:
     x = _data(spec).sample(jax.random.fold_in(key, INIT_STREAM), consts, spec, hparams,
                            INIT_BATCH).x_BxD
     scale = input_scale(x) if spec.model.normalize_input else jnp.ones((), jnp.float32)
-    params = sae.init_b_dec(params, x * scale, spec.model.b_dec_init)
+    params = start_params(sae.init_b_dec(params, x * scale, spec.model.b_dec_init), spec,
+                          hparams)
     return {"params": params, "opt_state": optimizer(hparams).init(params),
             "step": jnp.zeros((), jnp.int32), "aux": sae.init_aux(spec.model.d_sae),
             "input_scale": scale}

@@ -1,5 +1,5 @@
 """Sparse autoencoders on our own trained transformers: the residual stream of a saved jaxsim
-gpt sweep (`task.source`) at a site, streamed from fresh sequences of the source run's own task,
+gpt sweep (a staged sweep: `init.source`, `init.run`, `init.step`) at a site, streamed from fresh sequences of the source run's own task,
 with that task's ground-truth features; causal probes and the causal training term of Menon et
 al. (splice the SAE into the source model).
 
@@ -27,18 +27,16 @@ CAUSAL_STREAM = 3000  # the run key's sub-stream of the causal term's interpolat
 @dataclass(frozen=True)
 class ActivationsConfig:
     name: str = "activations"
-    source: str = field("", doc="a results directory holding a trained gpt sweep")
-    source_run: int = field(0, min=0, doc="run_id of the source model")
-    source_step: int = field(-1, min=-1, doc="checkpoint step (-1 = the last saved)")
-    site: str = field("block0", doc="residual-stream site: embed, block0, block1, ...")
+    site: str = field("block0", doc="residual-stream site of the source model (init.source, "
+                      "init.run, init.step): embed, block0, block1, ...")
     dim: int = field(64, min=2, doc="D, the source model's d_model (checked against it)")
 
 
 def _check_source(cfg, where: str) -> None:
-    """The activations come from a trained source sweep."""
-    if not cfg.task.source:
-        raise ConfigError(f"{where}task.name=activations needs task.source (a results directory "
-                          f"of a trained gpt sweep)")
+    """The activations come from a trained source sweep (a staged sweep)."""
+    if not cfg.init.source:
+        raise ConfigError(f"{where}task.name=activations needs init.source (a results directory "
+                          f"of a trained gpt sweep; init.run picks its run)")
 
 
 def _splice(consts, spec):
@@ -82,5 +80,5 @@ TESTBED = Testbed(
                 sample=source.sample, metric_names=lambda spec: SPLICE_METRICS,
                 evaluate=_evaluate, causal_points=_causal_points, causal_error=_causal_error),
     rules=(_check_source,), analysis=Analysis(concept_geometry.analyze), figures=_figures,
-    labels={"task.site": "site"}, unit="points",
+    labels={"task.site": "site", "init.run": "source run"}, unit="points", stage="frozen",
     doc="sparse autoencoders on a trained jaxsim transformer's residual stream; causal probes")

@@ -54,7 +54,7 @@ RULE = ("per feature value: latent of max Pearson corr with the value's indicato
 
 def num_sequences(spec: Spec, num_points: int) -> int:
     """Analysis sequences for about `num_points` points (at least MIN_SEQUENCES)."""
-    length = activations.source_of(spec).spec.task.context_length - 1
+    length = activations.source_of(spec).task.context_length - 1
     return max(math.ceil(num_points / length), MIN_SEQUENCES)
 
 
@@ -194,7 +194,7 @@ def analyze_run(params, extra, run_key: jax.Array, spec: Spec, hparams: dict,
     logp_clean = logp_NxW[n_P]
     logp_base = splice_points(consts, spec, ctx, seq_P, pos_P, x_hat_NxD[n_P])
     decode = lambda z: sae_loop.forward_decode(state, z)
-    task_name = activations.source_of(spec).spec.task.name
+    task_name = activations.source_of(spec).task.name
     feats_NxK = ctx.features_BxTxK.reshape(b * t, -1)
     out = {"recon_kl": kl(logp_clean, logp_base).mean()}
     for k, (name, size) in enumerate(zip(activations.feature_names(spec),

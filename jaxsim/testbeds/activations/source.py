@@ -1,33 +1,31 @@
 """SAE training data from a saved jaxsim sweep: the residual stream of a trained transformer.
 
-`task.name: activations` with `task.source` (a results directory), `task.source_run`,
-`task.source_step` (-1 = the last saved) and `task.site` ("embed", "block0", ...). Streamed: each
-batch draws fresh sequences from the source run's own task (its chains, its hparams, a stream of
-the SAE run's key), runs the frozen source model and keeps the first `batch_size` positions'
-activations at the site. Every point carries the token at its position (`concept_B`: the
-source's state, a known feature), the position (`coords_BxM`) and the source task's
-ground-truth features at that position (`features_BxK`, names from `feature_names`): the
-task's own ``features_BxLxF`` when its batch has them (e.g. bracket depth), else the token.
-`context` gives whole sequences with their clean logits, and `splice_logits` runs the source
-model with the site replaced (for the causal probes and the causal training term).
-
-It lives in training/, not tasks/, because harvesting runs a model. The source checkpoint is
-read once per process (at trace time) and enters the compiled program as constants.
+A staged sweep (`jaxsim.stages`, testbed stage "frozen"): `init.source` (a results directory),
+`init.run` (the source run, a dynamic value: one compile covers every source seed of a source
+shape group), `init.step` (-1 = the last saved) and `task.site` ("embed", "block0", ...). The
+source run reaches the program as the run's frozen `hparams["source"]` (its parameters, its own
+hyperparameters and seed); its static spec is `spec.source`. Streamed: each batch draws fresh
+sequences from the source run's own task (its chains, its hparams, a stream of the SAE run's
+key), runs the frozen source model and keeps the first `batch_size` positions' activations at
+the site. Every point carries the token at its position (`concept_B`: the source's state, a
+known feature), the position (`coords_BxM`) and the source task's ground-truth features at that
+position (`features_BxK`, names from `feature_names`): the task's own ``features_BxLxF`` when
+its batch has them (e.g. bracket depth), else the token. `context` gives whole sequences with
+their clean logits, and `splice_logits` runs the source model with the site replaced (for the
+causal probes and the causal training term).
 """
 from __future__ import annotations
 
-import functools
 import math
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxsim import results, testbeds
+from jaxsim import testbeds
 from jaxsim.testbeds import streams as streams
 from jaxsim.config import ConfigError, Spec
-from jaxsim.training.loop import as_arrays, model_of
+from jaxsim.training.loop import model_of
 
 SPLITS = ("id",)
 TRAIN_STREAM, EVAL_ID = 1, 2
@@ -49,84 +47,60 @@ class Context(NamedTuple):
     features_BxTxK: jax.Array  # int32 ground-truth features per position
 
 
-class Source(NamedTuple):
-    spec: Spec            # the source run's own static spec
-    hparams: dict         # its dynamic hparams (Python scalars)
-    seed: int
-    step: int
-    params: dict          # numpy arrays
-
-
-@functools.lru_cache(maxsize=8)
-def load(path: str, run_id: int, step: int) -> Source:
-    """The source run's model at a saved step (cached: read once per process)."""
-    out = Path(path)
-    if not (out / results.CONFIG).is_file():
-        raise ConfigError(f"task.source '{path}' is not a jaxsim results directory "
-                          f"(no {results.CONFIG})")
-    with jax.ensure_compile_time_eval():   # first called while tracing: read concretely
-        try:
-            run = results.load_run(out, run_id, step)
-        except ConfigError as e:
-            raise ConfigError(f"task.source_run/source_step: {e}") from None
-    if run.cfg.model.name != "gpt":
-        raise ConfigError(f"task.source must hold a gpt sweep, {path} has model.name="
-                          f"{run.cfg.model.name!r}")
-    return Source(run.spec, run.hparams, run.seed, run.step, run.params)
-
-
-def source_of(spec: Spec) -> Source:
-    t = spec.task
-    src = load(str(Path(t.source).absolute()), t.source_run, t.source_step)
-    sites = ["embed"] + [f"block{i}" for i in range(src.spec.model.num_layers)]
-    if t.site not in sites:
-        raise ConfigError(f"task.site {t.site!r} is not a site of the source model; "
+def source_of(spec: Spec) -> Spec:
+    """The source run's static spec (its shape group's), checked against the task section."""
+    src = spec.source
+    if src is None:
+        raise ConfigError("task.name=activations needs init.source (a results directory of a "
+                          "trained gpt sweep) and init.run (the source run)")
+    if src.model.name != "gpt":
+        raise ConfigError(f"init.source must hold a gpt sweep, {spec.init.source} has "
+                          f"model.name={src.model.name!r}")
+    sites = ["embed"] + [f"block{i}" for i in range(src.model.num_layers)]
+    if spec.task.site not in sites:
+        raise ConfigError(f"task.site {spec.task.site!r} is not a site of the source model; "
                           f"allowed: {', '.join(sites)}")
-    if t.dim != src.spec.model.d_model:
-        raise ConfigError(f"task.dim ({t.dim}) must equal the source model's d_model "
-                          f"({src.spec.model.d_model})")
+    if spec.task.dim != src.model.d_model:
+        raise ConfigError(f"task.dim ({spec.task.dim}) must equal the source model's d_model "
+                          f"({src.model.d_model})")
     return src
 
 
 class Constants(NamedTuple):
-    params: dict          # the source model's params (constants of the program)
+    params: dict          # the source model's params (the run's frozen hparams["source"])
     task: tuple           # the source task's constants (e.g. its chain bank)
-
-
-def _source_hparams(src: Source) -> dict:
-    return as_arrays(src.hparams)
+    hparams: dict         # the source run's own dynamic hyperparameters
 
 
 def constants(run_key: jax.Array, spec: Spec, hparams: dict) -> Constants:
-    src = source_of(spec)
-    task = testbeds.get(src.spec.task.name)
-    consts = task.constants(jax.random.key(src.seed), src.spec, _source_hparams(src))
-    return Constants(jax.tree.map(jnp.asarray, src.params), consts)
+    src, frozen = source_of(spec), hparams["source"]
+    task = testbeds.get(src.task.name)
+    consts = task.constants(jax.random.key(frozen["seed"]), src, frozen["hparams"])
+    return Constants(frozen["params"], consts, frozen["hparams"])
 
 
 def sequences(key: jax.Array, consts: Constants, spec: Spec, num: int):
     """`num` fresh sequences of the source run's task (its training distribution)."""
     src = source_of(spec)
-    return testbeds.get(src.spec.task.name).sample(key, consts.task, src.spec,
-                                                   _source_hparams(src), num, "id")
+    return testbeds.get(src.task.name).sample(key, consts.task, src, consts.hparams, num, "id")
 
 
 def feature_names(spec: Spec) -> list[str]:
     """Names of the ground-truth feature columns: the source testbed's `features` when it has
     them (its batches then carry ``features_BxLxF``), else ["token"]."""
     src = source_of(spec)
-    features = testbeds.get(src.spec.task.name).features
-    return [name for name, _ in features(src.spec)] if features is not None else ["token"]
+    features = testbeds.get(src.task.name).features
+    return [name for name, _ in features(src)] if features is not None else ["token"]
 
 
 def feature_sizes(spec: Spec, default: int = 32) -> list[int]:
     """Number of values of each feature (values >= size are ignored by the probes): the source
     testbed's `features` if it has them; the vocabulary for "token"; else `default`."""
     src = source_of(spec)
-    task = testbeds.get(src.spec.task.name)
+    task = testbeds.get(src.task.name)
     if task.features is not None:
-        return [int(size) for _, size in task.features(src.spec)]
-    return [task.vocab_size(src.spec) if name == "token" else default
+        return [int(size) for _, size in task.features(src)]
+    return [task.vocab_size(src) if name == "token" else default
             for name in feature_names(spec)]
 
 
@@ -143,8 +117,8 @@ def context(key: jax.Array, consts: Constants, spec: Spec, num: int) -> Context:
     src = source_of(spec)
     seqs = sequences(key, consts, spec, num)
     inputs = seqs.tokens_BxL[:, :-1]
-    logits, acts = model_of(src.spec).apply({"params": consts.params}, inputs,
-                                            return_activations=True)
+    logits, acts = model_of(src).apply({"params": consts.params}, inputs,
+                                       return_activations=True)
     return Context(seqs, inputs, acts[spec.task.site], logits, _features(seqs, inputs))
 
 
@@ -152,7 +126,7 @@ def splice_logits(consts: Constants, spec: Spec, inputs_BxT: jax.Array,
                   site_BxTxD: jax.Array) -> jax.Array:
     """[B, T, V] source logits with the site's residual stream replaced by `site_BxTxD`."""
     edit = lambda site, x: site_BxTxD if site == spec.task.site else x
-    return model_of(source_of(spec).spec).apply({"params": consts.params}, inputs_BxT, edit=edit)
+    return model_of(source_of(spec)).apply({"params": consts.params}, inputs_BxT, edit=edit)
 
 
 def points(ctx: Context, batch_size: int) -> Batch:
@@ -172,7 +146,7 @@ def points(ctx: Context, batch_size: int) -> Batch:
 def num_sequences(spec: Spec, batch_size: int) -> int:
     """Sequences needed for `batch_size` points: the source task's `points_per_sequence(spec)`
     (a low estimate of its in-sentence positions) when it has one, else every input position."""
-    src = source_of(spec).spec
+    src = source_of(spec)
     per_sequence = testbeds.get(src.task.name).points_per_sequence
     return math.ceil(batch_size / (per_sequence(src) if per_sequence
                                    else src.task.context_length - 1))
@@ -197,7 +171,7 @@ train_batch, eval_batch = streams.batches(sample, TRAIN_STREAM, {"id": EVAL_ID})
 
 def num_concepts(spec: Spec) -> int:
     """The source's vocabulary: the token at a position is the known feature."""
-    return testbeds.get(source_of(spec).spec.task.name).vocab_size(source_of(spec).spec)
+    return testbeds.get(source_of(spec).task.name).vocab_size(source_of(spec))
 
 
 def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec,
@@ -208,12 +182,12 @@ def splice_losses(reconstruct, consts: Constants, run_key: jax.Array, spec: Spec
     `loss_recovered` = (zero - spliced) / (zero - clean)."""
     src = source_of(spec)
     seqs = sequences(jax.random.fold_in(run_key, EVAL_ID), consts, spec, num_sequences)
-    model = model_of(src.spec)
+    model = model_of(src)
 
     def loss(edit_site):
         edit = lambda site, x: edit_site(x) if site == spec.task.site else x
         logits = model.apply({"params": consts.params}, seqs.tokens_BxL[:, :-1], edit=edit)
-        return testbeds.get(src.spec.task.name).objective.loss(logits, seqs)
+        return testbeds.get(src.task.name).objective.loss(logits, seqs)
 
     clean, spliced = loss(lambda x: x), loss(reconstruct)
     zero = loss(jnp.zeros_like)

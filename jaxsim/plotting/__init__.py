@@ -54,3 +54,27 @@ def group_mean(values_RxE: np.ndarray, index_R: np.ndarray, count: int) -> np.nd
     """[count, E] the nan-mean of the runs with each index."""
     with np.errstate(all="ignore"):
         return np.stack([np.nanmean(values_RxE[index_R == i], axis=0) for i in range(count)])
+
+
+def from_source(rows: list[dict], metrics: dict) -> dict:
+    """A staged sweep's metrics with a step 0 prepended: each run's source run's value at the
+    step it started from (runs.csv's source_dir, source_run, source_step), so its curves start
+    where pretraining left off (the source's own held-out data). Other sweeps', or a source no
+    longer on disk, are returned unchanged."""
+    if not rows or "source_dir" not in rows[0]:
+        return metrics
+    sources: dict[str, dict] = {}
+    for d in {r["source_dir"] for r in rows}:
+        if not (Path(d) / results.METRICS).is_file():
+            return metrics
+        sources[d] = results.read_metrics(Path(d))
+    names = [n for n in metrics if n != "step"]
+    start = {n: np.full(len(rows), np.nan, np.float32) for n in names}
+    for i, row in enumerate(rows):
+        src = sources[row["source_dir"]]
+        at = np.flatnonzero(src["step"] == int(row["source_step"]))
+        for n in names:
+            if n in src and at.size:
+                start[n][i] = src[n][int(row["source_run"]), at[0]]
+    staged = {n: np.concatenate([start[n][:, None], metrics[n]], axis=1) for n in names}
+    return {"step": np.concatenate([[0], metrics["step"]]), **staged}

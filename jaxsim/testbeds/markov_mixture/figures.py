@@ -29,7 +29,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from jaxsim import results  # noqa: E402
-from jaxsim.plotting import axis_values, group_mean, label, save  # noqa: E402
+from jaxsim.plotting import axis_values, from_source, group_mean, label, save  # noqa: E402
 from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
 
 AXIS = "task.num_chains"
@@ -104,6 +104,10 @@ def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
 
 
 def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    """A staged sweep's curves start at step 0 from its source runs' last evaluation (a linear
+    step axis, with the source marked)."""
+    own, metrics = metrics, from_source(rows, metrics)
+    staged = metrics is not own
     steps = metrics["step"]
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     if axes:
@@ -117,12 +121,16 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
                                   ("training chains (in-distribution)",
                                    "fresh chains (out-of-distribution)")):
         model = group_mean(metrics[f"eval_loss_{split}"], index, len(names))
-        oracle = np.nanmean(metrics[f"oracle_loss_{split}"])
+        oracle = np.nanmean(own[f"oracle_loss_{split}"])   # of this sweep's own task
         for i, name in enumerate(names):
             panel.plot(steps, model[i], color=colours[i], label=name, lw=1.8)
         panel.axhline(oracle, color="k", ls="--", lw=1, label="oracle (true chain)")
-        panel.set_xscale("log")
-        panel.set_xlabel("training step")
+        if staged:
+            panel.axvline(0, color="0.5", lw=0.8)
+            panel.set_xlabel("fine-tuning step (0 = the source run after pretraining)")
+        else:
+            panel.set_xscale("log")
+            panel.set_xlabel("training step")
         panel.set_title(f"held-out loss, {what}", fontsize=10)
         panel.grid(alpha=0.3)
     panels[0].set_ylabel("next-token cross-entropy (nats)")

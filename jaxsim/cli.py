@@ -5,10 +5,11 @@ Bad input (config keys, values, directories) exits with code 2 and one line nami
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from jaxsim import api
+from jaxsim.api import use_every_core  # noqa: F401 (kept importable as jaxsim.cli.use_every_core)
 from jaxsim.config import ConfigError
 
 
@@ -72,11 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plot(out: Path, num_chains: int | None = None) -> None:
-    import jax
-    if jax.process_index() != 0:  # a multi-host sweep draws its figures once
-        return
-    from jaxsim.plotting import figures
-    for path in figures.draw_all(out, num_chains=num_chains):
+    for path in api.plot(out, num_chains):
         print(f"jaxsim: wrote {path}", file=sys.stderr)
 
 
@@ -104,12 +101,12 @@ def _sweep(args) -> None:
         print(f"jaxsim: submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs)}",
               file=sys.stderr)
         return
-    shard = shards.parse(args.shard) if args.shard else None
-    if shard and not args.out:
-        out = shards.shard_dir(out, shard.index, shard.count)
-    sweeps.start(cfg, out, progress=not args.no_progress, shard=shard)
-    if cfg.sweep.plot and shard is None:
-        _plot(out)
+    if args.shard:
+        shard = shards.parse(args.shard)
+        out = Path(args.out) if args.out else shards.shard_dir(out, shard.index, shard.count)
+        sweeps.start(cfg, out, progress=not args.no_progress, shard=shard)
+        return
+    api.sweep(cfg, out=out, progress=not args.no_progress)
 
 
 def _merge_out(args) -> Path:
@@ -122,22 +119,6 @@ def _merge_out(args) -> Path:
     if holder is None or not holder.name.endswith("_shards"):
         raise ConfigError("merge needs --out (the shards do not sit in one <out>_shards folder)")
     return holder.parent / holder.name[:-len("_shards")]
-
-
-def use_every_core() -> None:
-    """On a CPU host, one XLA device per core (`JAXSIM_CPU_DEVICES`, default os.cpu_count()),
-    unless XLA_FLAGS already forces a count or JAX has started: the run axis is then sharded over
-    the cores, each a single-threaded partition, which trains tiny models faster than one device
-    spreading each small op over threads (benchmarks/devices.py: 1.6x at 64 quickstart runs on 2
-    cores). GPUs and TPUs are unaffected (the setting only shapes the CPU backend)."""
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    count = int(os.environ.get("JAXSIM_CPU_DEVICES") or os.cpu_count() or 1)
-    try:
-        import jax
-        jax.config.update("jax_num_cpu_devices", max(count, 1))
-    except RuntimeError:    # JAX already running (jaxsim called from Python): keep its devices
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,15 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)
         elif args.command == "resume":
-            from jaxsim import config, sweeps
             if args.distributed:
                 from jaxsim.sweeps import distributed
                 distributed.initialize(args.distributed)
-            out = sweeps.resume(Path(args.dir), progress=not args.no_progress)
-            if config.load(out / "config.yaml").sweep.plot:
-                _plot(out)
+            api.resume(args.dir, progress=not args.no_progress)
         elif args.command == "analyze":
-            from jaxsim.analysis import driver
             lengths = None
             if args.context_lengths:
                 try:
@@ -173,17 +150,13 @@ def main(argv: list[str] | None = None) -> int:
                                       f"got {args.context_lengths!r}") from None
             if args.sequences < 1:
                 raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
-            print(f"jaxsim: wrote {driver.analyze(Path(args.dir), args.sequences, lengths)}",
-                  file=sys.stderr)
+            done = api.analyze(args.dir, args.sequences, lengths)
+            print(f"jaxsim: wrote {done.dir / 'analysis.json'}", file=sys.stderr)
         elif args.command == "keys":
             from jaxsim.config import reference
             sys.stdout.write(reference.render(args.testbed))
         elif args.command == "plot":
-            out = Path(args.dir)
-            if not (out / "metrics.npz").is_file():
-                raise ConfigError(f"'{out}' has no metrics.npz; finish the sweep first "
-                                  f"(`jaxsim resume {out}`)")
-            _plot(out, args.num_chains)
+            _plot(Path(args.dir), args.num_chains)
     except ConfigError as e:
         print(f"jaxsim: error: {e}", file=sys.stderr)
         return 2

@@ -182,6 +182,11 @@ def test_staged_sae_runs_read_their_own_source(trained, tmp_path):
         points.append(np.asarray(batch.x_BxD))
         assert s.sample(run_id, "id", 8).x_BxD.shape == (8, 16)
     assert not np.allclose(points[0], points[1])          # each reads its own source model
+    # the chain: each run's source row, and the source sweep itself
+    assert s.source.dir == trained.absolute() and s.source.source is None
+    assert list(s.runs.source_run) == [0, 3]
+    assert (s.runs.source_step == s.source.steps(3)[-1]).all()
+    assert jaxsim.open(trained).source is None
 
 
 def test_import_jaxsim_does_not_import_jax():

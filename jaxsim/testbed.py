@@ -28,6 +28,10 @@ class Objective(NamedTuple):
     # the loss's normaliser on a batch when it is not the number of examples (e.g. target
     # tokens): microbatches are weighted by it so their mean equals the whole batch's loss
     weight: Callable | None = None
+    # True: `loss` and `evaluate` take a third argument, the frozen source model's outputs on
+    # the same batch (a staged sweep's source run, `init.source`: DPO's reference model, a
+    # distillation teacher); the testbed then needs init.source
+    uses_source: bool = False
 
 
 class SAEView(NamedTuple):

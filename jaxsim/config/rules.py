@@ -54,8 +54,15 @@ def _check_pairing(cfg: Config, testbed, where: str) -> None:
 
 
 def _check_init(cfg: Config, where: str) -> None:
-    """init.run and init.step name a source run: they need init.source."""
+    """init.run and init.step name a source run, and an objective may read the source model:
+    they need init.source."""
+    from jaxsim import testbeds
     init = cfg.init
+    objective = testbeds.of(cfg).objective
+    if objective is not None and objective.uses_source and not init.source:
+        raise ConfigError(f"{where}task.name={cfg.task.name} trains against a source model "
+                          f"(its objective reads the source's outputs): set init.source (a "
+                          f"results directory) and init.run")
     if not init.source and (init.run != 0 or init.step != -1):
         raise ConfigError(f"{where}init.run={init.run} / init.step={init.step} pick a saved run "
                           f"of init.source, which is empty; set init.source (a results "

@@ -89,8 +89,25 @@ def outputs(params, spec: Spec, batch):
     return model_of(spec).apply({"params": params}, *testbeds.of(spec).objective.inputs(batch))
 
 
-def loss_fn(params, spec: Spec, batch) -> jax.Array:
-    return testbeds.of(spec).objective.loss(outputs(params, spec, batch), batch)
+def source_outputs(spec: Spec, hparams: dict, batch):
+    """The frozen source model's outputs on `batch` (a staged run's `hparams["source"]`, no
+    gradient through it) when the objective reads them (`Objective.uses_source`), else None."""
+    objective = testbeds.of(spec).objective
+    if not objective.uses_source:
+        return None
+    params = jax.lax.stop_gradient(hparams["source"]["params"])
+    return model_of(spec.source).apply({"params": params}, *objective.inputs(batch))
+
+
+def _objective_args(spec: Spec, out, batch, hparams: dict) -> tuple:
+    """(outputs, batch) and, for an objective that reads the source model, its outputs."""
+    source = source_outputs(spec, hparams, batch)
+    return (out, batch) if source is None else (out, batch, source)
+
+
+def loss_fn(params, spec: Spec, batch, hparams: dict | None = None) -> jax.Array:
+    return testbeds.of(spec).objective.loss(
+        *_objective_args(spec, outputs(params, spec, batch), batch, hparams))
 
 
 def per_example(name: str) -> bool:
@@ -111,14 +128,15 @@ def microbatches(batch, size: int) -> tuple[dict, int]:
     return {k: v.reshape((n, size) + v.shape[1:]) for k, v in fields.items()}, n
 
 
-def value_and_grad(params, spec: Spec, batch) -> tuple[jax.Array, Any]:
+def value_and_grad(params, spec: Spec, batch, hparams: dict | None = None
+                   ) -> tuple[jax.Array, Any]:
     """Loss and gradient on the batch; with `train.microbatch_size` the batch is split into
     passes under lax.scan, each weighted by its share of the loss's normaliser (its examples, or
     the objective's `weight`), so the sum is the whole batch's loss and gradient — the same
     numbers up to float summation order, with a fraction of the activations alive at once."""
     size = spec.train.microbatch_size
     if not size or size >= spec.train.batch_size:
-        return jax.value_and_grad(loss_fn)(params, spec, batch)
+        return jax.value_and_grad(loss_fn)(params, spec, batch, hparams)
     parts, n = microbatches(batch, size)
     weight = testbeds.of(spec).objective.weight
     if weight is None:
@@ -130,7 +148,7 @@ def value_and_grad(params, spec: Spec, batch) -> tuple[jax.Array, Any]:
     def one(acc, xs):
         part, share = xs
         loss, grads = jax.value_and_grad(
-            lambda p: share * loss_fn(p, spec, batch._replace(**part)))(params)
+            lambda p: share * loss_fn(p, spec, batch._replace(**part), hparams))(params)
         return jax.tree.map(jnp.add, acc, grads), loss
 
     grads, losses_N = jax.lax.scan(one, jax.tree.map(jnp.zeros_like, params), (parts, share_N))
@@ -141,7 +159,7 @@ def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
                ) -> tuple[State, jax.Array]:
     """One optimizer step on the fresh batch of step `state["step"]`."""
     batch = testbeds.of(spec).train_batch(consts, key, state["step"], spec, hparams)
-    loss, grads = value_and_grad(state["params"], spec, batch)
+    loss, grads = value_and_grad(state["params"], spec, batch, hparams)
     updates, opt_state = optimizer(hparams, spec.train.optimizer).update(
         grads, state["opt_state"], state["params"])
     scale = warmup_factor(state["step"], hparams)
@@ -157,7 +175,8 @@ def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[
     out = {}
     for split in testbed.splits:
         batch = testbed.eval_batch(consts, key, spec, hparams, split)
-        for name, value in objective.evaluate(outputs(params, spec, batch), batch).items():
+        args = _objective_args(spec, outputs(params, spec, batch), batch, hparams)
+        for name, value in objective.evaluate(*args).items():
             out[f"{name}_{split}"] = value
     return out
 

@@ -81,7 +81,7 @@ def test_sharded_equals_unsharded():
     runs = grid.expand(cfg)
     (group,) = grid.plan(cfg, runs, jax.device_count())
     chunk = group.chunks[0]
-    seeds, hparams = engine.chunk_inputs(chunk)
+    seeds, hparams = engine.chunk_inputs(group.spec, chunk)
     programs = engine.Programs()
     state = programs.init_chunk(group.spec, seeds, hparams)
     assert len(jax.tree.leaves(state)[0].sharding.device_set) == 2

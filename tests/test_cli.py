@@ -13,7 +13,7 @@ import yaml
 from jaxsim import cli
 from jaxsim import results
 
-from conftest import tiny_raw
+from conftest import XLA_TEST_FLAGS, tiny_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def test_bad_paths(tmp_path, capsys):
 
 
 def _jaxsim(*args, **kw):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {XLA_TEST_FLAGS}")
     return subprocess.Popen([sys.executable, "-m", "jaxsim", *args, "--no-progress"], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
 

@@ -17,7 +17,7 @@ from jaxsim import cli, config, grid, results, sweeps
 from jaxsim.config import ConfigError
 from jaxsim.sweeps import merge, shards
 
-from conftest import tiny_raw
+from conftest import XLA_TEST_FLAGS, tiny_raw
 
 try:  # imported at collection: submitit's logging.config.dictConfig closes the handlers that
     import submitit  # noqa: F401  pytest installs per test, if it first runs inside one
@@ -89,7 +89,8 @@ def jit_cache(tmp_path_factory):
     """A persistent compilation cache shared by this module's subprocesses: the first one
     compiles the shape group, the others load it (as shards on a shared filesystem would)."""
     path = tmp_path_factory.mktemp("jit_cache")
-    return {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "PYTHONPATH": str(ROOT),
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {XLA_TEST_FLAGS}",
+            "PYTHONPATH": str(ROOT),
             "JAX_COMPILATION_CACHE_DIR": str(path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
@@ -226,7 +227,8 @@ def test_multi_host_sweep_over_two_processes_equals_one_process(tmp_path, single
     sweep, one mesh of 2 devices across the processes, same plan as `single` (2 devices)."""
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(RAW))
     address = f"127.0.0.1:{_free_port()}"
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1", "PYTHONPATH": str(ROOT)}
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count=1 {XLA_TEST_FLAGS}",
+           "PYTHONPATH": str(ROOT)}
     procs = [_jaxsim(tmp_path, env, "sweep", "tiny.yaml", "--out", "mh", "--distributed",
                      f"{address},2,{i}") for i in range(2)]
     for proc in procs:

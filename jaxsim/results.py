@@ -312,15 +312,21 @@ def load_run(out: Path, run_id: int, step: int | None = None) -> SavedRun:
                     saved_step, jax.tree.map(np.asarray, state["params"]))
 
 
-def saved_steps(out: Path, run_id: int) -> list[int]:
-    """The saved checkpoint steps of one run (its chunk's); ConfigError if it is not a run."""
-    out = Path(out)
-    rows = {int(r["run_id"]): r for r in read_runs(out)} if (out / RUNS).is_file() else {}
+def _run_checkpoints(out: Path, run_id: int) -> tuple[ChunkCheckpoints, int]:
+    """The checkpoints of a run's chunk and its index in them (runs.csv's placement);
+    ConfigError if it is not a run of `out`."""
+    rows = {int(r["run_id"]): r for r in read_runs(out)} if (Path(out) / RUNS).is_file() else {}
     if run_id not in rows:
-        raise cfglib.ConfigError(f"run {run_id} is not in {out / RUNS} (runs: "
+        raise cfglib.ConfigError(f"run {run_id} is not in {Path(out) / RUNS} (runs: "
                                  f"{f'0..{max(rows)}' if rows else 'none'})")
     row = rows[run_id]
-    return ChunkCheckpoints(chunk_dir(out, int(row["shape_group"]), int(row["chunk"])), []).steps()
+    ckpt = ChunkCheckpoints(chunk_dir(out, int(row["shape_group"]), int(row["chunk"])), [])
+    return ckpt, int(row["index_in_chunk"])
+
+
+def saved_steps(out: Path, run_id: int) -> list[int]:
+    """The saved checkpoint steps of one run (its chunk's); ConfigError if it is not a run."""
+    return _run_checkpoints(out, run_id)[0].steps()
 
 
 def source_step(out: Path, run_id: int, step: int) -> int:
@@ -340,19 +346,12 @@ def source_step(out: Path, run_id: int, step: int) -> int:
 def restore_run(out: Path, run_id: int, step: int | None = None) -> tuple[int, dict]:
     """(step, state) of one run of a saved sweep: its slice of its chunk's stacked checkpoint
     at `step` (None or -1 = the last saved step)."""
-    out = Path(out)
-    rows = {int(r["run_id"]): r for r in read_runs(out)} if (out / RUNS).is_file() else {}
-    if run_id not in rows:
-        raise cfglib.ConfigError(f"run {run_id} is not in {out / RUNS} (runs: "
-                                 f"{sorted(rows) if rows else 'none'})")
-    row = rows[run_id]
-    ckpt = ChunkCheckpoints(chunk_dir(out, int(row["shape_group"]), int(row["chunk"])), [])
+    ckpt, index = _run_checkpoints(out, run_id)
     steps = ckpt.steps()
     if not steps:
         raise cfglib.ConfigError(f"no checkpoints in {ckpt.directory}")
     step = steps[-1] if step is None or step < 0 else step
     if step not in steps:
         raise cfglib.ConfigError(f"step {step} of run {run_id} is not saved; saved: {steps}")
-    index = int(row["index_in_chunk"])
     state = ckpt.restore(step, None)["state"]
     return step, jax.tree.map(lambda a: a[index], state)

@@ -174,9 +174,7 @@ class Sweep:
     def steps(self, run_id: int) -> list[int]:
         """The run's saved checkpoint steps (its chunk's), ascending."""
         from jaxsim import results
-        row = self._rows[self._check_run(run_id)]
-        directory = results.chunk_dir(self.dir, int(row["shape_group"]), int(row["chunk"]))
-        return results.ChunkCheckpoints(directory, []).steps()
+        return results.saved_steps(self.dir, self._check_run(run_id))
 
     def params(self, run_id: int, step: int | None = None) -> dict:
         """The run's parameter pytree at a saved `step` (None = the last saved)."""

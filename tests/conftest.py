@@ -49,3 +49,22 @@ def tiny_raw(**sections) -> dict:
 @pytest.fixture
 def tiny_cfg():
     return config.from_dict(tiny_raw())
+
+
+def cut_and_resume(done, cut, last_step: int) -> None:
+    """Copy the finished sweep `done` to `cut` as if killed before saving `last_step` (that
+    checkpoint and metrics.npz gone), resume it, and check it ends bit-identical to `done`."""
+    import shutil
+
+    import numpy as np
+
+    from jaxsim import results, sweeps
+    shutil.copytree(done, cut)
+    for chunk in (cut / "checkpoints" / "group_000").iterdir():
+        shutil.rmtree(chunk / f"step_{last_step:08d}")
+    (cut / "metrics.npz").unlink()
+    sweeps.resume(cut, progress=False)
+    a, b = results.read_metrics(cut), results.read_metrics(done)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])

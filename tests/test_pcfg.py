@@ -256,7 +256,7 @@ def test_bad_pcfg_configs():
 
 def test_judge_counts_grammatical_finished_and_legal_tokens():
     from jaxsim.testbeds.pcfg import grammaticality as grammaticality
-    o0, c0, o1, c1 = 3, 5, 4, 6
+    o0, c0, _o1, c1 = 3, 5, 4, 6   # _o1: the second open bracket, unused here
     seqs = np.array([[BOS, o0, c0, EOS, 1, 2, 3, 4],      # grammatical (junk after EOS ignored)
                      [BOS, o0, c1, c0, EOS, 0, 0, 0],     # wrong close at token 2
                      [BOS, o0, o0, o0, o0, o0, o0, o0]])  # never finishes

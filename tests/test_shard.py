@@ -17,7 +17,7 @@ from jaxsim import cli, config, grid, results, sweeps
 from jaxsim.config import ConfigError
 from jaxsim.sweeps import merge, shards
 
-from conftest import XLA_TEST_FLAGS, tiny_raw
+from conftest import XLA_TEST_FLAGS, cut_and_resume, tiny_raw
 
 try:  # imported at collection: submitit's logging.config.dictConfig closes the handlers that
     import submitit  # noqa: F401  pytest installs per test, if it first runs inside one
@@ -171,14 +171,7 @@ def test_merge_checks_and_never_touches_shards(tmp_path, capsys):
 def test_resume_a_shard(tmp_path):
     (done,) = _shard_sweeps(tmp_path, count=1)
     cut = tmp_path / "cut"
-    shutil.copytree(done, cut)
-    for chunk in (cut / "checkpoints" / "group_000").iterdir():  # as if killed after step 10
-        shutil.rmtree(chunk / "step_00000020")
-    (cut / "metrics.npz").unlink()
-    sweeps.resume(cut, progress=False)
-    a, b = results.read_metrics(cut), results.read_metrics(done)
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
+    cut_and_resume(done, cut, 20)   # as if killed after step 10
     doc = shards.read_manifest(cut)
     shards.write_manifest(cut, dict(doc, plan_digest="0" * 64, device_count=8))
     with pytest.raises(ConfigError, match="planned for 8 device"):

@@ -8,13 +8,23 @@ import argparse
 import sys
 from pathlib import Path
 
+import jaxsim
 from jaxsim import api
 from jaxsim.api import use_every_core  # noqa: F401 (kept importable as jaxsim.cli.use_every_core)
 from jaxsim.config import ConfigError
 
 
+DESCRIPTION = ("Train a whole phase-diagram sweep of small models (transformers, sparse "
+               "autoencoders, MLPs) on a testbed task as one compiled JAX program, from one YAML "
+               "config; then analyze the saved checkpoints and plot the figures.")
+DIR_HELP = "a results directory written by `jaxsim sweep`"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxsim", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="jaxsim", description=DESCRIPTION,
+                                epilog="Run `jaxsim COMMAND --help` for a command's options; "
+                                       "`jaxsim keys` lists every config key.")
+    p.add_argument("--version", action="version", version=f"jaxsim {jaxsim.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="train every run of a config's grid into a results dir")
     sweep.add_argument("config", help="YAML config file")
@@ -42,8 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="with --slurm: no merge job (run `jaxsim merge` yourself)")
     resume = sub.add_parser("resume", help="continue an interrupted sweep (or shard) from its "
                                            "checkpoints")
-    resume.add_argument("dir")
-    resume.add_argument("--no-progress", action="store_true")
+    resume.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (or by `jaxsim sweep --shard`) "
+                        "whose sweep was interrupted")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
     resume.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
                         help="resume a multi-host sweep (as for sweep)")
     merge = sub.add_parser("merge", help="combine finished shard dirs into one results dir equal "
@@ -55,8 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--copy", action="store_true",
                        help="copy checkpoint files (default: hard links where possible)")
     analyze = sub.add_parser("analyze", help="the testbed's analysis of every saved checkpoint "
-                                             "of every run; writes DIR/analysis.json")
-    analyze.add_argument("dir")
+                                             "of every run; writes DIR/analysis.json",
+                             description="Run the testbed's analysis (named by task.name in "
+                                         "DIR/config.yaml) on every saved checkpoint of every "
+                                         "run; writes DIR/analysis.json.")
+    analyze.add_argument("dir", metavar="DIR", help=DIR_HELP)
     analyze.add_argument("--sequences", type=int, default=64,
                          help="analysis sequences per run and split (default 64)")
     analyze.add_argument("--context-lengths", help="comma-separated context lengths "
@@ -66,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_argument("testbed", nargs="?", help="only this testbed's task keys (a built-in "
                                                  "name or MODULE:OBJECT)")
     plot = sub.add_parser("plot", help="draw the figures of a results directory")
-    plot.add_argument("dir")
+    plot.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (figures go to DIR/figures)")
     plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
                                                      "(default: the middle value)")
     return p

@@ -48,6 +48,15 @@ def test_end_to_end_sweep_writes_results_and_figures(tmp_path):
     (["task.num_chains=0"], "task.num_chains must be >= 1"),
     (["train.lr=0"], "train.lr must be > 0.0"),
     (["train.steps=abc"], "train.steps must be an integer"),
+    (["train.warmup_steps=3000000000"], "train.warmup_steps must fit an int32 (<= 2**31 - 1"),
+    (["model.d_model=1000000000000"], "model.d_model must fit an int32"),
+    (["model.d_model=100000"], "parameters per run (estimated); at most 2**31"),
+    (["model.num_layers=100000"], "model.num_layers must be <= 1024"),
+    (["sweep.seeds=2000000"], "the sweep has 2,000,000 runs"),
+    (["train.steps=2000000", "train.eval_every=1"], "2,000,000 evaluations per run; at most"),
+    (["sweep.axes.model.name=[gpt,encoder]"], "run one sweep per model"),
+    (["train.steps=10", "train.steps=20"], "override train.steps is given twice"),
+    (["trian.steps=10"], "no section 'trian' (did you mean 'train'?)"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, needle):
     cfg = _write(tmp_path, tiny_raw())
@@ -122,3 +131,49 @@ def test_cpu_devices_default_to_one_per_core():
     assert run({"JAXSIM_CPU_DEVICES": "3"}) == "3"
     assert run({"XLA_FLAGS": "--xla_force_host_platform_device_count=1",
                 "JAXSIM_CPU_DEVICES": "3"}) == "1"
+
+
+def test_a_bad_config_file_exits_2_with_one_line(tmp_path, capsys):
+    (tmp_path / "quickstart.yaml").write_text("{}\n")
+    assert cli.main(["sweep", str(tmp_path / "quickstrat.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"did you mean '{tmp_path / 'quickstart.yaml'}'" in err and len(err.splitlines()) == 1
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  steps: 10\n  steps: 20\n")
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(dup), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "key 'steps' appears twice in one mapping (lines 2 and 3)" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_version_and_help(capsys):
+    import jaxsim
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxsim {jaxsim.__version__}" == "jaxsim 0.1.0"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "phase-diagram sweep of small models" in text and "one compiled JAX program" in text
+    assert "thin argument parsing" not in text
+    for command in ("resume", "analyze", "plot"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "DIR a results directory written by `jaxsim sweep`" in text, command
+        assert "four ICL" not in text
+    with pytest.raises(SystemExit):
+        cli.main(["analyze", "--help"])
+    assert "the testbed's analysis" in " ".join(capsys.readouterr().out.split())
+
+
+def test_license_is_apache_2():
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("Copyright 2026 The jaxsim authors\n")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] in ("Apache-2.0", {"text": "Apache-2.0"})

@@ -165,3 +165,137 @@ def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path, text, needle):
     path.write_text(text)
     with pytest.raises(ConfigError, match=needle):
         config.load(path)
+
+
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("raw, key", [
+    (tiny_raw(train={"warmup_steps": 3_000_000_000}), "train.warmup_steps"),
+    (tiny_raw(train={"steps": 2**31, "eval_every": 2**30}), "train.steps"),
+    (tiny_raw(task={"num_chains": 2**31}), "task.num_chains"),
+    (tiny_raw(model={"k": 2**40}), "model.k"),
+    (tiny_raw(model={"dead_steps": 2**31}), "model.dead_steps"),
+    (tiny_raw(sweep={"seeds": 2**31}), "sweep.seeds"),
+    (tiny_raw(model={"d_model": 10**12}), "model.d_model"),
+    ({"task": {"name": "matrix_completion", "rank": 2**31}}, "task.rank"),
+    (tiny_raw(sweep={"axes": {"train.warmup_steps": [0, 2**31]}}), "sweep.axes.train.warmup_steps"),
+    (tiny_raw(sweep={"save_steps": [10, 2**31]}), "sweep.save_steps"),
+])
+def test_integers_must_fit_int32(raw, key):
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(raw)
+    message = str(err.value)
+    assert message.startswith(key) and str(INT32_MAX) in message and "\n" not in message
+
+
+def test_the_largest_int32_passes_field_validation():
+    cfg = config.from_dict(tiny_raw(train={"warmup_steps": INT32_MAX}))
+    assert cfg.train.warmup_steps == INT32_MAX
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (tiny_raw(sweep={"seeds": 2_000_000}), "the sweep has 2,000,000 runs"),
+    (tiny_raw(sweep={"seeds": 1000, "axes": {"train.lr": [1e-3 * i for i in range(1, 1002)]}}),
+     "1,001,000 runs"),
+    (tiny_raw(sweep={"seeds": 1000, "grids": [{"train.lr": [1e-3 * i for i in range(1, 600)]},
+                                              {"train.warmup_steps": list(range(600))}]}),
+     "1,199,000 runs"),
+    (tiny_raw(train={"steps": 2_000_000, "eval_every": 1}), "2,000,000 evaluations per run"),
+    (tiny_raw(model={"d_model": 100_000, "num_heads": 4}), "4e+10 parameters"),
+    ({"task": {"name": "concept_geometry"}, "model": {"name": "sae", "d_sae": 2**30}},
+     "model.d_sae=1073741824, task.dim=64"),
+    (tiny_raw(model={"num_layers": 100_000}), "model.num_layers must be <= 1024"),
+    (tiny_raw(sweep={"axes": {"model.d_model": [16, 65_536]}}), "sweep.axes.model.d_model=65536: "),
+])
+def test_impossible_plans_are_refused_at_load(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(raw)
+    message = str(err.value)
+    assert needle in message and "\n" not in message
+    assert any(cap in message for cap in ("1,000,000", "100,000", "2**31", "1024"))
+
+
+def test_plans_at_the_caps_pass():
+    config.from_dict(tiny_raw(sweep={"seeds": 1_000_000}))
+    config.from_dict(tiny_raw(train={"steps": 100_000, "eval_every": 1}))
+    from jaxsim.config.rules import param_estimate
+    assert param_estimate(config.from_dict(tiny_raw(model={"num_layers": 1024}))) < 2**31
+
+
+def test_model_name_is_not_an_axis():
+    for sweep in ({"axes": {"model.name": ["gpt", "encoder"]}},
+                  {"grids": [{"model.name": ["gpt"]}]}):
+        with pytest.raises(ConfigError, match="model.name cannot be an axis; run one sweep per "
+                                              "model"):
+            config.from_dict(tiny_raw(sweep=sweep))
+
+
+def test_a_key_given_twice_is_refused():
+    with pytest.raises(ConfigError, match="override train.steps is given twice"):
+        config.apply_overrides(tiny_raw(), ["train.steps=10", "train.steps=20"])
+    with pytest.raises(ConfigError, match="override sweep.axes.train.lr is given twice"):
+        config.apply_overrides(tiny_raw(), ["sweep.axes.train.lr=[1]", "sweep.axes.train.lr=[2]"])
+    config.apply_overrides(tiny_raw(), ["sweep.axes={}", "sweep.axes.train.lr=[1e-3]"])
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("train:\n  steps: 10\n  eval_every: 5\n  steps: 20\n", "key 'steps' appears twice in one "
+                                                            "mapping (lines 2 and 4)"),
+    ("train: {steps: 10}\nmodel: {}\ntrain: {lr: 0.1}\n", "key 'train' appears twice in one "
+                                                          "mapping (lines 1 and 3)"),
+    ("sweep:\n  axes:\n    train.lr: [1]\n    train.lr: [2]\n", "key 'train.lr' appears twice"),
+    ("train: {steps: 10, steps: 20}\n", "key 'steps' appears twice in one mapping (line 1)"),
+])
+def test_a_yaml_key_given_twice_is_refused_with_its_lines(tmp_path, text, needle):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert needle in str(err.value) and "dup.yaml" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_yaml_loader_stays_safe(tmp_path):
+    import sys
+    loadmod = sys.modules["jaxsim.config.load"]
+    assert issubclass(loadmod._UniqueKeyLoader, __import__("yaml").SafeLoader)
+    path = tmp_path / "evil.yaml"
+    path.write_text("train: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load(path)
+    path.write_text("train: {<<: {steps: 20, eval_every: 10}, steps: 40}\n")  # a merge key's
+    cfg = config.load(path)                                  # value may be overridden
+    assert (cfg.train.steps, cfg.train.eval_every) == (40, 10)
+    path.write_text("base: &b {steps: 10}\ntrain: *b\n")   # anchors and aliases still load
+    with pytest.raises(ConfigError, match="unknown section 'base'"):
+        config.load(path)
+
+
+def test_a_misspelled_section_lists_sections_not_every_key():
+    for overrides in (["trian.steps=5"], ["sweep.axes.trian.lr=[1e-3]"]):
+        with pytest.raises(ConfigError) as err:
+            config.from_dict(config.apply_overrides(tiny_raw(), overrides))
+        message = str(err.value)
+        assert "no section 'trian'" in message and "did you mean 'train'" in message
+        assert "task, model, train, init" in message and "train.steps" not in message.split(";")[1]
+
+
+def test_an_unknown_key_lists_only_its_section():
+    for overrides in (["train.stpes=5"], ["sweep.axes.train.lrr=[1e-3]"]):
+        with pytest.raises(ConfigError) as err:
+            config.from_dict(config.apply_overrides(tiny_raw(), overrides))
+        message = str(err.value)
+        assert "did you mean 'train." in message and "train.eval_every" in message
+        assert "model." not in message and "task." not in message
+
+
+def test_a_missing_config_file_suggests_the_nearest(tmp_path):
+    (tmp_path / "quickstart.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"did you mean '.*quickstart\.yaml'"):
+        config.load(tmp_path / "quickstrat.yaml")
+    with pytest.raises(ConfigError) as err:
+        config.load(tmp_path / "zzz.yaml")
+    assert "does not exist" in str(err.value) and "did you mean" not in str(err.value)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "no_such_folder" / "a.yaml")

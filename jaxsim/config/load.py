@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from jaxsim.config.rules import check_consistency
+from jaxsim.config.rules import MAX_RUNS, check_consistency
 from jaxsim.config.schema import CORE_SECTIONS, DEFAULT_TASK, SECTION_NAMES, SWEEPABLE, Config
 from jaxsim.errors import ConfigError
 
@@ -38,6 +38,8 @@ LEGACY_TASK_DEFAULTS = {
     "concept_offset": 4.0, "concept_mean": 1.0, "concept_mean_step": 1.0, "concept_noise": 0.05,
     "concept_noise_step": 0.0, "rotate": False, "grammar": "dyck2", "graph": "grid",
     "graph_size": 4, "vocab": 64, "pretrain_frac": 0.0}
+
+INT32_MAX = 2**31 - 1   # every int field becomes an int32 array (a step, a count, a size)
 
 # task.source / source_run / source_step of the activations testbed before stages: now the
 # core's init.source / init.run / init.step (a task section without those fields moves them)
@@ -77,6 +79,17 @@ def _unknown(key: str, options: list[str], what: str = "key", where: str = "") -
                        f"valid: {', '.join(options)}")
 
 
+def _unknown_dotted(key: str, options: list[str], what: str = "key", where: str = "",
+                    sections: tuple[str, ...] = SECTION_NAMES) -> ConfigError:
+    """An unknown dotted key: a bad section lists the sections (suggesting the closest), a bad
+    name in a known section lists that section's keys only."""
+    section = key.split(".", 1)[0]
+    if section not in sections or "." not in key:
+        return ConfigError(f"unknown {what} '{key}': no section '{section}'"
+                           f"{_suggest(section, list(sections))}; sections: {', '.join(sections)}")
+    return _unknown(key, [k for k in options if k.split(".", 1)[0] == section], what, where)
+
+
 def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None = None) -> Any:
     """Check `value` against the type and range of field `key`; returns the typed value."""
     f = field_info(key, task_cls)
@@ -87,8 +100,10 @@ def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None
         if value is None:
             return None
         if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
-            raise ConfigError(f"{where} must be null or a list of positive integers, got {value!r}")
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= INT32_MAX
+                for v in value):
+            raise ConfigError(f"{where} must be null or a list of positive integers "
+                              f"(<= 2**31 - 1 = {INT32_MAX}), got {value!r}")
         return tuple(sorted(set(value)))
     if key in ("sweep.axes", "sweep.grids"):
         return value
@@ -101,6 +116,9 @@ def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if not -INT32_MAX - 1 <= value <= INT32_MAX:
+            raise ConfigError(f"{where} must fit an int32 (<= 2**31 - 1 = {INT32_MAX}), "
+                              f"got {value!r}")
     elif kind is float:
         if isinstance(value, str):
             try:
@@ -156,8 +174,12 @@ def _check_axes(axes: Any, task_cls: type, name: str = "sweep.axes") -> dict:
         if key == "task.name":
             raise ConfigError(f"{name}.task.name: a sweep trains one testbed, so task.name cannot "
                               f"be an axis; run one sweep per testbed")
+        if key == "model.name":
+            raise ConfigError(f"{name}.model.name: a sweep trains one model kind (its analysis "
+                              f"and figures read one model's metrics), so model.name cannot be "
+                              f"an axis; run one sweep per model")
         if key not in sweepable:
-            raise _unknown(key, sweepable, "axis key")
+            raise _unknown_dotted(key, sweepable, "axis key", sections=SWEEPABLE)
         if not isinstance(values, list) or len(values) == 0:
             raise ConfigError(f"{name}.{key} must be a non-empty list of values, got {values!r}")
         typed = [coerce(key, v, where=f"{name}.{key}", task_cls=task_cls) for v in values]
@@ -209,6 +231,7 @@ def from_dict(raw: dict) -> Config:
         sections[section] = classes[section](**values)
     sections.setdefault("task", testbed.config())
     cfg = resolve(Config(**sections))
+    _check_run_count(cfg)     # before the per-value checks below, which are linear in it
     check_consistency(cfg)
     for key, values in cfg.sweep.axes.items():
         for v in values:
@@ -217,6 +240,20 @@ def from_dict(raw: dict) -> Config:
         raise ConfigError("a key may be in sweep.axes or in sweep.grids, not both: "
                           f"{sorted(set(cfg.sweep.axes) & {k for g in cfg.sweep.grids for k in g})}")
     return cfg
+
+
+def num_runs(cfg: Config) -> int:
+    """Runs of the sweep: over grids, the product of the axes' lengths, times sweep.seeds."""
+    return sum(math.prod(len(v) for v in {**cfg.sweep.axes, **g}.values())
+               for g in cfg.sweep.grids or [{}]) * cfg.sweep.seeds
+
+
+def _check_run_count(cfg: Config) -> None:
+    count = num_runs(cfg)
+    if count > MAX_RUNS:
+        raise ConfigError(f"the sweep has {count:,} runs (the product of the axes' lengths, over "
+                          f"grids, times sweep.seeds={cfg.sweep.seeds}); at most {MAX_RUNS:,} "
+                          f"runs per sweep: shorten the axes or split the sweep")
 
 
 def _move_legacy_init(raw: dict, task_body: dict, task_cls: type) -> dict:
@@ -280,8 +317,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply KEY=VALUE overrides to a raw nested dict. `sweep.axes.a.b=[..]` sets one axis."""
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
+    seen = set()
     for text in overrides:
         parts, value = parse_override(text)
+        key = ".".join(parts)
+        if key in seen:
+            raise ConfigError(f"override {key} is given twice; give each key once")
+        seen.add(key)
         if parts[:2] == ["sweep", "axes"] and len(parts) > 2:
             sweep = raw.setdefault("sweep", {}) or {}
             raw["sweep"] = sweep
@@ -290,7 +332,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             sweep["axes"] = axes
             continue
         if len(parts) != 2 or parts[0] not in SECTION_NAMES:
-            raise _unknown(".".join(parts), all_keys(_override_task(raw)))
+            raise _unknown_dotted(key, all_keys(_override_task(raw)))
         section, name = parts
         body = raw.get(section) or {}
         raw[section] = {**body, name: value}
@@ -306,12 +348,57 @@ def _override_task(raw: dict) -> type:
         return _testbed(DEFAULT_TASK).config
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in one mapping (plain PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":   # `<<: *base` may be overridden
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:   # an unhashable key: SafeLoader's own error names it
+                    continue
+                seen[key] = line
+                if first is not None:
+                    lines = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise ConfigError(f"key '{key}' appears twice in one mapping ({lines}); "
+                                      f"keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _safe_load_unique(text: str) -> Any:
+    """yaml.safe_load with _UniqueKeyLoader (safe: only plain YAML tags are constructed)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _missing_file(path: Path) -> ConfigError:
+    """A missing config file, with the nearest YAML file name of its folder."""
+    folder = path.parent
+    try:
+        names = sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+    except OSError:
+        names = []
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    hint = f" (did you mean '{folder / close[0]}'?)" if close else ""
+    return ConfigError(f"config file '{path}' does not exist{hint}")
+
+
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise _missing_file(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _safe_load_unique(path.read_text())
+    except ConfigError as e:
+        raise ConfigError(f"config file '{path}': {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file '{path}' is not valid YAML: {str(e).splitlines()[0]}") from None
     if raw is None:

@@ -1,9 +1,13 @@
 """Cross-field config rules that no single field can check (`check_consistency`).
 
-The core's rules (heads, the model a testbed trains, microbatches, dtype, evaluation steps) run
-here; each testbed adds its own (`Testbed.rules`), run after the model rules. Every failure
-raises `ConfigError` with one line naming the key and what is allowed; `where` prefixes it
-(e.g. "sweep.axes.model.k=8: ").
+The core's rules (sizes, heads, the model a testbed trains, microbatches, dtype, evaluation
+steps) run here; each testbed adds its own (`Testbed.rules`), run after the model rules. Every
+failure raises `ConfigError` with one line naming the key and what is allowed; `where` prefixes
+it (e.g. "sweep.axes.model.k=8: ").
+
+Caps on plans no machine can run, refused at load before anything is written or compiled:
+MAX_EVALS evaluations per run and MAX_PARAMS (estimated) parameters per model here, MAX_RUNS
+runs per sweep in `jaxsim.config.load`; every integer key is an int32 (`coerce`).
 """
 from __future__ import annotations
 
@@ -17,11 +21,17 @@ if TYPE_CHECKING:
 
 Rule = Callable[["Config", str], None]
 
+# Caps on impossible plans, refused before anything is written or compiled
+MAX_RUNS = 1_000_000           # runs per sweep (axes' lengths over grids x sweep.seeds)
+MAX_EVALS = 100_000            # evaluations per run (train.steps / train.eval_every)
+MAX_PARAMS = 2**31             # estimated parameters of one run's model
+
 
 def check_consistency(cfg: Config, where: str = "") -> None:
     """Every cross-field rule: the core's, then the selected testbed's."""
     from jaxsim import testbeds
     testbed = testbeds.of(cfg)
+    _check_sizes(cfg, where)
     _check_heads(cfg, where)
     _check_pairing(cfg, testbed, where)
     for rule in (_check_causal_coef, _check_sae_k, _check_gpt_input):
@@ -116,3 +126,40 @@ def _check_gpt_input(cfg: Config, where: str) -> None:
     if m.name == "gpt" and (m.norm != "pre" or m.input != "tokens"):
         raise ConfigError(f"{where}model.norm/model.input apply to model.name=encoder; the gpt is "
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
+
+
+def param_estimate(cfg: Config) -> int:
+    """A rough parameter count of one run's model from the static keys (embeddings of the
+    task's vocab and positions where the task section names them; biases and norms ignored)."""
+    m, task = cfg.model, cfg.task
+    dim = getattr(task, "dim", 0)
+    if m.name in ("gpt", "encoder"):
+        embed = (getattr(task, "vocab", 0) + getattr(task, "context_length", 0)) * m.d_model
+        return m.num_layers * (4 * m.d_model ** 2 + 2 * m.d_model * m.d_mlp) + embed
+    if m.name == "sae":
+        return 2 * dim * m.d_sae
+    if m.name == "mlp":
+        return m.num_layers * m.d_mlp * max(m.d_mlp, dim)
+    return dim * m.d_mlp   # symmetric: U is d x d_mlp
+
+
+def _check_sizes(cfg: Config, where: str) -> None:
+    """Plans no machine can run: too many evaluations per run, or too large a model."""
+    t = cfg.train
+    evals = -(-t.steps // t.eval_every)
+    if evals > MAX_EVALS:
+        raise ConfigError(f"{where}train.steps / train.eval_every = {t.steps} / {t.eval_every} "
+                          f"= {evals:,} evaluations per run; at most {MAX_EVALS:,}: raise "
+                          f"train.eval_every")
+    params = param_estimate(cfg)
+    if params > MAX_PARAMS:
+        m = cfg.model
+        transformer = ("num_layers", "d_model", "d_mlp")
+        keys = {"gpt": transformer, "encoder": transformer, "sae": ("d_sae",),
+                "mlp": ("num_layers", "d_mlp")}.get(m.name, ("d_mlp",))
+        sizes = [f"model.{k}={getattr(m, k)}" for k in keys]
+        if m.name in ("sae", "mlp", "symmetric") and hasattr(cfg.task, "dim"):
+            sizes.append(f"task.dim={cfg.task.dim}")
+        raise ConfigError(f"{where}model.name={m.name} with {', '.join(sizes)} has about "
+                          f"{params:.3g} parameters per run (estimated); at most 2**31 "
+                          f"({MAX_PARAMS:.3g}): shrink the model")

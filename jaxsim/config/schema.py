@@ -41,7 +41,10 @@ class ModelConfig:
                    doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per "
                        "position; sae: sparse autoencoder; mlp (sim): num_layers bias-free "
                        "dense layers of width d_mlp; symmetric (sim): f(x) = U U^T x, U is d x d_mlp")
-    num_layers: int = field(2, min=1, doc="transformer blocks (gpt, encoder); dense layers (mlp)")
+    num_layers: int = field(2, min=1, max=1024,
+                         doc="transformer blocks (gpt, encoder); dense layers (mlp); a model of "
+                             "more than 2**31 parameters (estimated from the size keys) is "
+                             "refused")
     d_model: int = field(64, min=1, doc="residual-stream width (gpt, encoder)")
     num_heads: int = field(4, min=1, doc="attention heads (divides d_model)")
     d_mlp: int = field(256, min=1, doc="hidden width of each MLP block (mlp, symmetric: the "
@@ -91,7 +94,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = field(2000, min=1, doc="optimizer steps per run")
+    steps: int = field(2000, min=1, doc="optimizer steps per run (every integer key is at "
+                       "most 2**31 - 1: it becomes an int32)")
     batch_size: int = field(32, min=1, doc="training examples per step (fresh every step)")
     microbatch_size: int = field(0, min=0, doc="examples per gradient pass: the batch is split into "
                               "batch_size / microbatch_size passes under lax.scan whose gradients "
@@ -108,7 +112,8 @@ class TrainConfig:
     warmup_steps: int = field(0, dynamic=True, min=0, doc="linear learning-rate warm-up steps")
     sparsity_warmup_steps: int = field(0, dynamic=True, min=0,
                                     doc="sae: linear warm-up of the sparsity coefficient")
-    eval_every: int = field(100, min=1, doc="steps between evaluations (at most train.steps)")
+    eval_every: int = field(100, min=1, doc="steps between evaluations (at most train.steps; "
+                            "at most 100,000 evaluations per run)")
     eval_batch_size: int = field(128, min=1, doc="held-out sequences per evaluation split")
     optimizer: str = field("adamw", choices=("adamw", "sgd"),
                         doc="adamw, or plain SGD (lr, grad_clip, weight_decay added to the gradient as wd w; "
@@ -117,8 +122,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    seeds: int = field(2, min=1, doc="seeds 0..seeds-1 per grid point")
-    axes: dict = field({}, doc="dotted key -> list of values")
+    seeds: int = field(2, min=1, doc="seeds 0..seeds-1 per grid point (at most 1,000,000 runs "
+                       "per sweep: the axes' lengths, over grids, times seeds)")
+    axes: dict = field({}, doc="dotted key -> list of values (any task, model, train or init "
+                       "key except task.name and model.name: one sweep trains one testbed and "
+                       "one model kind)")
     grids: list = field([], doc="optional list of axes mappings: the runs are the union over grids "
                      "of the product of sweep.axes and that grid's axes")
     chunk_size: int = field(0, min=0, doc="runs per compiled call; 0 = a whole shape group")

@@ -78,9 +78,11 @@ def sweep(config: str | os.PathLike | dict | cfglib.Config,
 def resume(directory: str | os.PathLike, progress: bool = True) -> Sweep:
     """Continue an interrupted sweep (or shard) from its checkpoints (`jaxsim resume`)."""
     use_every_core()
-    from jaxsim import sweeps
+    from jaxsim import results, sweeps
+    finished = results.is_finished(Path(directory))   # then nothing is trained or redrawn
     out = sweeps.resume(Path(directory), progress=progress)
-    _figures_if_configured(out)
+    if not finished:
+        _figures_if_configured(out)
     return Sweep(out)
 
 
@@ -105,12 +107,16 @@ def plot(directory: str | os.PathLike, num_chains: int | None = None) -> list[Pa
     """(Re)draw DIR/figures/ from the saved files (`jaxsim plot`); returns the written paths.
     `num_chains`: the task diversity of the distance curves (default the middle value)."""
     out = Path(directory)
+    if not out.is_dir():
+        raise ConfigError(f"results directory '{out}' does not exist")
     if not (out / "metrics.npz").is_file():
         raise ConfigError(f"'{out}' has no metrics.npz; finish the sweep first "
                           f"(`jaxsim resume {out}`)")
     import jax
     if jax.process_index() != 0:  # a multi-host sweep draws its figures once
         return []
+    from jaxsim import results
+    results.check_writable(out)
     from jaxsim.plotting import figures
     return figures.draw_all(out, num_chains=num_chains)
 

@@ -14,11 +14,14 @@
                    testbed's aliases (markov_mixture: oracle_loss = oracle_loss_ood)
     checkpoints/   group_G/chunk_C/step_XXXXXXXX (orbax), the stacked state of a chunk's runs
     figures/       PNGs drawn from the files above
+    .lock          the writer lock: the pid of the process training or analysing the directory
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -33,9 +36,9 @@ import orbax.checkpoint as ocp
 from jaxsim import config as cfglib
 from jaxsim import grid, testbeds
 
-CONFIG, PLAN, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS = (
+CONFIG, PLAN, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, LOCK = (
     "config.yaml", "plan.json", "runs.csv", "metrics.npz", "checkpoints", "figures",
-    "analysis.json")
+    "analysis.json", ".lock")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -47,6 +50,81 @@ def atomic_write(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def is_empty(out: Path) -> bool:
+    """A directory that holds nothing but (perhaps) a released writer lock."""
+    return all(p.name == LOCK for p in Path(out).iterdir())
+
+
+def make_output_dir(out: Path) -> bool:
+    """Create `out` (and its parents) for a new sweep; True if it was created here. One line
+    naming the problem when it cannot be: a path through a file, no permission, ..."""
+    out = Path(out)
+    existed = out.is_dir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise cfglib.ConfigError(f"--out '{out}' is a file, not a directory") from None
+    except NotADirectoryError:
+        raise cfglib.ConfigError(f"--out '{out}' lies under a file (a path component is not a "
+                                 f"directory); choose another --out") from None
+    except OSError as e:
+        raise cfglib.ConfigError(f"cannot create --out '{out}': {e.strerror}") from None
+    check_writable(out)
+    return not existed
+
+
+def check_writable(out: Path) -> None:
+    """One line if this process cannot write into the directory `out`."""
+    probe = Path(out) / f".write_test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise cfglib.ConfigError(f"cannot write into '{out}' ({e.strerror}); check its "
+                                 f"permissions or choose another directory") from None
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path, what: str):
+    """Hold the results directory's exclusive writer lock while `what` (sweep, resume, analyze)
+    writes into it: an flock on DIR/.lock, which the OS releases when the process ends however it
+    ends (so a killed sweep never leaves a stale lock). A second writer gets one line naming the
+    holder's pid. Only process 0 of a multi-host sweep writes, so only it locks."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = Path(out) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise cfglib.ConfigError(f"cannot write into '{out}' ({e.strerror}); check its "
+                                 f"permissions") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "a process"
+        os.close(fd)
+        raise cfglib.ConfigError(f"'{out}' is in use by another jaxsim process ({holder}); "
+                                 f"wait for it to finish, or stop it and run this again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}, jaxsim {what}".encode(), 0)
+    try:
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_finished(out: Path) -> bool:
+    """Every run of the directory trained to its end: metrics.npz written and no run pending."""
+    out = Path(out)
+    if not (out / METRICS).is_file() or not (out / RUNS).is_file():
+        return False
+    rows = read_runs(out)
+    return bool(rows) and all(r["status"] in ("done", "diverged") for r in rows)
 
 
 def write_config(out: Path, cfg: cfglib.Config) -> None:

@@ -172,6 +172,7 @@ def test_resume_a_shard(tmp_path):
     (done,) = _shard_sweeps(tmp_path, count=1)
     cut = tmp_path / "cut"
     cut_and_resume(done, cut, 20)   # as if killed after step 10
+    (cut / "metrics.npz").unlink()       # unfinished again (a finished one has nothing to do)
     doc = shards.read_manifest(cut)
     shards.write_manifest(cut, dict(doc, plan_digest="0" * 64, device_count=8))
     with pytest.raises(ConfigError, match="planned for 8 device"):

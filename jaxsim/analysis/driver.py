@@ -38,10 +38,12 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
         takes = [n for n, tb in testbeds.builtin().items()
                  if tb.analysis is not None and "context_lengths" in tb.analysis.options]
         raise ConfigError(f"--context-lengths applies to task.name={' or '.join(takes)} only")
-    doc = testbed.analysis.run(AnalysisRequest(out, cfg, results.read_runs(out), num_sequences,
-                                               lengths))
-    path = out / results.ANALYSIS
-    results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+    results.check_writable(out)   # before the work, not after it
+    with results.writer_lock(out, "analyze"):
+        doc = testbed.analysis.run(AnalysisRequest(out, cfg, results.read_runs(out),
+                                                   num_sequences, lengths))
+        path = out / results.ANALYSIS
+        results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
     return path
 
 

@@ -1,6 +1,7 @@
 """Start or resume a sweep: plan the runs, train every chunk, write the results directory."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ def start(cfg: Config, out: Path, progress: bool = True,
     only that deterministic slice of it (see `jaxsim.sweeps.shards`). `programs` holds the
     compiled programs and their costs (a fresh `engine.Programs` by default)."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or not results.is_empty(out)):
         raise ConfigError(f"output directory '{out}' is not empty; continue it with "
                           f"`jaxsim resume {out}` or choose another --out")
     programs = programs or engine.Programs()
@@ -37,6 +38,20 @@ def start(cfg: Config, out: Path, progress: bool = True,
     # every process has checked `out` before any writes (and gloo's context exists before the
     # processes' compiles below, which may take unequal times)
     distributed.barrier("jaxsim-start")
+    # the directory is made (and its writability checked) before anything is compiled; one
+    # this call made is removed again if the sweep fails before writing into it
+    created = results.make_output_dir(out) if distributed.is_writer() else False
+    try:
+        with results.writer_lock(out, "sweep"):
+            return _start(cfg, out, runs, progress, shard, programs, t0)
+    except BaseException:
+        if created and results.is_empty(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _start(cfg: Config, out: Path, runs: list[grid.Run], progress: bool,
+           shard: shards.Shard | None, programs: engine.Programs, t0: float) -> Path:
     groups = _fit_to_memory(cfg, runs, programs)
     mine = groups if shard is None else shards.select(groups, shard, jax.device_count())
     out.mkdir(parents=True, exist_ok=True)
@@ -52,9 +67,21 @@ def start(cfg: Config, out: Path, progress: bool = True,
 def resume(out: Path, progress: bool = True, programs: engine.Programs | None = None) -> Path:
     """Continue an interrupted sweep from each chunk's latest checkpoint."""
     out = Path(out)
+    if not out.is_dir():
+        raise ConfigError(f"results directory '{out}' does not exist")
     if not (out / results.CONFIG).is_file():
         raise ConfigError(f"'{out}' is not a sweep directory (no {results.CONFIG}); "
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
+    if distributed.is_writer():
+        results.check_writable(out)
+    with results.writer_lock(out, "resume"):
+        if results.is_finished(out):
+            _log(f"jaxsim: {out} is finished (every run done): nothing to resume")
+            return out
+        return _resume(out, progress, programs)
+
+
+def _resume(out: Path, progress: bool, programs: engine.Programs | None) -> Path:
     cfg = cfglib.load(out / results.CONFIG)
     # _recorded_sizes: the chunk sizes of a directory from before plan.json, to re-plan it
     runs, groups = results.read_plan(out, jax.device_count(), _recorded_sizes(out))

@@ -1,0 +1,122 @@
+"""Faults end in one clear line with nothing lost: concurrent writers, unwritable or odd output
+paths, a finished sweep resumed, a directory that does not exist."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import XLA_TEST_FLAGS, tiny_raw
+
+from jaxsim import cli, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """A finished tiny sweep (checkpoints at steps 10 and 20)."""
+    root = tmp_path_factory.mktemp("reliability")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(tiny_raw(sweep={"save_steps": [10]})))
+    assert cli.main(["sweep", str(root / "tiny.yaml"), "--out", str(root / "done"),
+                     "--no-progress"]) == 0
+    return root / "done"
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("jaxsim: error:"), err
+    return err
+
+
+def test_a_second_writer_exits_2_naming_the_holder(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    before = (copy / "metrics.npz").read_bytes()
+    with results.writer_lock(copy, "test"):
+        for command in (["resume", str(copy)], ["analyze", str(copy), "--sequences", "2"]):
+            assert cli.main(command) == 2
+            err = _one_line(capsys)
+            assert f"in use by another jaxsim process (pid {os.getpid()}, jaxsim test)" in err
+    assert (copy / "metrics.npz").read_bytes() == before
+    assert cli.main(["resume", str(copy), "--no-progress"]) == 0   # released
+
+
+def _cut(done: Path, into: Path) -> Path:
+    shutil.copytree(done, into)
+    shutil.rmtree(into / "checkpoints" / "group_000" / "chunk_000" / "step_00000020")
+    (into / "metrics.npz").unlink()
+    return into
+
+
+def test_two_concurrent_resumes_one_trains_one_exits_2(done, tmp_path):
+    cut = _cut(done, tmp_path / "cut")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {XLA_TEST_FLAGS}")
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxsim", "resume", str(cut),
+                               "--no-progress"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=600), p.stderr.read()) for p in procs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert "in use by another jaxsim process (pid" in outcomes[1][1]
+    a, b = results.read_metrics(cut), results.read_metrics(done)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_bad_output_paths_are_one_line_before_any_work(done, tmp_path, capsys):
+    config = done / "config.yaml"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, needle in ((a_file / "out", "lies under a file"), (a_file, "is not empty"),
+                        (done, "is not empty")):
+        assert cli.main(["sweep", str(config), "--out", str(out), "--no-progress"]) == 2
+        assert needle in _one_line(capsys)
+    assert a_file.read_text() == "x"
+
+
+def test_a_failed_start_leaves_no_directory(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_raw(
+        model={"d_model": 8}, init={"source": str(tmp_path / "src")})))
+    out = tmp_path / "new" / "out"
+    assert cli.main(["sweep", str(tmp_path / "tiny.yaml"), "--out", str(out)]) == 2
+    assert "not a jaxsim results directory" in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_resume_of_a_finished_sweep_changes_nothing(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    def stamps():   # every file but the writer lock's
+        return {p: p.stat().st_mtime_ns for p in copy.rglob("*")
+                if p.is_file() and p.name != results.LOCK}
+
+    before = stamps()
+    assert cli.main(["resume", str(copy), "--no-progress"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err
+    assert stamps() == before
+
+
+def test_missing_directories_are_named(tmp_path, capsys):
+    for command in ("resume", "plot", "analyze"):
+        assert cli.main([command, str(tmp_path / "nowhere")]) == 2
+        err = _one_line(capsys)
+        assert "nowhere" in err and ("does not exist" in err or "not a sweep directory" in err)
+
+
+def test_read_only_directory_is_refused_before_the_work(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    copy.chmod(0o555)
+    try:
+        if os.access(copy, os.W_OK):
+            pytest.skip("running as root: a read-only directory stays writable")
+        for command in (["analyze", str(copy)], ["plot", str(copy)], ["resume", str(copy)]):
+            assert cli.main(command) == 2
+            assert "cannot write into" in _one_line(capsys)
+    finally:
+        copy.chmod(0o755)

@@ -40,6 +40,7 @@ CONFIG, PLAN, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, LOCK = (
     "config.yaml", "plan.json", "runs.csv", "metrics.npz", "checkpoints", "figures",
     "analysis.json", ".lock")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+DAMAGED = ".damaged"   # suffix of a checkpoint step folder that could not be read
 
 
 def atomic_write(path: Path, write) -> None:
@@ -123,8 +124,12 @@ def is_finished(out: Path) -> bool:
     out = Path(out)
     if not (out / METRICS).is_file() or not (out / RUNS).is_file():
         return False
-    rows = read_runs(out)
-    return bool(rows) and all(r["status"] in ("done", "diverged") for r in rows)
+    try:
+        read_metrics(out)
+        rows = read_runs(out)
+    except cfglib.ConfigError:   # damaged: resume rebuilds it
+        return False
+    return all(r["status"] in ("done", "diverged") for r in rows)
 
 
 def write_config(out: Path, cfg: cfglib.Config) -> None:
@@ -186,6 +191,14 @@ def read_plan(out: Path, device_count: int | None = None,
     return sorted(runs.values(), key=lambda r: r.run_id), groups
 
 
+def plan_device_count(out: Path) -> int:
+    """The device count the sweep in `out` was planned for (plan.json)."""
+    try:
+        return int(json.loads((Path(out) / PLAN).read_text())["device_count"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise cfglib.ConfigError(f"{Path(out) / PLAN} is damaged ({type(e).__name__}: {e})") from None
+
+
 def _before_stages(doc: dict) -> bool:
     task = doc["groups"][0]["spec"]["task"] if doc.get("groups") else {}
     names = {f.name for f in dataclasses.fields(testbeds.get(task["name"]).config)} if task else set()
@@ -240,9 +253,25 @@ def _source_columns(cfg: cfglib.Config, run, memo: dict) -> list:
     return memo[source]
 
 
+PLACED = ("run_id", "status", "shape_group", "chunk", "index_in_chunk")
+
+
 def read_runs(out: Path) -> list[dict[str, str]]:
-    with open(Path(out) / RUNS, newline="") as f:
-        return list(csv.DictReader(f))
+    """runs.csv's rows (dicts of strings); one line if it is damaged (empty, truncated, columns
+    missing): resume rewrites it from plan.json."""
+    path = Path(out) / RUNS
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
+            for column in PLACED:
+                int(row[column]) if column != "status" else row[column].strip()
+        if not rows:
+            raise ValueError("no rows")
+    except (KeyError, ValueError, TypeError, AttributeError, csv.Error) as e:
+        raise cfglib.ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); `jaxsim resume "
+                                 f"{out}` rewrites it from plan.json") from None
+    return rows
 
 
 def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray],
@@ -262,8 +291,20 @@ def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray],
 
 
 def read_metrics(out: Path) -> dict[str, np.ndarray]:
-    with np.load(Path(out) / METRICS, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """metrics.npz's arrays; one line if it is damaged: resume rebuilds it from the
+    checkpoints (each holds its chunk's metrics)."""
+    path = Path(out) / METRICS
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if "step" not in arrays:
+            raise ValueError("no 'step' array")
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # zipfile.BadZipFile, EOFError, ValueError, OSError, ...
+        raise cfglib.ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); `jaxsim resume "
+                                 f"{out}` rebuilds it from the checkpoints") from None
+    return arrays
 
 
 def chunk_dir(out: Path, group_index: int, chunk_index: int) -> Path:
@@ -324,10 +365,21 @@ class ChunkCheckpoints:
         return self.directory / f"step_{step:08d}"
 
     def clean_partial(self) -> None:
+        """Remove what a killed save left (orbax's temporary folders); set-aside damaged steps
+        (`set_aside`) stay."""
         if self.directory.exists() and jax.process_index() == 0:
             for p in self.directory.iterdir():
-                if not STEP_DIR.match(p.name):
+                if not STEP_DIR.match(p.name) and not p.name.endswith(DAMAGED):
                     shutil.rmtree(p, ignore_errors=True)
+
+    def set_aside(self, step: int) -> Path:
+        """Rename a step folder that cannot be read to step_XXXXXXXX.damaged (kept, never read
+        again): resume then continues from the newest intact step."""
+        target = self.path(step).with_name(self.path(step).name + DAMAGED)
+        if jax.process_index() == 0:
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(self.path(step), target)
+        return target
 
     def save(self, step: int, state, metrics: dict[str, np.ndarray]) -> None:
         """Start an async save: the arrays are copied to host now (so `state` may be donated to

@@ -120,3 +120,54 @@ def test_read_only_directory_is_refused_before_the_work(done, tmp_path, capsys):
             assert "cannot write into" in _one_line(capsys)
     finally:
         copy.chmod(0o755)
+
+
+def _same_metrics(a_dir: Path, b_dir: Path) -> None:
+    a, b = results.read_metrics(a_dir), results.read_metrics(b_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_a_damaged_latest_checkpoint_is_set_aside_and_retrained(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    step = copy / "checkpoints" / "group_000" / "chunk_000" / "step_00000020"
+    for path in step.rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"\\x00garbage" * 7)
+    (copy / "metrics.npz").unlink()
+    assert cli.main(["resume", str(copy), "--no-progress"]) == 0
+    assert "cannot be read" in capsys.readouterr().err
+    assert step.with_name("step_00000020.damaged").is_dir()      # kept, never read again
+    _same_metrics(copy, done)
+    assert (copy / "runs.csv").read_text() == (done / "runs.csv").read_text()
+
+
+def test_damaged_result_files_are_named_then_rebuilt(done, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    runs_csv = (copy / "runs.csv").read_bytes()
+    (copy / "runs.csv").write_bytes(runs_csv[: len(runs_csv) // 2 + 5])
+    metrics = (copy / "metrics.npz").read_bytes()
+    (copy / "metrics.npz").write_bytes(metrics[: len(metrics) // 2])
+    assert cli.main(["analyze", str(copy), "--sequences", "2"]) == 2
+    assert "runs.csv is damaged" in _one_line(capsys)
+    assert cli.main(["plot", str(copy)]) == 2
+    assert "is damaged" in _one_line(capsys)
+    assert cli.main(["resume", str(copy), "--no-progress"]) == 0
+    assert (copy / "runs.csv").read_text() == (done / "runs.csv").read_text()
+    _same_metrics(copy, done)
+    (copy / "runs.csv").write_text("")
+    assert cli.main(["resume", str(copy), "--no-progress"]) == 0
+    assert (copy / "runs.csv").read_text() == (done / "runs.csv").read_text()
+
+
+def test_resume_on_another_device_count_names_the_one_to_use(done, tmp_path):
+    cut = _cut(done, tmp_path / "cut")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count=3 {XLA_TEST_FLAGS}")
+    proc = subprocess.run([sys.executable, "-m", "jaxsim", "resume", str(cut), "--no-progress"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "resume it with 2 device(s)" in err, err

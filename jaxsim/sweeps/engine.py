@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import sys
 import time
 from typing import Callable
 
@@ -71,6 +72,24 @@ def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     state = jax.eval_shape(functools.partial(_stacked_init, spec), seeds, hparams)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
     return {"state": state, "metrics": metrics}
+
+
+def restore_latest(checkpoints: results.ChunkCheckpoints, target) -> dict | None:
+    """The newest readable checkpoint of a chunk ({"state", "metrics", "step"}), or None if it
+    has none. A step that cannot be read (damaged files) is set aside as step_X.damaged with one
+    line saying so, and the next older one is tried: the resumed run retrains the lost steps to
+    the same bits."""
+    for step in reversed(checkpoints.steps()):
+        try:
+            restored = checkpoints.restore(step, target)
+        except Exception as e:   # orbax / tensorstore raise many kinds on damaged data
+            moved = checkpoints.set_aside(step)
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            print(f"jaxsim: checkpoint {checkpoints.path(step)} cannot be read ({reason}); "
+                  f"set aside as {moved.name}, resuming from an older one", file=sys.stderr)
+            continue
+        return {**restored, "step": step}
+    return None
 
 
 class _TraceLog:
@@ -174,10 +193,9 @@ class Programs:
         metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
                    for n in training.metric_names(spec)}
         checkpoints.clean_partial()
-        done = checkpoints.steps()
-        if done:
-            restored = checkpoints.restore(done[-1], abstract_chunk(spec, seeds, hparams, metrics))
-            state, metrics, start = restored["state"], dict(restored["metrics"]), done[-1]
+        restored = restore_latest(checkpoints, abstract_chunk(spec, seeds, hparams, metrics))
+        if restored is not None:
+            state, metrics, start = restored["state"], dict(restored["metrics"]), restored["step"]
         else:
             state, start = self.init_chunk(spec, seeds, hparams), 0
 

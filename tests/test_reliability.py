@@ -171,3 +171,26 @@ def test_resume_on_another_device_count_names_the_one_to_use(done, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "resume it with 2 device(s)" in err, err
+
+
+def test_a_diverged_run_is_marked_in_the_log_the_analysis_and_the_figures(tmp_path, capsys):
+    """lr 1e30 diverges: the evaluation log line counts it; analysis.json marks it (status and
+    every dominant cell "diverged", never an algorithm picked by argmin over NaN); plot draws."""
+    from jaxsim.testbeds.markov_mixture import icl
+    assert icl.dominant(np.array([[np.nan, 1.0, 2.0, 3.0], [3.0, 1.0, 2.0, 0.5]])).tolist() == \
+        [-1, 3]
+    grids = [{"task.num_chains": [1], "train.lr": [3e-3]},     # N = 4: every run diverges
+             {"task.num_chains": [4], "train.lr": [1e30]}]
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(tiny_raw(
+        task={"context_length": 8}, sweep={"grids": grids, "plot": True})))
+    out = tmp_path / "d"
+    assert cli.main(["sweep", str(tmp_path / "d.yaml"), "--out", str(out), "--no-progress"]) == 0
+    assert "(1 of 2 runs diverged: not in the means)" in capsys.readouterr().err
+    assert cli.main(["analyze", str(out), "--sequences", "4"]) == 0
+    import json
+    fine, diverged = json.loads((out / "analysis.json").read_text())["runs"]
+    assert (fine["status"], diverged["status"]) == ("done", "diverged")
+    assert set(np.ravel(diverged["ood"]["dominant"])) == {"diverged"}
+    assert set(np.ravel(fine["ood"]["dominant"])) <= set(icl.NAMES)
+    assert cli.main(["plot", str(out)]) == 0
+    assert (out / "figures" / "phase_diagram.png").stat().st_size > 5000

@@ -69,9 +69,14 @@ def chunks(out: Path, rows: list[dict]) -> Iterator[ChunkParams]:
                           stages.inputs(specs[g], chunk_runs), extra_RxS)
 
 
-def run_entry(run, steps) -> dict:
-    """The fields every task's per-run entry starts with (so reports line up across tasks)."""
-    return {"run_id": run.run_id, "seed": run.seed, "axes": run.values, "steps": steps}
+def run_entry(run, steps, row: dict | None = None) -> dict:
+    """The fields every task's per-run entry starts with (so reports line up across tasks),
+    with the run's `status` from its runs.csv `row` ("diverged": its numbers are not
+    results)."""
+    entry = {"run_id": run.run_id, "seed": run.seed, "axes": run.values, "steps": steps}
+    if row is not None:
+        entry["status"] = row["status"]
+    return entry
 
 
 def tolist(x) -> list | float:

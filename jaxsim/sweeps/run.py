@@ -172,8 +172,13 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
                 bar.set_postfix_str(f"{rate:.0f} runs·steps/s, "
                                     f"{rate * units_per_step:.3g} {testbed.unit}/s")
                 means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
+                losses = [np.asarray(v[:real]) for k, v in row.items()
+                          if k.startswith(("train", "eval"))]
+                diverged = int((~np.isfinite(np.stack(losses))).any(axis=0).sum()) if losses else 0
                 _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
-                     + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items())))
+                     + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
+                     + (f"  ({diverged} of {real} runs diverged: not in the means)"
+                        if diverged else ""))
 
             metrics = programs.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every,
                                            on_interval, cfg.sweep.vmap_size)

@@ -52,7 +52,7 @@ def analyze_concepts(out: Path, cfg, rows, num_points: int) -> dict:
             fields += [(run.run_id, jax.tree.map(lambda a: a[i], f))
                        for i, run in enumerate(chunk.runs)]
         for i, run in enumerate(chunk.runs):
-            entry = run_entry(run, chunk.steps)
+            entry = run_entry(run, chunk.steps, chunk.rows[i])
             entry.update(concepts.summarise(jax.tree.map(lambda a: a[i], m)))
             if run.run_id in probes:
                 entry["causal"] = probes[run.run_id]

@@ -100,7 +100,7 @@ def analyze_graph(out: Path, cfg, rows, num_sequences: int, lengths: list[int] |
             reference = graph.edge_coverage(np.asarray(fresh.nodes_BxL), adj)
         for i, run in enumerate(chunk.runs):
             pcs, explained, r2 = _pca(np.asarray(fm["means"][i]), np.asarray(fm["counts"][i]), xy)
-            entry = run_entry(run, chunk.steps)
+            entry = run_entry(run, chunk.steps, chunk.rows[i])
             entry.update({k: tolist(v[i]) for k, v in m.items()})
             _, _, mix_r2 = _pca(np.asarray(fm["mix_means"][i])[None],
                                 np.asarray(fm["counts"][i]), xy)

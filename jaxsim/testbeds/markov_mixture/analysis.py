@@ -6,7 +6,8 @@ analysis.json:
      "num_sequences": B, "dominant_rule": "...", "mixture_rule": "...",
      "runs": [{"run_id", "seed", "axes": {key: value}, "steps": [S],
                "id": {"kl_model_to_alg": [S][G][4], "kl_alg_to_model": [S][G][4],
-                      "mixture_weights": [S][G][4], "dominant": [S][G] (names),
+                      "mixture_weights": [S][G][4], "dominant": [S][G] (names; "diverged"
+                      where the model's distances are not finite),
                       "model_loss": [S][G], "oracle_loss": [S][G]},
                "ood": {...}}, ...]}
 """
@@ -22,6 +23,8 @@ from jaxsim.testbeds.markov_mixture import icl as icl
 from jaxsim.analysis.driver import map_runs
 from jaxsim.analysis.checkpoints import chunks, group_specs, run_entry, tolist
 from jaxsim.config import ConfigError
+
+DIVERGED = "diverged"   # the dominant "algorithm" of a cell whose model is not finite
 
 
 def analyze_icl(request) -> dict:
@@ -44,10 +47,10 @@ def analyze_icl(request) -> dict:
         per_split = {split: jax.device_get(map_runs(icl.analyze_run, chunk, ends, num_sequences,
                                                     split)) for split in splits}
         for i, run in enumerate(chunk.runs):
-            entry = run_entry(run, chunk.steps)
+            entry = run_entry(run, chunk.steps, chunk.rows[i])
             for split, m in per_split.items():
                 block = {k: tolist(v[i]) for k, v in m.items()}
-                block["dominant"] = [[icl.NAMES[a] for a in row]
+                block["dominant"] = [[icl.NAMES[a] if a >= 0 else DIVERGED for a in row]
                                      for row in icl.dominant(np.asarray(m["kl_alg_to_model"][i]))]
                 entry[split] = block
             report.append(entry)

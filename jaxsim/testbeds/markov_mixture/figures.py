@@ -11,9 +11,9 @@ From DIR/analysis.json (after `jaxsim analyze`), the phase diagrams of the four 
 - figures/phase_diagram.png: the dominant algorithm (colour) over task diversity N × training
   step (at the longest analysed context) and over N × context length (at the last checkpoint),
   for training-chain (id) and fresh-chain (ood) contexts. Distances are averaged over seeds and
-  any other axes before the argmin.
+  any other axes before the argmin (diverged runs left out; grey where every run diverged).
 - figures/algorithm_distances.png: KL(algorithm ‖ model) of each algorithm over training for one
-  N (solid), and the fitted mixture weights (dashed), at the longest analysed context.
+  N (solid; by default the middle N of those with a run that did not diverge), and the fitted mixture weights (dashed), at the longest analysed context.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from jaxsim.plotting import axis_values, from_source, group_mean, label, save  #
 from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
 
 AXIS = "task.num_chains"
+DIVERGED_COLOUR = "#bbbbbb"
 COLOURS = {"unigram_retrieval": "#4477aa", "bigram_retrieval": "#66ccee",
            "unigram_inference": "#ee6677", "bigram_inference": "#ccbb44"}
 
@@ -49,10 +50,16 @@ def _by_n(doc: dict, split: str, key: str) -> tuple[list[int], np.ndarray]:
     return values, np.stack(stacked)
 
 
-def _phase_panel(ax, dominant_YxX: np.ndarray, x_labels: list, y_labels: list, x_title: str):
+def _phase_panel(ax, kl_YxXxA: np.ndarray, x_labels: list, y_labels: list, x_title: str):
+    """The dominant algorithm of each cell (argmin of its mean distances); grey where they are
+    not finite (every run of the cell diverged)."""
     names = list(COLOURS)
-    ax.imshow(dominant_YxX, aspect="auto", origin="lower", vmin=-0.5, vmax=3.5,
-              cmap=ListedColormap([COLOURS[n] for n in names]), interpolation="nearest")
+    cmap = ListedColormap([COLOURS[n] for n in names]).with_extremes(bad=DIVERGED_COLOUR)
+    finite = np.isfinite(kl_YxXxA)
+    dominant = np.ma.masked_array(np.argmin(np.where(finite, kl_YxXxA, np.inf), axis=-1),
+                                  mask=~finite.all(axis=-1))
+    ax.imshow(dominant, aspect="auto", origin="lower", vmin=-0.5, vmax=3.5,
+              cmap=cmap, interpolation="nearest")
     stride = max(1, len(x_labels) // 10)
     ax.set_xticks(range(0, len(x_labels), stride), [str(v) for v in x_labels[::stride]],
                   rotation=45, ha="right")
@@ -68,12 +75,13 @@ def phase_diagram(out: Path, doc: dict) -> Path:
     for row, split in zip(axes, doc["splits"]):
         ns, kl = _by_n(doc, split, "kl_alg_to_model")        # [N, S, G, A]
         what = "training chains" if split == "id" else "fresh chains"
-        _phase_panel(row[0], np.argmin(kl[:, :, -1], axis=-1), steps, ns, "training step")
+        _phase_panel(row[0], kl[:, :, -1], steps, ns, "training step")
         row[0].set_title(f"{what}: dominant algorithm, context {lengths[-1]}")
-        _phase_panel(row[1], np.argmin(kl[:, -1], axis=-1), lengths, ns, "context length")
+        _phase_panel(row[1], kl[:, -1], lengths, ns, "context length")
         row[1].set_title(f"{what}: dominant algorithm, step {steps[-1]}")
     handles = [Patch(color=c, label=n.replace("_", " ")) for n, c in COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    handles.append(Patch(color=DIVERGED_COLOUR, label="diverged (every run)"))
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
     return save(fig, out, "phase_diagram.png", rect=(0, 0.05, 1, 1))  # room for the legend
 
 
@@ -84,14 +92,18 @@ def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
     for ax, split in zip(axes[0], doc["splits"]):
         ns, kl = _by_n(doc, split, "kl_alg_to_model")
         _, weights = _by_n(doc, split, "mixture_weights")
-        n = num_chains if num_chains in ns else ns[len(ns) // 2]
+        drawable = [v for j, v in enumerate(ns) if np.isfinite(kl[j]).any()] or ns
+        n = num_chains if num_chains in ns else drawable[len(drawable) // 2]
         i = ns.index(n)
         twin = ax.twinx()
         for a, name in enumerate(doc["algorithms"]):
             ax.plot(steps, kl[i, :, -1, a], color=COLOURS[name], lw=2, label=name.replace("_", " "))
             twin.plot(steps, weights[i, :, -1, a], color=COLOURS[name], lw=1, ls="--")
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if np.isfinite(kl[i]).any():
+            ax.set_yscale("log")
+        else:   # a log axis of nothing cannot be drawn
+            ax.text(0.5, 0.5, "every run diverged", transform=ax.transAxes, ha="center")
         ax.set_xlabel("training step")
         ax.set_ylabel("KL(algorithm ‖ model), nats (solid)")
         twin.set_ylabel("mixture weight (dashed)")

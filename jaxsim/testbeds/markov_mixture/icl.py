@@ -92,8 +92,11 @@ def analyze_run(params_S, run_key: jax.Array, spec: Spec, hparams: dict, ends_G:
 
 
 def dominant(kl_alg_to_model: np.ndarray) -> np.ndarray:
-    """Index of the closest algorithm along the last axis."""
-    return np.argmin(kl_alg_to_model, axis=-1)
+    """Index of the closest algorithm along the last axis; -1 where a distance is not finite
+    (a diverged run: no algorithm is closest)."""
+    kl = np.asarray(kl_alg_to_model)
+    finite = np.isfinite(kl).all(axis=-1)
+    return np.where(finite, np.argmin(np.where(np.isfinite(kl), kl, np.inf), axis=-1), -1)
 
 
 __all__ = ["NAMES", "analyze_run", "context_lengths", "dominant", "fit_mixture", "kl"]

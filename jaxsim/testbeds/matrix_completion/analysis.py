@@ -58,7 +58,7 @@ def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
             picks = [int(np.flatnonzero(steps == (inside[-1] if inside.size else steps[0]))[0]),
                      len(steps) - 1]
             attention.append(diag["attention"][i][picks])
-            entry = run_entry(run, chunk.steps)
+            entry = run_entry(run, chunk.steps, chunk.rows[i])
             entry["plateau"] = found
             entry["diagnostics"] = {k: tolist(v[i]) for k, v in diag.items() if k != "attention"}
             entry["baselines"] = {"copy_mse": found["copy_loss"],

@@ -34,7 +34,7 @@ def analyze_pcfg(out: Path, cfg, rows, num_samples: int) -> dict:
     for chunk in chunks(out, rows):
         m = jax.device_get(map_runs(grammaticality.analyze_run, chunk, num_samples))
         for i, run in enumerate(chunk.runs):
-            entry = run_entry(run, chunk.steps)
+            entry = run_entry(run, chunk.steps, chunk.rows[i])
             entry.update({k: tolist(m[k][i]) for k in grammaticality.METRICS})
             entry["grammar_mean_length"] = float(m["grammar_mean_length"][i])
             final, grammar = m["samples"][i], chunk.spec.task.grammar

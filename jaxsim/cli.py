@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                             "sweep.axes.task.num_chains=[4,64], sweep.axes={})")
     sweep.add_argument("--out", help="results directory (default: results/<config name>)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="print the plan (runs, shape groups, chunks, each group's compiled "
+                            "peak memory per device, compile count) and write nothing")
     sweep.add_argument("--shard", metavar="I/N",
                        help="train only shard I of N (0 <= I < N): a deterministic slice of whole "
                             "chunks, into its own dir (default results/<config name>_shards/"
@@ -103,6 +106,12 @@ def _sweep(args) -> None:
                           "--shard and --slurm")
     cfg = config.load(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("results") / Path(args.config).stem
+    if args.dry_run:
+        if args.slurm or args.shard or args.distributed:
+            raise ConfigError("--dry-run prints the whole plan; drop --shard/--slurm/--distributed")
+        for line in sweeps.dry_run(cfg, out):
+            print(f"jaxsim: {line}", file=sys.stderr)
+        return
     if args.distributed:
         from jaxsim.sweeps import distributed
         distributed.initialize(args.distributed)

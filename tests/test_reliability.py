@@ -194,3 +194,14 @@ def test_a_diverged_run_is_marked_in_the_log_the_analysis_and_the_figures(tmp_pa
     assert set(np.ravel(fine["ood"]["dominant"])) <= set(icl.NAMES)
     assert cli.main(["plot", str(out)]) == 0
     assert (out / "figures" / "phase_diagram.png").stat().st_size > 5000
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(tiny_raw(
+        sweep={"axes": {"task.num_chains": [2, 4], "model.d_model": [8, 16]}})))
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(tmp_path / "t.yaml"), "--out", str(out), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "runs: 4 (model.d_model x 2, task.num_chains x 2; seeds 1)" in err   # YAML sorted
+    assert err.count("shape group") == 2 and "compiles: 2" in err and "per device" in err
+    assert not out.exists()

@@ -63,7 +63,7 @@ def human(num_bytes: float) -> str:
     return f"{num_bytes:.0f} B"
 
 
-def _measure(programs: engine.Programs, spec: Spec, runs: list[Run], size: int,
+def measure(programs: engine.Programs, spec: Spec, runs: list[Run], size: int,
              vmap_size: int) -> int:
     """Compile the interval program for a chunk of `size` runs (kept by `programs` for
     training)."""
@@ -80,7 +80,7 @@ def fit_chunk_size(programs: engine.Programs, spec: Spec, runs: list[Run], reque
     program fits `budget`; returns (size, its peak bytes per device)."""
     limit = budget_bytes(budget)
     size = round_to_devices(min(requested, len(runs)), num_devices)
-    peak = _measure(programs, spec, runs, size, vmap_size)
+    peak = measure(programs, spec, runs, size, vmap_size)
     while limit is not None and peak > limit:
         if size <= num_devices:
             raise ConfigError(f"sweep.memory_budget ({human(limit)} per device) is below what "
@@ -89,5 +89,5 @@ def fit_chunk_size(programs: engine.Programs, spec: Spec, runs: list[Run], reque
         per_run = peak / size
         smaller = int(limit / per_run) // num_devices * num_devices
         size = max(num_devices, min(smaller, size - num_devices))
-        peak = _measure(programs, spec, runs, size, vmap_size)
+        peak = measure(programs, spec, runs, size, vmap_size)
     return size, peak

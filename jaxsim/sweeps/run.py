@@ -64,6 +64,32 @@ def _start(cfg: Config, out: Path, runs: list[grid.Run], progress: bool,
     return _train(cfg, out, runs, groups, progress, programs, t0)
 
 
+def dry_run(cfg: Config, out: Path) -> list[str]:
+    """The plan `start(cfg, out)` would train, as lines of text, with nothing written: runs,
+    shape groups, chunks, each group's compiled peak memory per device and the compile count.
+    Each group's program is compiled (that is how its memory is known; the compile is cached)."""
+    out = Path(out)
+    programs = engine.Programs()
+    cfg = stages.resolve(cfg)
+    runs = grid.expand(cfg)
+    groups = _fit_to_memory(cfg, runs, programs)
+    devices = jax.device_count()
+    limit = memory.budget_bytes(cfg.sweep.memory_budget)
+    axes = ", ".join(f"{k} x {len(v)}" for k, v in cfg.sweep.axes.items()) or "no axes"
+    grids = f", {len(cfg.sweep.grids)} grid(s)" if cfg.sweep.grids else ""
+    lines = [f"dry run -> {out} (nothing written{'' if not out.exists() else '; it exists'})",
+             f"runs: {len(runs)} ({axes}{grids}; seeds {cfg.sweep.seeds}), {devices} device(s), "
+             f"memory budget {memory.human(limit) if limit else 'none'} per device"]
+    for g in groups:
+        peak = memory.measure(programs, g.spec, g.runs, g.chunks[0].size, cfg.sweep.vmap_size)
+        lines.append(f"shape group {g.index}: {len(g.runs)} runs in {len(g.chunks)} chunk(s) of "
+                     f"{g.chunks[0].size}, {g.spec.train.steps} steps each, peak "
+                     f"{memory.human(peak)} per device")
+    lines.append(f"compiles: {len(groups)} (one per shape group); run-steps: "
+                 f"{sum(len(g.runs) * g.spec.train.steps for g in groups)}")
+    return lines
+
+
 def resume(out: Path, progress: bool = True, programs: engine.Programs | None = None) -> Path:
     """Continue an interrupted sweep from each chunk's latest checkpoint."""
     out = Path(out)

@@ -203,5 +203,5 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert cli.main(["sweep", str(tmp_path / "t.yaml"), "--out", str(out), "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert "runs: 4 (model.d_model x 2, task.num_chains x 2; seeds 1)" in err   # YAML sorted
-    assert err.count("shape group") == 2 and "compiles: 2" in err and "per device" in err
+    assert err.count("jaxsim: shape group") == 2 and "compiles: 2" in err and "per device" in err
     assert not out.exists()

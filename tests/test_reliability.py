@@ -45,6 +45,13 @@ def test_a_second_writer_exits_2_naming_the_holder(done, tmp_path, capsys):
     assert cli.main(["resume", str(copy), "--no-progress"]) == 0   # released
 
 
+def _same_metrics(a_dir: Path, b_dir: Path) -> None:
+    a, b = results.read_metrics(a_dir), results.read_metrics(b_dir)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
 def _cut(done: Path, into: Path) -> Path:
     shutil.copytree(done, into)
     shutil.rmtree(into / "checkpoints" / "group_000" / "chunk_000" / "step_00000020")
@@ -61,10 +68,7 @@ def test_two_concurrent_resumes_one_trains_one_exits_2(done, tmp_path):
     outcomes = sorted((p.wait(timeout=600), p.stderr.read()) for p in procs)
     assert [code for code, _ in outcomes] == [0, 2], outcomes
     assert "in use by another jaxsim process (pid" in outcomes[1][1]
-    a, b = results.read_metrics(cut), results.read_metrics(done)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
+    _same_metrics(cut, done)
 
 
 def test_bad_output_paths_are_one_line_before_any_work(done, tmp_path, capsys):
@@ -120,13 +124,6 @@ def test_read_only_directory_is_refused_before_the_work(done, tmp_path, capsys):
             assert "cannot write into" in _one_line(capsys)
     finally:
         copy.chmod(0o755)
-
-
-def _same_metrics(a_dir: Path, b_dir: Path) -> None:
-    a, b = results.read_metrics(a_dir), results.read_metrics(b_dir)
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_array_equal(a[name], b[name])
 
 
 def test_a_damaged_latest_checkpoint_is_set_aside_and_retrained(done, tmp_path, capsys):

@@ -130,4 +130,6 @@ def test_analyze_tiny_sweep_writes_json_and_figures(tmp_path):
     assert cli.main(["plot", str(out)]) == 0
     for png in ["phase_diagram.png", "algorithm_distances.png"]:
         assert (out / "figures" / png).stat().st_size > 5000
+    assert cli.main(["plot", str(out), "--num-chains", "16"]) == 0
+    assert cli.main(["plot", str(out), "--num-chains", "999"]) == 2   # never another N silently
     assert cli.main(["analyze", str(out), "--context-lengths", "1,99"]) == 2

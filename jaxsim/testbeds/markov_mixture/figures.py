@@ -29,6 +29,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from jaxsim import results  # noqa: E402
+from jaxsim.config import ConfigError  # noqa: E402
 from jaxsim.plotting import axis_values, from_source, group_mean, label, save  # noqa: E402
 from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
 
@@ -194,8 +195,23 @@ def phases(out: Path, num_chains: int | None = None) -> list[Path]:
     return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]
 
 
+def _check_num_chains(num_chains: int | None, axes: list[str], rows: list[dict]) -> None:
+    """`plot --num-chains N` names one of the sweep's task diversities (checked before any
+    figure is drawn, never silently replaced by another)."""
+    if num_chains is None:
+        return
+    if AXIS not in axes:
+        raise ConfigError(f"--num-chains applies to a sweep with a {AXIS} axis; this one has "
+                          f"{', '.join(axes) or 'no axes'}")
+    values = sorted({int(float(r[AXIS])) for r in rows})
+    if num_chains not in values:
+        raise ConfigError(f"--num-chains {num_chains} is not a task diversity of this sweep; "
+                          f"allowed: {', '.join(map(str, values))}")
+
+
 def draw(request) -> list[Path]:
     """The loss curves and OOD gap (from metrics.npz), then the phase figures."""
     out, axes, rows, metrics = request.out, request.axes, request.rows, request.metrics
+    _check_num_chains(request.options.get("num_chains"), axes, rows)
     return [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics),
             *phases(out, request.options.get("num_chains"))]

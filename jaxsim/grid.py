@@ -49,8 +49,7 @@ def expand(cfg: Config) -> list[Run]:
     every swept key (a key its grid does not set keeps the base config's value)."""
     keys = cfglib.axis_keys(cfg)
     runs = []
-    for grid in cfg.sweep.grids or [{}]:
-        axes = {**cfg.sweep.axes, **grid}
+    for axes in cfglib.grid_axes(cfg):
         for combo in itertools.product(*axes.values()):
             run_cfg = cfg
             set_here = dict(zip(axes, combo))

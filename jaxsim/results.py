@@ -169,7 +169,8 @@ def read_plan(out: Path, device_count: int | None = None,
     """(runs, groups) of a sweep directory as planned when it started: from plan.json, or, for a
     directory written before plan.json existed, re-planned from config.yaml with each group's
     chunk size from `sizes` (default: as runs.csv records it). `device_count` (default: the
-    plan's, or this process's) re-pads each chunk to a multiple of it."""
+    plan's, or this process's) must split every planned chunk evenly (one line naming the
+    count to use otherwise)."""
     out = Path(out)
     if not (out / PLAN).is_file():
         return _replan(out, device_count, sizes)
@@ -180,23 +181,32 @@ def read_plan(out: Path, device_count: int | None = None,
         runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"], d["hparams"])
                 for d in doc["runs"]}
         devices = device_count or doc["device_count"]
+        _check_split(out, doc, devices)
         groups = []
         for g in doc["groups"]:
-            chunks = [grid.Chunk(c["index"], [runs[i] for i in c["run_ids"]],
-                                 grid.round_to_devices(c["size"], devices)) for c in g["chunks"]]
+            chunks = [grid.Chunk(c["index"], [runs[i] for i in c["run_ids"]], c["size"])
+                      for c in g["chunks"]]
             groups.append(grid.Group(g["index"], spec_from_dict(g["spec"]),
                                      [r for c in chunks for r in c.runs], chunks))
+    except cfglib.ConfigError:
+        raise
     except (ValueError, KeyError, TypeError) as e:
         raise cfglib.ConfigError(f"{out / PLAN} is damaged ({type(e).__name__}: {e})") from None
     return sorted(runs.values(), key=lambda r: r.run_id), groups
 
 
-def plan_device_count(out: Path) -> int:
-    """The device count the sweep in `out` was planned for (plan.json)."""
-    try:
-        return int(json.loads((Path(out) / PLAN).read_text())["device_count"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise cfglib.ConfigError(f"{Path(out) / PLAN} is damaged ({type(e).__name__}: {e})") from None
+def _check_split(out: Path, doc: dict, devices: int) -> None:
+    """A chunk's checkpoints hold its runs padded to a multiple of the planned device count;
+    re-padding them for another count that does not divide that size would not match them, so
+    say which count to use instead."""
+    uneven = sorted({c["size"] for g in doc["groups"] for c in g["chunks"] if c["size"] % devices})
+    if uneven:
+        planned = doc["device_count"]
+        raise cfglib.ConfigError(f"'{out}' was planned for {planned} device(s): its checkpoints "
+                                 f"hold chunks of {', '.join(map(str, uneven))} runs, which "
+                                 f"{devices} device(s) cannot split evenly; resume it with "
+                                 f"{planned} device(s) (on a CPU host: "
+                                 f"JAXSIM_CPU_DEVICES={planned})")
 
 
 def _before_stages(doc: dict) -> bool:
@@ -459,9 +469,10 @@ def saved_steps(out: Path, run_id: int) -> list[int]:
     return _run_checkpoints(out, run_id)[0].steps()
 
 
-def source_step(out: Path, run_id: int, step: int) -> int:
-    """The saved step `init.step` names for a source run (-1 = its last); ConfigError if none."""
-    steps = saved_steps(out, run_id)
+def source_step(out: Path, run_id: int, step: int, steps: list[int] | None = None) -> int:
+    """The saved step `init.step` names for a source run (-1 = its last); ConfigError if none.
+    `steps`: the run's saved steps when the caller has listed them (default: listed here)."""
+    steps = saved_steps(out, run_id) if steps is None else steps
     if not steps:
         raise cfglib.ConfigError(f"init.source '{out}': run {run_id} has no saved checkpoint "
                                  f"(finish it first: `jaxsim resume {out}`)")

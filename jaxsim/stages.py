@@ -49,7 +49,8 @@ def resolve(cfg: Config) -> Config:
         raise ConfigError(f"init.source '{cfg.init.source}' is not a jaxsim results directory "
                           f"(it needs {results.CONFIG} and {results.RUNS})")
     cfg = cfglib.replace_key(cfg, "init.source", str(path))
-    runs = sorted({r.config.init.run for r in grid.expand(cfg)})
+    runs = sorted({v for axes in cfglib.grid_axes(cfg) for v in axes.get("init.run",
+                                                                         [cfg.init.run])})
     for run_id in runs:
         source_spec(cfg.init, run_id)                   # the run is in the source
         results.source_step(path, run_id, cfg.init.step)   # and has the step saved
@@ -115,13 +116,18 @@ def inputs(spec: Spec, runs: list[grid.Run]) -> dict:
         return hparams
     path = spec.init.source
     rows = {int(r["run_id"]): r for r in results.read_runs(Path(path))}
+    listed: dict[tuple[int, int], list[int]] = {}   # each source chunk's saved steps, listed once
     params, sources = [], []
     for run in runs:
         run_id = run.hparams["init"]["run"]
         source, _ = _source_run(path, run_id)
         row = rows[run_id]
-        step = results.source_step(Path(path), run_id, spec.init.step)
-        chunk = _chunk_params(path, int(row["shape_group"]), int(row["chunk"]), step)
+        where = int(row["shape_group"]), int(row["chunk"])
+        if where not in listed:
+            listed[where] = results.ChunkCheckpoints(results.chunk_dir(Path(path), *where),
+                                                     []).steps()
+        step = results.source_step(Path(path), run_id, spec.init.step, listed[where])
+        chunk = _chunk_params(path, *where, step)
         params.append(jax.tree.map(lambda a, i=int(row["index_in_chunk"]): a[i], chunk))
         sources.append(source)
     hparams["source"] = {"params": jax.tree.map(lambda *a: np.stack(a), *params),

@@ -6,7 +6,7 @@ YAML load with dotted KEY=VALUE overrides, validation, and the static/dynamic sp
 testbed's own task dataclass), and `config.ConfigError`.
 """
 from jaxsim.config.load import (DEFAULT_TASK, LEGACY_INIT_KEYS, all_keys, apply_overrides, axis_keys, coerce, dump,
-                                field_info, from_dict, load, parse_override, replace_key, resolve)
+                                field_info, from_dict, grid_axes, load, parse_override, replace_key, resolve)
 from jaxsim.config.rules import check_consistency
 from jaxsim.config.schema import (CORE_SECTIONS, SAE_KINDS, SECTION_NAMES, SWEEPABLE, Config,
                                   InitConfig, ModelConfig, SweepConfig, TrainConfig, field, section_class)
@@ -17,6 +17,6 @@ from jaxsim.errors import ConfigError
 __all__ = ["CORE_SECTIONS", "Config", "ConfigError", "DEFAULT_TASK", "InitConfig", "LEGACY_INIT_KEYS", "ModelConfig", "SAE_KINDS",
            "SECTION_NAMES", "SWEEPABLE", "Spec", "SweepConfig", "TrainConfig", "all_keys",
            "apply_overrides", "axis_keys", "check_consistency", "coerce", "dump",
-           "dynamic_keys", "field", "field_info", "from_dict", "group_key", "hparams_of", "load",
+           "dynamic_keys", "field", "field_info", "from_dict", "grid_axes", "group_key", "hparams_of", "load",
            "merge_specs", "parse_override", "replace_key", "resolve", "run_spec", "section_class",
            "spec_of"]

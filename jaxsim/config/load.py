@@ -242,10 +242,16 @@ def from_dict(raw: dict) -> Config:
     return cfg
 
 
+def grid_axes(cfg: Config) -> list[dict]:
+    """The axes of each grid of the sweep ({key: values}): sweep.axes with each of
+    sweep.grids laid over it (one grid, sweep.axes itself, when there are none)."""
+    return [{**cfg.sweep.axes, **g} for g in cfg.sweep.grids or [{}]]
+
+
 def num_runs(cfg: Config) -> int:
     """Runs of the sweep: over grids, the product of the axes' lengths, times sweep.seeds."""
-    return sum(math.prod(len(v) for v in {**cfg.sweep.axes, **g}.values())
-               for g in cfg.sweep.grids or [{}]) * cfg.sweep.seeds
+    return sum(math.prod(len(v) for v in axes.values()) for axes in grid_axes(cfg)) \
+        * cfg.sweep.seeds
 
 
 def _check_run_count(cfg: Config) -> None:

@@ -109,29 +109,12 @@ def resume(out: Path, progress: bool = True, programs: engine.Programs | None = 
 
 def _resume(out: Path, progress: bool, programs: engine.Programs | None) -> Path:
     cfg = cfglib.load(out / results.CONFIG)
-    _check_device_count(out)
     # _recorded_sizes: the chunk sizes of a directory from before plan.json, to re-plan it
     runs, groups = results.read_plan(out, jax.device_count(), _recorded_sizes(out))
     if (out / shards.MANIFEST).is_file():
         groups = shards.reselect(out, runs, groups, jax.device_count())
     return _train(cfg, out, runs, groups, progress, programs or engine.Programs(),
                   time.perf_counter())
-
-
-def _check_device_count(out: Path) -> None:
-    """A chunk's checkpoint holds its runs padded to a multiple of the planned device count;
-    on another count that does not divide that size, say which count to resume with."""
-    if not (out / results.PLAN).is_file() or (out / shards.MANIFEST).is_file():
-        return   # a shard checks its whole plan (shards.reselect)
-    planned = results.plan_device_count(out)
-    devices = jax.device_count()
-    _, groups = results.read_plan(out)
-    uneven = sorted({c.size for g in groups for c in g.chunks if c.size % devices})
-    if planned != devices and uneven:
-        raise ConfigError(f"'{out}' was planned for {planned} device(s): its checkpoints hold "
-                          f"chunks of {', '.join(map(str, uneven))} runs, which {devices} "
-                          f"device(s) cannot split evenly; resume it with {planned} device(s) "
-                          f"(on a CPU host: JAXSIM_CPU_DEVICES={planned})")
 
 
 def _recorded_sizes(out: Path) -> dict[int, int] | None:

@@ -3,16 +3,19 @@
 `Sweep` (read-only and lazy: each file is read when first asked for, so open a sweep that is
 still training again to see its progress). Bad input raises `jaxsim.config.ConfigError` with one
 line naming the value and what is allowed. Importing this module does not import JAX.
+
+Log lines go through `logging` (logger "jaxsim", see `jaxsim.logs`): unless the program gave
+that logger a handler, these calls print the CLI's lines to stderr; `progress` is the bar alone.
 """
 from __future__ import annotations
 
 import operator
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from jaxsim import config as cfglib
+from jaxsim import logs
 from jaxsim.config import ConfigError
 from jaxsim.saved import Sweep
 
@@ -63,6 +66,7 @@ def sweep(config: str | os.PathLike | dict | cfglib.Config,
     `out`: the results directory (default results/<config file stem>; a dict config needs it).
     Draws the figures when `sweep.plot` is set, as the CLI does."""
     use_every_core()
+    logs.default_handler()
     cfg = _config(config, overrides)
     if out is None:
         if not isinstance(config, (str, os.PathLike)):
@@ -78,6 +82,7 @@ def sweep(config: str | os.PathLike | dict | cfglib.Config,
 def resume(directory: str | os.PathLike, progress: bool = True) -> Sweep:
     """Continue an interrupted sweep (or shard) from its checkpoints (`jaxsim resume`)."""
     use_every_core()
+    logs.default_handler()
     from jaxsim import results, sweeps
     finished = results.is_finished(Path(directory))   # then nothing is trained or redrawn
     out = sweeps.resume(Path(directory), progress=progress)
@@ -92,6 +97,7 @@ def analyze(directory: str | os.PathLike, sequences: int = 64,
     DIR/analysis.json (then `.analysis`). `sequences` = analysis examples per run and split;
     `context_lengths` = the lengths analysed (for testbeds that take them)."""
     use_every_core()
+    logs.default_handler()
     if isinstance(sequences, bool) or not isinstance(sequences, int) or sequences < 1:
         raise ConfigError(f"sequences must be an integer >= 1, got {sequences!r}")
     try:
@@ -124,7 +130,7 @@ def plot(directory: str | os.PathLike, num_chains: int | None = None) -> list[Pa
 def _figures_if_configured(out: Path) -> None:
     if cfglib.load(out / "config.yaml").sweep.plot:
         for path in plot(out):
-            print(f"jaxsim: wrote {path}", file=sys.stderr)
+            logs.RESULT.info(f"jaxsim: wrote {path}")
 
 
 def open(directory: str | os.PathLike) -> Sweep:  # noqa: A001 (jaxsim.open, like io.open)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import jaxsim
-from jaxsim import api
+from jaxsim import api, logs
 from jaxsim.api import use_every_core  # noqa: F401 (kept importable as jaxsim.cli.use_every_core)
 from jaxsim.config import ConfigError
 
@@ -20,13 +20,29 @@ DESCRIPTION = ("Train a whole phase-diagram sweep of small models (transformers,
 DIR_HELP = "a results directory written by `jaxsim sweep`"
 
 
+def _verbosity() -> argparse.ArgumentParser:
+    """-q/--quiet and -v/--verbose, before or after the command (`jaxsim -q sweep ...` or
+    `jaxsim sweep ... -q`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", dest="verbosity", action="store_const", const=logs.QUIET,
+                       default=argparse.SUPPRESS, help="only warnings, errors and the lines "
+                       "naming what was written (no progress bar)")
+    group.add_argument("-v", "--verbose", dest="verbosity", action="store_const",
+                       const=logs.VERBOSE, default=argparse.SUPPRESS,
+                       help="also debug lines (each chunk's compile, restore, saves and time)")
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxsim", description=DESCRIPTION,
+    p = argparse.ArgumentParser(prog="jaxsim", description=DESCRIPTION, parents=[_verbosity()],
                                 epilog="Run `jaxsim COMMAND --help` for a command's options; "
                                        "`jaxsim keys` lists every config key.")
     p.add_argument("--version", action="version", version=f"jaxsim {jaxsim.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    sweep = sub.add_parser("sweep", help="train every run of a config's grid into a results dir")
+    both = [_verbosity()]
+    sweep = sub.add_parser("sweep", parents=both,
+                           help="train every run of a config's grid into a results dir")
     sweep.add_argument("config", help="YAML config file")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="override any field, value parsed as YAML (train.steps=500, "
@@ -53,23 +69,25 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--shards", type=int, metavar="N", help="number of shards (with --slurm)")
     sweep.add_argument("--no-merge", action="store_true",
                        help="with --slurm: no merge job (run `jaxsim merge` yourself)")
-    resume = sub.add_parser("resume", help="continue an interrupted sweep (or shard) from its "
-                                           "checkpoints")
+    resume = sub.add_parser("resume", parents=both, help="continue an interrupted sweep (or "
+                                                         "shard) from its checkpoints")
     resume.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (or by `jaxsim sweep --shard`) "
                         "whose sweep was interrupted")
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
     resume.add_argument("--distributed", nargs="?", const="auto", metavar="HOST:PORT,N,I",
                         help="resume a multi-host sweep (as for sweep)")
-    merge = sub.add_parser("merge", help="combine finished shard dirs into one results dir equal "
-                                         "to a single-process sweep's (shards are only read)")
+    merge = sub.add_parser("merge", parents=both,
+                           help="combine finished shard dirs into one results dir equal to a "
+                                "single-process sweep's (shards are only read)")
     merge.add_argument("dirs", nargs="+", metavar="DIR",
                        help="shard directories, or a folder holding them (<out>_shards)")
     merge.add_argument("--out", help="merged results directory, new or empty (default: <out> "
                                      "when the shards sit in <out>_shards)")
     merge.add_argument("--copy", action="store_true",
                        help="copy checkpoint files (default: hard links where possible)")
-    analyze = sub.add_parser("analyze", help="the testbed's analysis of every saved checkpoint "
-                                             "of every run; writes DIR/analysis.json",
+    analyze = sub.add_parser("analyze", parents=both,
+                             help="the testbed's analysis of every saved checkpoint of every "
+                                  "run; writes DIR/analysis.json",
                              description="Run the testbed's analysis (named by task.name in "
                                          "DIR/config.yaml) on every saved checkpoint of every "
                                          "run; writes DIR/analysis.json.")
@@ -78,11 +96,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="analysis sequences per run and split (default 64)")
     analyze.add_argument("--context-lengths", help="comma-separated context lengths "
                                                    "(default: ~12 log-spaced up to the trained context)")
-    keys = sub.add_parser("keys", help="print every config key (type, default, allowed values, "
-                                       "doc) as Markdown: docs/config.md is its output")
+    keys = sub.add_parser("keys", parents=both,
+                          help="print every config key (type, default, allowed values, doc) as "
+                               "Markdown: docs/config.md is its output")
     keys.add_argument("testbed", nargs="?", help="only this testbed's task keys (a built-in "
                                                  "name or MODULE:OBJECT)")
-    plot = sub.add_parser("plot", help="draw the figures of a results directory")
+    plot = sub.add_parser("plot", parents=both, help="draw the figures of a results directory")
     plot.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (figures go to DIR/figures)")
     plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
                                                      "(default: the middle value)")
@@ -91,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plot(out: Path, num_chains: int | None = None) -> None:
     for path in api.plot(out, num_chains):
-        print(f"jaxsim: wrote {path}", file=sys.stderr)
+        logs.RESULT.info(f"jaxsim: wrote {path}")
 
 
 def _sweep(args) -> None:
@@ -110,7 +129,7 @@ def _sweep(args) -> None:
         if args.slurm or args.shard or args.distributed:
             raise ConfigError("--dry-run prints the whole plan; drop --shard/--slurm/--distributed")
         for line in sweeps.dry_run(cfg, out):
-            print(f"jaxsim: {line}", file=sys.stderr)
+            logs.RESULT.info(f"jaxsim: {line}")
         return
     if args.distributed:
         from jaxsim.sweeps import distributed
@@ -121,15 +140,19 @@ def _sweep(args) -> None:
             raise ConfigError("--slurm needs --shards N (the number of array tasks)")
         jobs = slurm.submit(cfg, out, args.shards, slurm.parse_params(args.slurm),
                             merge=not args.no_merge)
-        print(f"jaxsim: submitted {len(jobs)} job(s): {', '.join(str(j.job_id) for j in jobs)}",
-              file=sys.stderr)
+        logs.RESULT.info(f"jaxsim: submitted {len(jobs)} job(s): "
+                         f"{', '.join(str(j.job_id) for j in jobs)}")
         return
     if args.shard:
         shard = shards.parse(args.shard)
         out = Path(args.out) if args.out else shards.shard_dir(out, shard.index, shard.count)
-        sweeps.start(cfg, out, progress=not args.no_progress, shard=shard)
+        sweeps.start(cfg, out, progress=_progress(args), shard=shard)
         return
-    api.sweep(cfg, out=out, progress=not args.no_progress)
+    api.sweep(cfg, out=out, progress=_progress(args))
+
+
+def _progress(args) -> bool:
+    return not args.no_progress and getattr(args, "verbosity", logs.DEFAULT) != logs.QUIET
 
 
 def _merge_out(args) -> Path:
@@ -146,6 +169,7 @@ def _merge_out(args) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logs.configure(getattr(args, "verbosity", logs.DEFAULT))
     use_every_core()
     try:
         if args.command == "sweep":
@@ -155,14 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             from jaxsim.sweeps import merge
             dirs = merge.expand_dirs([Path(d) for d in args.dirs])
             out = merge.merge(dirs, _merge_out(args), copy=args.copy)
-            print(f"jaxsim: merged {len(dirs)} shard(s) into {out}", file=sys.stderr)
+            logs.RESULT.info(f"jaxsim: merged {len(dirs)} shard(s) into {out}")
             if config.load(out / "config.yaml").sweep.plot:
                 _plot(out)
         elif args.command == "resume":
             if args.distributed:
                 from jaxsim.sweeps import distributed
                 distributed.initialize(args.distributed)
-            api.resume(args.dir, progress=not args.no_progress)
+            api.resume(args.dir, progress=_progress(args))
         elif args.command == "analyze":
             lengths = None
             if args.context_lengths:
@@ -174,13 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.sequences < 1:
                 raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
             done = api.analyze(args.dir, args.sequences, lengths)
-            print(f"jaxsim: wrote {done.dir / 'analysis.json'}", file=sys.stderr)
+            logs.RESULT.info(f"jaxsim: wrote {done.dir / 'analysis.json'}")
         elif args.command == "keys":
             from jaxsim.config import reference
             sys.stdout.write(reference.render(args.testbed))
         elif args.command == "plot":
             _plot(Path(args.dir), args.num_chains)
     except ConfigError as e:
-        print(f"jaxsim: error: {e}", file=sys.stderr)
+        logs.LOG.error(f"jaxsim: error: {e}")
         return 2
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import sys
+import logging
 import time
 from typing import Callable
 
@@ -21,6 +21,8 @@ from jaxsim import results, stages, training
 from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
+
+log = logging.getLogger(__name__)
 
 
 def _run_keys(seeds_R: jax.Array) -> jax.Array:
@@ -85,8 +87,8 @@ def restore_latest(checkpoints: results.ChunkCheckpoints, target) -> dict | None
         except Exception as e:   # orbax / tensorstore raise many kinds on damaged data
             moved = checkpoints.set_aside(step)
             reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            print(f"jaxsim: checkpoint {checkpoints.path(step)} cannot be read ({reason}); "
-                  f"set aside as {moved.name}, resuming from an older one", file=sys.stderr)
+            log.warning(f"jaxsim: checkpoint {checkpoints.path(step)} cannot be read ({reason}); "
+                        f"set aside as {moved.name}, resuming from an older one")
             continue
         return {**restored, "step": step}
     return None
@@ -177,6 +179,11 @@ class Programs:
             self.cache.executables[key] = self.cache.interval.lower(
                 self._log, spec, vmap_size, state, seeds_R, hparams).compile()
             self.compile_seconds[key] = time.perf_counter() - t0
+            log.debug(f"jaxsim: compiled the interval program of {spec.task.name} for chunks "
+                      f"of {key[1]} runs (vmap_size {vmap_size}) in "
+                      f"{self.compile_seconds[key]:.2f}s")
+        else:
+            log.debug(f"jaxsim: reusing the compiled interval program for chunks of {key[1]} runs")
         return self.cache.executables[key]
 
     def train_chunk(self, spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,
@@ -196,6 +203,7 @@ class Programs:
         restored = restore_latest(checkpoints, abstract_chunk(spec, seeds, hparams, metrics))
         if restored is not None:
             state, metrics, start = restored["state"], dict(restored["metrics"]), restored["step"]
+            log.debug(f"jaxsim: restored {checkpoints.path(start)}")
         else:
             state, start = self.init_chunk(spec, seeds, hparams), 0
 
@@ -214,6 +222,7 @@ class Programs:
             t0 = time.perf_counter()
             checkpoints.save(step, state, metrics)
             self.host_seconds["checkpoints"] += time.perf_counter() - t0
+            log.debug(f"jaxsim: saving {checkpoints.path(step)} (async)")
 
         last_saved = start
         step_fn = self.compiled_interval(spec, state, seeds, hparams, vmap_size)

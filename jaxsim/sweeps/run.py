@@ -1,6 +1,7 @@
 """Start or resume a sweep: plan the runs, train every chunk, write the results directory."""
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
@@ -12,14 +13,12 @@ from tqdm.auto import tqdm
 
 from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
-from jaxsim import results, stages, testbeds
+from jaxsim import logs, results, stages, testbeds
 from jaxsim import grid
 from jaxsim.sweeps import distributed, engine, memory, shards
 
 
-def _log(message: str) -> None:
-    if distributed.is_writer():  # one log of a multi-host sweep
-        tqdm.write(message, file=sys.stderr)
+log = logging.getLogger(__name__)
 
 
 def start(cfg: Config, out: Path, progress: bool = True,
@@ -102,7 +101,7 @@ def resume(out: Path, progress: bool = True, programs: engine.Programs | None = 
         results.check_writable(out)
     with results.writer_lock(out, "resume"):
         if results.is_finished(out):
-            _log(f"jaxsim: {out} is finished (every run done): nothing to resume")
+            logs.RESULT.info(f"jaxsim: {out} is finished (every run done): nothing to resume")
             return out
         return _resume(out, progress, programs)
 
@@ -146,7 +145,7 @@ def _fit_to_memory(cfg: Config, runs: list[grid.Run], programs: engine.Programs
                                            where=f"shape group {g.index} ")
         sizes[g.index] = size
         if size < g.chunks[0].size:
-            _log(f"jaxsim: shape group {g.index}: chunks of {size} runs (split from "
+            log.info(f"jaxsim: shape group {g.index}: chunks of {size} runs (split from "
                  f"{g.chunks[0].size}), {memory.human(peak)} per device of a "
                  f"{memory.human(limit)} budget")
     return grid.plan(cfg, runs, devices, sizes)
@@ -158,8 +157,9 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     total_steps = sum(g.spec.train.steps for g in groups for _ in g.chunks)
     bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
                disable=not progress or not distributed.is_writer())
-    _log(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
-         f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) -> {out}")
+    log.info(f"jaxsim: {sum(len(g.runs) for g in groups)} runs in {len(groups)} shape group(s), "
+             f"{sum(len(g.chunks) for g in groups)} chunk(s), {jax.device_count()} device(s) "
+             f"-> {out}")
     per_chunk, status = {}, {}
     run_steps = 0
     for group in groups:
@@ -172,45 +172,60 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
             resumed_at = (ckpt.steps() or [0])[-1]
             bar.update(resumed_at)
             real = len(chunk.runs)
+            where = f"[group {group.index} {chunk.name}]"
 
-            def on_interval(step, row, chunk=chunk, real=real):
+            def on_interval(step, row, real=real, where=where):
                 nonlocal run_steps
                 bar.update(spec.train.eval_every)
                 run_steps += real * spec.train.eval_every
                 rate = run_steps / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix_str(f"{rate:.0f} runs·steps/s, "
                                     f"{rate * units_per_step:.3g} {testbed.unit}/s")
-                means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
-                losses = [np.asarray(v[:real]) for k, v in row.items()
-                          if k.startswith(("train", "eval"))]
-                diverged = int((~np.isfinite(np.stack(losses))).any(axis=0).sum()) if losses else 0
-                _log(f"[group {group.index} {chunk.name}] step {step}/{spec.train.steps}  "
-                     + "  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
-                     + (f"  ({diverged} of {real} runs diverged: not in the means)"
-                        if diverged else ""))
+                log.info(f"{where} step {step}/{spec.train.steps}  {_means_line(row, real)}")
 
+            started = time.perf_counter()
             metrics = programs.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every,
                                            on_interval, cfg.sweep.vmap_size)
+            log.debug(f"jaxsim: {where} {real} runs trained from step {resumed_at} to "
+                      f"{spec.train.steps} in {time.perf_counter() - started:.2f}s "
+                      f"(checkpoints in {ckpt.directory})")
             per_chunk[group.index, chunk.index] = metrics
             for i, run in enumerate(chunk.runs):
                 status[run.run_id] = results.run_status(metrics, i)
             results.write_runs(out, cfg, groups, status)
     bar.close()
+    steps, arrays = results.assemble(runs, groups, per_chunk)
+    results.write_metrics(out, steps, arrays, testbeds.of(cfg).metric_aliases)
+    _log_totals(cfg, out, groups, programs, status, run_steps, time.perf_counter() - t0)
+    return out
+
+
+def _means_line(row: dict[str, np.ndarray], real: int) -> str:
+    """An evaluation's metrics averaged over the chunk's `real` runs (padding left out), the
+    diverged runs counted and left out of the means."""
+    means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
+    losses = [np.asarray(v[:real]) for k, v in row.items() if k.startswith(("train", "eval"))]
+    diverged = int((~np.isfinite(np.stack(losses))).any(axis=0).sum()) if losses else 0
+    return ("  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
+            + (f"  ({diverged} of {real} runs diverged: not in the means)" if diverged else ""))
+
+
+def _log_totals(cfg: Config, out: Path, groups: list[grid.Group], programs: engine.Programs,
+                status: dict[int, str], run_steps: int, elapsed: float) -> None:
+    """The compile and wall times; the last line (kept by --quiet) names the directory."""
     compile_s = sum(programs.compile_seconds.values())
     for group in groups:
         key = (group.spec, group.chunks[0].size, cfg.sweep.vmap_size)
         if key in programs.compile_seconds:
-            _log(f"jaxsim: shape group {group.index} compiled in "
-                 f"{programs.compile_seconds[key]:.1f}s")
-    steps, arrays = results.assemble(runs, groups, per_chunk)
-    results.write_metrics(out, steps, arrays, testbeds.of(cfg).metric_aliases)
+            log.info(f"jaxsim: shape group {group.index} compiled in "
+                     f"{programs.compile_seconds[key]:.1f}s")
     diverged = [r for r, s in status.items() if s == "diverged"]
-    elapsed = time.perf_counter() - t0
     host = dict(programs.host_seconds)
-    _log(f"jaxsim: host work between compiled calls: checkpoints {host.get('checkpoints', 0):.1f}s, "
-         f"metrics and progress {host.get('metrics', 0):.1f}s "
-         f"({100 * sum(host.values()) / max(elapsed, 1e-9):.1f}% of the wall time)")
-    _log(f"jaxsim: done in {elapsed:.1f}s, {compile_s:.1f}s of it compiling; "
-         f"{run_steps / max(elapsed - compile_s, 1e-9):.1f} runs·steps/s after compile; "
-         f"{len(diverged)} diverged run(s){': ' + str(diverged) if diverged else ''}")
-    return out
+    log.info(f"jaxsim: host work between compiled calls: checkpoints "
+             f"{host.get('checkpoints', 0):.1f}s, metrics and progress "
+             f"{host.get('metrics', 0):.1f}s "
+             f"({100 * sum(host.values()) / max(elapsed, 1e-9):.1f}% of the wall time)")
+    logs.RESULT.info(f"jaxsim: done in {elapsed:.1f}s, {compile_s:.1f}s of it compiling; "
+                     f"{run_steps / max(elapsed - compile_s, 1e-9):.1f} runs·steps/s after "
+                     f"compile; {len(diverged)} diverged run(s)"
+                     f"{': ' + str(diverged) if diverged else ''}; results in {out}")

@@ -112,18 +112,65 @@ def test_missing_directories_are_named(tmp_path, capsys):
         assert "nowhere" in err and ("does not exist" in err or "not a sweep directory" in err)
 
 
-def test_read_only_directory_is_refused_before_the_work(done, tmp_path, capsys):
+# in a subprocess: run each argv through cli.main, print [(exit code, stderr)] as JSON
+_CLI_DRIVER = """
+import contextlib, io, json, sys
+from jaxsim import cli
+answers = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        answers.append((cli.main(argv), err.getvalue()))
+print(json.dumps(answers))
+"""
+
+
+def _cli_unprivileged(commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Each command's (exit code, stderr) from one process that cannot write where permissions
+    forbid. As root, util-linux's setpriv drops the capabilities that let root write anyway
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER) from the bounding set of the process
+    it starts: a 0o555 directory is then read-only to it as to a user, while root still owns
+    (and reads) the venv and the repository."""
+    import json
+    command = [sys.executable, "-c", _CLI_DRIVER, json.dumps(commands)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux) to drop root's powers")
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", *command]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [tuple(answer) for answer in json.loads(proc.stdout)]
+
+
+def test_read_only_directories_are_refused_before_the_work(done, tmp_path):
+    """Runs as a user or as root (without root's power to write anywhere): a read-only results
+    directory for analyze, plot and resume; --out in a read-only parent or a read-only empty
+    directory for sweep. Each is one line, and nothing is written."""
     copy = tmp_path / "copy"
     shutil.copytree(done, copy)
-    copy.chmod(0o555)
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    config = str(done / "config.yaml")
+    commands = [["analyze", str(copy)], ["plot", str(copy)], ["resume", str(copy)],
+                ["sweep", config, "--out", str(tmp_path / "locked" / "out"), "--no-progress"],
+                ["sweep", config, "--out", str(tmp_path / "empty"), "--no-progress"]]
+    for path in (copy, tmp_path / "locked", tmp_path / "empty"):
+        path.chmod(0o555)
     try:
-        if os.access(copy, os.W_OK):
-            pytest.skip("running as root: a read-only directory stays writable")
-        for command in (["analyze", str(copy)], ["plot", str(copy)], ["resume", str(copy)]):
-            assert cli.main(command) == 2
-            assert "cannot write into" in _one_line(capsys)
+        answers = _cli_unprivileged(commands)
     finally:
-        copy.chmod(0o755)
+        for path in (copy, tmp_path / "locked", tmp_path / "empty"):
+            path.chmod(0o755)
+    for command, (code, err) in zip(commands, answers):
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("jaxsim: error:"), \
+            (command, err)
+        assert "cannot write into" in err or "cannot create --out" in err, (command, err)
+        assert "Permission denied" in err, (command, err)
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    assert not (tmp_path / "locked" / "out").exists() and not any((tmp_path / "empty").iterdir())
 
 
 def test_a_damaged_latest_checkpoint_is_set_aside_and_retrained(done, tmp_path, capsys):

@@ -35,14 +35,19 @@ def use_every_core() -> None:
         pass
 
 
-def _config(config: Any, overrides: list[str] | dict | None) -> cfglib.Config:
-    """A Config from a YAML path, a dict of sections or a Config, with KEY=VALUE overrides
-    (or a {dotted key: value} dict of them)."""
+def _override_strings(overrides: list[str] | dict | None) -> list[str]:
+    """KEY=VALUE strings from a list of them or a {dotted key: value} dict."""
     if isinstance(overrides, dict):
         import yaml
         flow = lambda v: yaml.safe_dump(v, default_flow_style=True).removesuffix("\n...\n")  # noqa: E731
-        overrides = [f"{k}={flow(v).strip()}" for k, v in overrides.items()]
-    overrides = list(overrides or [])
+        return [f"{k}={flow(v).strip()}" for k, v in overrides.items()]
+    return list(overrides or [])
+
+
+def _config(config: Any, overrides: list[str] | dict | None) -> cfglib.Config:
+    """A Config from a YAML path, a dict of sections or a Config, with KEY=VALUE overrides
+    (or a {dotted key: value} dict of them)."""
+    overrides = _override_strings(overrides)
     if isinstance(config, cfglib.Config):
         if overrides:
             raise ConfigError("overrides apply to a config path or dict; apply them to a "
@@ -115,6 +120,11 @@ def plot(directory: str | os.PathLike, num_chains: int | None = None) -> list[Pa
     out = Path(directory)
     if not out.is_dir():
         raise ConfigError(f"results directory '{out}' does not exist")
+    if (out / "steer.yaml").is_file():           # a steering study's directory
+        from jaxsim import results
+        from jaxsim.steering import figures as steering_figures
+        results.check_writable(out)
+        return steering_figures.draw(out)
     if not (out / "metrics.npz").is_file():
         raise ConfigError(f"'{out}' has no metrics.npz; finish the sweep first "
                           f"(`jaxsim resume {out}`)")
@@ -131,6 +141,36 @@ def _figures_if_configured(out: Path) -> None:
     if cfglib.load(out / "config.yaml").sweep.plot:
         for path in plot(out):
             logs.RESULT.info(f"jaxsim: wrote {path}")
+
+
+def steer(directory: str | os.PathLike, config: str | os.PathLike | dict | None = None,
+          overrides: list[str] | dict | None = None, out: str | os.PathLike | None = None,
+          figures: bool = True) -> Path:
+    """Promote and suppress a behaviour in every run of the trained gpt sweep `directory` by
+    each steering method, layer and multiplier (`jaxsim steer`, docs/steering.md); returns the
+    output directory (its steering.csv has one row per run x method x variant x layer x
+    direction x multiplier). `config`: a steering YAML path or a {"steer": {...}} dict (None:
+    the defaults); `overrides`: steer.KEY=VALUE strings or a {"steer.KEY": value} dict; `out`:
+    default results/<config file stem> (a dict or None config needs it)."""
+    use_every_core()
+    logs.default_handler()
+    from jaxsim.steering import config as steer_config, driver
+    overrides = _override_strings(overrides)
+    if isinstance(config, dict):
+        scfg = steer_config.from_dict(steer_config.apply_overrides(config, overrides))
+    else:
+        scfg = steer_config.load(config, overrides)
+    if out is None:
+        if not isinstance(config, (str, os.PathLike)):
+            raise ConfigError("jaxsim.steer needs out=DIR when the config is not a file")
+        out = Path("results") / Path(config).stem
+    if not Path(directory).is_dir():
+        raise ConfigError(f"results directory '{directory}' does not exist")
+    done = driver.steer(Path(directory), scfg, Path(out))
+    if figures:
+        for path in plot(done):
+            logs.RESULT.info(f"jaxsim: wrote {path}")
+    return done
 
 
 def open(directory: str | os.PathLike) -> Sweep:  # noqa: A001 (jaxsim.open, like io.open)

@@ -1,4 +1,4 @@
-"""`jaxsim sweep | resume | merge | analyze | plot | keys`: thin argument parsing; no science here.
+"""`jaxsim sweep | resume | merge | analyze | steer | plot | keys`: thin argument parsing; no science here.
 
 Bad input (config keys, values, directories) exits with code 2 and one line naming the problem.
 """
@@ -101,7 +101,21 @@ def _parser() -> argparse.ArgumentParser:
                                "Markdown: docs/config.md is its output")
     keys.add_argument("testbed", nargs="?", help="only this testbed's task keys (a built-in "
                                                  "name or MODULE:OBJECT)")
-    plot = sub.add_parser("plot", parents=both, help="draw the figures of a results directory")
+    steer = sub.add_parser("steer", parents=both,
+                           help="promote and suppress a behaviour in every run of a trained gpt "
+                                "sweep by steering (CAA, ITI, SAE latents, random directions), "
+                                "measured by likelihoods; writes steering.csv and figures",
+                           description="Steer the runs of DIR (a trained gpt sweep) as the "
+                                       "steering CONFIG says (docs/steering.md).")
+    steer.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (a gpt on a testbed with "
+                       "behaviours: markov_mixture, pcfg); only read")
+    steer.add_argument("config", help="steering YAML config (a `steer` section; e.g. "
+                                      "configs/steer_markov.yaml)")
+    steer.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="override a steering key (steer.layers=[1], steer.multipliers=[1,4])")
+    steer.add_argument("--out", help="output directory (default: results/<config name>)")
+    plot = sub.add_parser("plot", parents=both, help="draw the figures of a results directory "
+                                                     "(a sweep's or a steering study's)")
     plot.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (figures go to DIR/figures)")
     plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
                                                      "(default: the middle value)")
@@ -202,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "keys":
             from jaxsim.config import reference
             sys.stdout.write(reference.render(args.testbed))
+        elif args.command == "steer":
+            out = api.steer(args.dir, args.config, args.overrides, out=args.out)
+            logs.RESULT.info(f"jaxsim: wrote {out / 'steering.csv'}")
         elif args.command == "plot":
             _plot(Path(args.dir), args.num_chains)
     except ConfigError as e:

@@ -112,28 +112,34 @@ def inputs(spec: Spec, runs: list[grid.Run]) -> dict:
     (`grid.stack_hparams`) and, in a staged group, each run's frozen source run
     (`hparams["source"]`, see the module doc)."""
     hparams = grid.stack_hparams(runs)
-    if spec.source is None:
-        return hparams
-    path = spec.init.source
+    if spec.source is not None:
+        hparams["source"] = frozen_runs(spec.init.source,
+                                        [run.hparams["init"]["run"] for run in runs],
+                                        spec.init.step)
+    return hparams
+
+
+def frozen_runs(path: str, run_ids: list[int], step: int) -> dict:
+    """Saved runs of the sweep at `path`, stacked along a leading axis as a staged run sees its
+    source: {"params" at the saved `step` (-1 = each run's last), "hparams" (the runs' own
+    dynamic hyperparameters), "seed"}. The runs must share a shape group."""
     rows = {int(r["run_id"]): r for r in results.read_runs(Path(path))}
     listed: dict[tuple[int, int], list[int]] = {}   # each source chunk's saved steps, listed once
     params, sources = [], []
-    for run in runs:
-        run_id = run.hparams["init"]["run"]
+    for run_id in run_ids:
         source, _ = _source_run(path, run_id)
         row = rows[run_id]
         where = int(row["shape_group"]), int(row["chunk"])
         if where not in listed:
             listed[where] = results.ChunkCheckpoints(results.chunk_dir(Path(path), *where),
                                                      []).steps()
-        step = results.source_step(Path(path), run_id, spec.init.step, listed[where])
-        chunk = _chunk_params(path, *where, step)
+        saved = results.source_step(Path(path), run_id, step, listed[where])
+        chunk = _chunk_params(path, *where, saved)
         params.append(jax.tree.map(lambda a, i=int(row["index_in_chunk"]): a[i], chunk))
         sources.append(source)
-    hparams["source"] = {"params": jax.tree.map(lambda *a: np.stack(a), *params),
-                         "hparams": grid.stack_hparams(sources),
-                         "seed": np.array([s.seed for s in sources], np.int32)}
-    return hparams
+    return {"params": jax.tree.map(lambda *a: np.stack(a), *params),
+            "hparams": grid.stack_hparams(sources),
+            "seed": np.array([s.seed for s in sources], np.int32)}
 
 
 def first_run(cfg: Config) -> tuple[Spec, dict]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+jax_array = Any    # jax.Array (this module does not import JAX)
+
 
 class Objective(NamedTuple):
     """What a model (gpt, encoder, mlp, ...) is trained to do on the testbed's batches."""
@@ -58,6 +60,33 @@ class SAEData(NamedTuple):
     # (x_BxD training points, ctx), and (view, consts, ctx, key, spec) -> scalar error
     causal_points: Callable | None = None
     causal_error: Callable | None = None
+
+
+class Contrast(NamedTuple):
+    """A behaviour's contrast set (`jaxsim steer`): prompts, each with a continuation that shows
+    the behaviour and one that does not, as two token rows sharing the prompt (B prompts, T the
+    model's input length; a causal model reads each row once)."""
+    match_BxT: jax_array         # int32: prompt, then the matching continuation, then padding
+    nonmatch_BxT: jax_array      # int32: the same prompt, then the non-matching continuation
+    target_BxT: jax_array        # bool: positions of continuation tokens (both rows)
+    valid_B: jax_array           # bool: the prompt has a contrast (others weigh nothing)
+
+
+class Behaviour(NamedTuple):
+    """A behaviour defined exactly by the task's ground truth, for steering (`jaxsim steer`).
+
+    build         (key, consts, spec, hparams, num, continuation) -> Contrast of `num` prompts
+                  whose continuations are `continuation` tokens long, drawn with `key` from the
+                  run's own task (its constants and hyperparameters)
+    doc           one line: what matching means
+    continuation  the default continuation length (tokens)
+    check         (spec, continuation) -> None, or one line saying why the behaviour is not
+                  defined for that shape group (e.g. another grammar, a too-short context)
+    """
+    build: Callable
+    doc: str
+    continuation: int = 8
+    check: Callable = lambda spec, continuation: None
 
 
 class AnalysisRequest(NamedTuple):
@@ -114,6 +143,8 @@ class Testbed:
                  testbed to be an activations source (sequences as `tokens_BxL`)
     features     spec -> ((name, number of values), ...) of `features_BxLxF` in its batches
     points_per_sequence  spec -> activations points an SAE takes per source sequence
+    behaviours   {name: Behaviour}: behaviours `jaxsim steer` can promote and suppress in a
+                 gpt trained on it
     stage        what a staged run (`init.source`, `jaxsim.stages`) does with its source run:
                  "init" (its parameters start as the source's; the architecture must match)
                  or "frozen" (the source is a frozen model the testbed reads through
@@ -142,6 +173,7 @@ class Testbed:
     sample: Callable | None = None
     features: Callable | None = None
     points_per_sequence: Callable | None = None
+    behaviours: dict = field(default_factory=dict)
     stage: str = "init"
     doc: str = ""
 

@@ -5,7 +5,7 @@ YAML load with dotted KEY=VALUE overrides, validation, and the static/dynamic sp
 `config.dump(cfg)`, `config.spec_of(cfg)`, `config.hparams_of(cfg)`, `config.field(...)` (for a
 testbed's own task dataclass), and `config.ConfigError`.
 """
-from jaxsim.config.load import (DEFAULT_TASK, LEGACY_INIT_KEYS, all_keys, apply_overrides, axis_keys, coerce, dump,
+from jaxsim.config.load import (DEFAULT_TASK, LEGACY_INIT_KEYS, all_keys, apply_overrides, axis_keys, check_value, coerce, dump,
                                 field_info, from_dict, grid_axes, load, parse_override, replace_key, resolve)
 from jaxsim.config.rules import check_consistency
 from jaxsim.config.schema import (CORE_SECTIONS, SAE_KINDS, SECTION_NAMES, SWEEPABLE, Config,
@@ -16,7 +16,7 @@ from jaxsim.errors import ConfigError
 
 __all__ = ["CORE_SECTIONS", "Config", "ConfigError", "DEFAULT_TASK", "InitConfig", "LEGACY_INIT_KEYS", "ModelConfig", "SAE_KINDS",
            "SECTION_NAMES", "SWEEPABLE", "Spec", "SweepConfig", "TrainConfig", "all_keys",
-           "apply_overrides", "axis_keys", "check_consistency", "coerce", "dump",
+           "apply_overrides", "axis_keys", "check_consistency", "check_value", "coerce", "dump",
            "dynamic_keys", "field", "field_info", "from_dict", "grid_axes", "group_key", "hparams_of", "load",
            "merge_specs", "parse_override", "replace_key", "resolve", "run_spec", "section_class",
            "spec_of"]

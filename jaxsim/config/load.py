@@ -94,8 +94,6 @@ def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None
     """Check `value` against the type and range of field `key`; returns the typed value."""
     f = field_info(key, task_cls)
     where = where or key
-    kind = type(f.default) if f.default is not None else None
-    meta = {"choices": None, "min": None, "max": None, "min_exclusive": False, **f.metadata}
     if key == "sweep.save_steps":
         if value is None:
             return None
@@ -109,6 +107,14 @@ def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None
         return value
     if key == "sweep.memory_budget":
         return _check_budget(value, where)
+    return check_value(f, value, where)
+
+
+def check_value(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """Check `value` against the type, choices and range of a `field(...)`-declared dataclass
+    field (`where` names it in the error); returns the typed value."""
+    kind = type(f.default) if f.default is not None else None
+    meta = {"choices": None, "min": None, "max": None, "min_exclusive": False, **f.metadata}
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")

@@ -38,7 +38,9 @@ class SelfAttention(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x_BxTxC: jax.Array, head_edit=None) -> tuple[jax.Array, jax.Array]:
+        """`head_edit(out_BxTxHxD) -> out`, if given, replaces the heads' outputs before the
+        output projection (inference-time intervention shifts them)."""
         batch, length, width = x_BxTxC.shape
         head = width // self.num_heads
         qkv = nn.Dense(3 * width, kernel_init=nn.initializers.normal(INIT_STD), dtype=self.dtype,
@@ -53,6 +55,8 @@ class SelfAttention(nn.Module):
                                        jnp.finfo(scores_BxHxTxT.dtype).min)
         attn_BxHxTxT = jax.nn.softmax(scores_BxHxTxT, axis=-1)
         out = jnp.einsum("bhqk,bkhd->bqhd", attn_BxHxTxT.astype(v.dtype), v)
+        if head_edit is not None:
+            out = head_edit(out)
         out = nn.Dense(width, kernel_init=nn.initializers.normal(self.residual_std),
                        dtype=self.dtype, name="out")(out.reshape(batch, length, width))
         return out, attn_BxHxTxT
@@ -66,10 +70,10 @@ class Block(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x_BxTxC: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x_BxTxC: jax.Array, head_edit=None) -> tuple[jax.Array, jax.Array]:
         attn_out, attn = SelfAttention(self.num_heads, self.use_rope, self.residual_std,
                                        dtype=self.dtype, name="attn")(
-            nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BxTxC))
+            nn.LayerNorm(dtype=self.dtype, name="ln1")(x_BxTxC), head_edit)
         x_BxTxC = x_BxTxC + attn_out
         h = nn.LayerNorm(dtype=self.dtype, name="ln2")(x_BxTxC)
         return x_BxTxC + mlp(h, self.d_mlp, self.residual_std, self.dtype), attn
@@ -97,7 +101,9 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxT: jax.Array, return_activations: bool = False, edit=None):
         """`edit(site, x) -> x`, if given, replaces the residual stream at each site ("embed",
-        "block0", ...) before the model reads on (e.g. an SAE reconstruction spliced in)."""
+        "block0", ...) before the model reads on (e.g. an SAE reconstruction spliced in), and
+        the attention heads' outputs [B, T, H, D/H] at "heads0", "heads1", ... (before each
+        block's output projection)."""
         edit = edit or (lambda site, x: x)
         embed = nn.Embed(self.vocab_size, self.d_model, dtype=self.dtype,
                          embedding_init=nn.initializers.normal(INIT_STD), name="embed")
@@ -111,7 +117,8 @@ class GPT(nn.Module):
         activations = {"embed": x}
         for i in range(self.num_layers):
             x, attn = Block(self.num_heads, self.d_mlp, self.positional == "rope", residual_std,
-                            dtype=self.dtype, name=f"block{i}")(x)
+                            dtype=self.dtype, name=f"block{i}")(
+                x, lambda h, i=i: edit(f"heads{i}", h))
             x = edit(f"block{i}", x)
             activations[f"block{i}"] = x
             activations[f"attn{i}"] = attn

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from jaxsim.config import field
 from jaxsim.testbed import Analysis, Objective, Testbed
-from jaxsim.testbeds.markov_mixture import task
+from jaxsim.testbeds.markov_mixture import behaviours, task
 from jaxsim.training import objectives
 
 LABELS = {"task.num_chains": "task diversity N (chains)",
@@ -53,5 +53,5 @@ TESTBED = Testbed(
     analysis=Analysis(_analyze, options=("context_lengths",)), figures=_figures,
     labels=LABELS,
     unit="tokens", per_example=lambda spec: spec.task.context_length,
-    metric_aliases={"oracle_loss": "oracle_loss_ood"},
+    metric_aliases={"oracle_loss": "oracle_loss_ood"}, behaviours=behaviours.BEHAVIOURS,
     doc="in-context learning on a mixture of Markov chains; four-algorithm analysis")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxsim.config import ConfigError, field
 from jaxsim.testbed import Analysis, Objective, Testbed
-from jaxsim.testbeds.pcfg import grammars, task
+from jaxsim.testbeds.pcfg import behaviours, grammars, task
 from jaxsim.training import objectives
 
 LABELS = {"task.grammar": "grammar", "task.context_length": "context length"}
@@ -77,5 +77,5 @@ TESTBED = Testbed(
     vocab_size=task.vocab_size, seq_len=task.seq_len, sample=task.sample, objective=OBJECTIVE,
     rules=(_check_context,), analysis=Analysis(_analyze), figures=_figures, labels=LABELS,
     unit="tokens", per_example=lambda spec: spec.task.context_length, features=_features,
-    points_per_sequence=task.points_per_sequence,
+    points_per_sequence=task.points_per_sequence, behaviours=behaviours.BEHAVIOURS,
     doc="formal languages (Dyck-2, prefix expressions, toy English): grammaticality")

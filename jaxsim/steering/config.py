@@ -1,0 +1,137 @@
+"""The steering config (`jaxsim steer DIR CONFIG`): one `steer` section, validated like a sweep
+config (one line naming the bad key and what is allowed), with KEY=VALUE overrides."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxsim import config as cfglib
+from jaxsim.config import ConfigError, field
+from jaxsim.config.load import INT32_MAX, _missing_file, _safe_load_unique, _unknown
+
+METHODS = ("caa", "iti", "sae", "random")
+MAX_PROMPTS = 65536
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    behaviour: str = field("", doc="the behaviour to steer, one of the source testbed's "
+                           "(empty: its first); markov_mixture: chain, pcfg: nest")
+    step: int = field(-1, min=-1, doc="the source checkpoint steered (-1 = each run's last)")
+    runs: list = field([], doc="source run ids to steer (empty: every run)")
+    layers: list = field([], doc="blocks whose output residual stream (caa, random, sae) or "
+                         "attention heads (iti) are steered (empty: every block)")
+    methods: list = field(["caa", "iti", "random"],
+                          doc="caa (mean activation difference), iti (top heads' mass-mean "
+                              "shift), sae (a latent's decoder direction, needs steer.sae), "
+                              "random (random directions of caa's norm)")
+    multipliers: list = field([0.5, 1.0, 2.0, 4.0, 8.0],
+                              doc="positive scales of each method's unit intervention; each is "
+                                  "applied with + (promote) and - (suppress)")
+    continuation: int = field(0, min=0, doc="continuation tokens (0 = the behaviour's default)")
+    fit_prompts: int = field(256, min=4, max=MAX_PROMPTS,
+                             doc="prompts the steering vectors are computed from")
+    eval_prompts: int = field(256, min=1, max=MAX_PROMPTS,
+                              doc="held-out prompts the likelihoods are measured on")
+    iti_heads: int = field(0, min=0, doc="iti: heads shifted per layer, the best by probe "
+                           "accuracy (0 = half the layer's heads, at least 1)")
+    random_directions: int = field(8, min=1, max=1024,
+                                   doc="random: directions drawn per layer")
+    sae: str = field("", doc="sae: a results directory of SAEs trained on the steered sweep's "
+                     "activations (task.name=activations, init.source = DIR); every SAE run "
+                     "whose source run is steered gives one intervention")
+    seed: int = field(0, min=0, doc="seed of the prompts and the random directions")
+
+
+def _int_list(value: Any, where: str, lo: int) -> tuple:
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT32_MAX
+            for v in value):
+        raise ConfigError(f"{where} must be a list of integers >= {lo}, got {value!r}")
+    return tuple(sorted(set(value)))
+
+
+def _check(name: str, value: Any) -> Any:
+    where = f"steer.{name}"
+    if name in ("runs", "layers"):
+        return _int_list(value, where, 0)
+    if name == "methods":
+        if not isinstance(value, list) or not value or any(v not in METHODS for v in value):
+            raise ConfigError(f"{where} must be a non-empty list of {', '.join(METHODS)}; "
+                              f"got {value!r}")
+        return tuple(dict.fromkeys(value))
+    if name == "multipliers":
+        ok = isinstance(value, list) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and
+            0 < v <= 1e6 for v in value)
+        if not ok:
+            raise ConfigError(f"{where} must be a non-empty list of numbers in (0, 1e6] "
+                              f"(each is applied as + and -), got {value!r}")
+        return tuple(sorted({float(v) for v in value}))
+    f = next(f for f in dataclasses.fields(SteerConfig) if f.name == name)
+    return cfglib.check_value(f, value, where)
+
+
+def from_dict(raw: Any) -> SteerConfig:
+    """A validated SteerConfig from {"steer": {...}}."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict) or set(raw) - {"steer"}:
+        raise ConfigError(f"a steering config is a mapping with one section, steer; got "
+                          f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    body = raw.get("steer") or {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"section 'steer' must be a mapping, got {body!r}")
+    names = [f.name for f in dataclasses.fields(SteerConfig)]
+    for key in body:
+        if key not in names:
+            raise _unknown(f"steer.{key}", [f"steer.{n}" for n in names], "key")
+    defaults = {f.name: getattr(SteerConfig(), f.name) for f in dataclasses.fields(SteerConfig)}
+    cfg = SteerConfig(**{k: _check(k, body.get(k, defaults[k])) for k in names})
+    if "sae" in cfg.methods and not cfg.sae:
+        raise ConfigError("steer.methods has sae: set steer.sae to a results directory of SAEs "
+                          "trained on the steered sweep's activations")
+    return cfg
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> SteerConfig:
+    """The steering config at `path` (None: every default) with KEY=VALUE overrides."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise _missing_file(path)
+        try:
+            raw = _safe_load_unique(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"steering config '{path}' is not valid YAML: "
+                              f"{str(e).splitlines()[0]}") from None
+    return from_dict(apply_overrides(raw or {}, list(overrides)))
+
+
+def apply_overrides(raw: Any, overrides: list[str]) -> Any:
+    """`steer.KEY=VALUE` overrides on a raw steering config."""
+    if not isinstance(raw, dict):
+        return raw                                  # from_dict names the problem
+    body, seen = dict(raw.get("steer") or {}), set()
+    for text in overrides:
+        parts, value = cfglib.parse_override(text)
+        key = ".".join(parts)
+        if key in seen:
+            raise ConfigError(f"override {key} is given twice; give each key once")
+        seen.add(key)
+        if len(parts) != 2 or parts[0] != "steer":
+            names = [f"steer.{f.name}" for f in dataclasses.fields(SteerConfig)]
+            raise _unknown(key, names, "key")
+        body[parts[1]] = value
+    return {**raw, "steer": body}
+
+
+def to_dict(cfg: SteerConfig) -> dict:
+    return {"steer": {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in dataclasses.asdict(cfg).items()}}

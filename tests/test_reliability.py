@@ -249,3 +249,106 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "runs: 4 (model.d_model x 2, task.num_chains x 2; seeds 1)" in err   # YAML sorted
     assert err.count("jaxsim: shape group") == 2 and "compiles: 2" in err and "per device" in err
     assert not out.exists()
+
+
+# one tiny config per testbed whose figures mark diverged runs (markov_mixture: the test above)
+DIVERGING = {
+    "sim": ({"task": {"name": "sim", "dim": 3, "num_concepts": 2, "concept_mean": 1.0,
+                      "concept_mean_step": 1.0, "concept_noise": 0.1, "concept_noise_step": 0.0},
+             "model": {"name": "mlp", "num_layers": 1, "d_mlp": 3},
+             "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "eval_batch_size": 16,
+                       "optimizer": "sgd", "weight_decay": 0.0, "grad_clip": 0.0}}, 0.1),
+    "concept_geometry": ({"task": {"name": "concept_geometry", "geometry": "subspaces",
+                                   "dim": 8, "num_concepts": 4, "max_concept_dim": 2},
+                          "model": {"name": "sae", "kind": "topk", "d_sae": 16, "k": 2},
+                          "train": {"steps": 20, "batch_size": 32, "eval_every": 10,
+                                    "eval_batch_size": 64, "grad_clip": 0.0}}, 3e-3),
+    "matrix_completion": ({"task": {"name": "matrix_completion", "matrix_size": 4, "rank": 1},
+                           "model": {"name": "encoder", "num_layers": 1, "d_model": 8,
+                                     "num_heads": 2, "d_mlp": 16},
+                           "train": {"steps": 20, "batch_size": 8, "eval_every": 10,
+                                     "eval_batch_size": 16, "grad_clip": 0.0}}, 1e-3),
+    "graph_walk": ({"task": {"name": "graph_walk", "graph": "grid", "graph_size": 3,
+                             "vocab": 16, "context_length": 12},
+                    "model": {"name": "gpt", "num_layers": 1, "d_model": 8, "num_heads": 2,
+                              "d_mlp": 16},
+                    "train": {"steps": 20, "batch_size": 8, "eval_every": 10,
+                              "eval_batch_size": 16, "grad_clip": 0.0}}, 1e-3),
+    "pcfg": ({"task": {"name": "pcfg", "context_length": 12},
+              "model": {"num_layers": 1, "d_model": 8, "num_heads": 2, "d_mlp": 16},
+              "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batch_size": 16,
+                        "grad_clip": 0.0}}, 3e-3),
+}
+
+
+def _figure_texts(fig) -> str:
+    """Every title and text of a matplotlib figure, joined."""
+    texts = [fig._suptitle.get_text() if fig._suptitle else ""] + [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        texts += [ax.get_title(loc) for loc in ("left", "center", "right")]
+        texts += [t.get_text() for t in ax.texts]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("testbed", list(DIVERGING))
+def test_a_diverged_run_is_marked_and_its_figures_still_draw(testbed, tmp_path, capsys,
+                                                             monkeypatch):
+    """train.lr 1e30 makes run 1 diverge (NaN): runs.csv and analysis.json mark it, analyze
+    and plot exit 0 (no NaN reaches an SVD or a log axis), and every figure either names run 1
+    as diverged and not drawn, or shows one chosen run that is not run 1."""
+    from matplotlib.figure import Figure
+    shown, savefig = {}, Figure.savefig
+
+    def recording(fig, path, *args, **kwargs):
+        shown[Path(path).name] = _figure_texts(fig)
+        return savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    raw, lr = DIVERGING[testbed]
+    raw = {**raw, "sweep": {"seeds": 1, "checkpoint_every": 10, "plot": False,
+                            "axes": {"train.lr": [lr, 1e30]}}}
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(raw))
+    out = tmp_path / "d"
+    assert cli.main(["sweep", str(tmp_path / "d.yaml"), "--out", str(out), "-q"]) == 0
+    assert [r["status"] for r in results.read_runs(out)] == ["done", "diverged"]
+    assert cli.main(["analyze", str(out), "--sequences", "8", "-q"]) == 0
+    import json
+    doc = json.loads((out / "analysis.json").read_text())
+    assert [r["status"] for r in doc["runs"]] == ["done", "diverged"]
+    capsys.readouterr()
+    assert cli.main(["plot", str(out), "-q"]) == 0, capsys.readouterr().err
+    drawn = [Path(line.split("wrote ", 1)[1]) for line in capsys.readouterr().err.splitlines()]
+    assert drawn and all(p.stat().st_size > 5000 for p in drawn)
+    assert sorted(shown) == sorted(p.name for p in drawn)
+    for name, text in shown.items():
+        marked = "run 1 diverged (NaN loss): not drawn" in text
+        one_healthy_run = "run 1" not in text and "run 0" in text
+        assert marked or one_healthy_run, (name, text)
+
+
+def test_figure_helpers_leave_diverged_runs_out(tmp_path):
+    """read_analysis moves a diverged run out of the runs drawn; log_scale keeps an all-NaN
+    panel linear (a log axis of nothing raises in matplotlib) and says why it is empty."""
+    import json
+
+    import matplotlib.pyplot as plt
+
+    from jaxsim import plotting
+    (tmp_path / "analysis.json").write_text(json.dumps(
+        {"task": "pcfg", "runs": [{"run_id": 0, "status": "done", "grammatical": [0.5]},
+                                  {"run_id": 1, "status": "diverged", "grammatical": [0.0]}]}))
+    doc = plotting.read_analysis(tmp_path, "pcfg")
+    assert [r["run_id"] for r in doc["runs"]] == [0] and doc["diverged"] == [1]
+    assert plotting.read_analysis(tmp_path, "sim") is None
+    assert plotting.diverged_note([1]) == "run 1 diverged (NaN loss): not drawn"
+    fig, (empty, full) = plt.subplots(1, 2)
+    empty.plot([10, 20], [np.nan, np.nan])
+    full.plot([10, 20], [1.0, 0.5])
+    for ax in (empty, full):
+        plotting.log_scale(ax, x=True, y=True)
+    assert (empty.get_xscale(), full.get_xscale(), full.get_yscale()) == ("linear", "log", "log")
+    assert "every run here diverged" in empty.texts[0].get_text()
+    plotting.save(fig, tmp_path, "x.png")       # draws: a log axis here would raise
+    (tmp_path / "analysis.json").write_text('{"task": "pcfg", "runs": [')
+    with pytest.raises(results.cfglib.ConfigError, match="analysis.json is damaged"):
+        plotting.read_analysis(tmp_path)

@@ -1,12 +1,15 @@
 """Figures from saved results only: the driver (`plotting.figures.draw_all`) and the helpers
-every testbed's figures share (saving, axis values of runs.csv, readable axis labels)."""
+every testbed's figures share (saving, axis values of runs.csv, readable axis labels, diverged
+runs kept out of the picture and named in it)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxsim import results
+from jaxsim.errors import ConfigError
 
 # Readable names of the core keys; a testbed passes its own task keys' names (`Testbed.labels`).
 LABELS = {"train.lr": "learning rate", "train.weight_decay": "weight decay",
@@ -78,3 +81,60 @@ def from_source(rows: list[dict], metrics: dict) -> dict:
                 start[n][i] = src[n][int(row["source_run"]), at[0]]
     staged = {n: np.concatenate([start[n][:, None], metrics[n]], axis=1) for n in names}
     return {"step": np.concatenate([[0], metrics["step"]]), **staged}
+
+
+def load_analysis(out: Path) -> dict | None:
+    """DIR/analysis.json as written (None before `jaxsim analyze`); one line if it is damaged."""
+    path = Path(out) / results.ANALYSIS
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+            raise ValueError("not an analysis document")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); run `jaxsim analyze "
+                          f"{Path(out)}` again") from None
+    return doc
+
+
+def read_analysis(out: Path, task: str | None = None) -> dict | None:
+    """DIR/analysis.json (None before `jaxsim analyze`, or when `task` is given and another
+    testbed's analysis wrote it), with the runs that diverged moved from doc["runs"] to
+    doc["diverged"] (their run ids): a diverged run's numbers (NaN, or the zeros of a model
+    that outputs NaN: no grammatical samples, no recovered concept) are not findings."""
+    doc = load_analysis(out)
+    if doc is None or (task is not None and doc.get("task") != task):
+        return None
+    runs = doc.get("runs", [])
+    doc["diverged"] = [r["run_id"] for r in runs if r.get("status") == "diverged"]
+    doc["runs"] = [r for r in runs if r.get("status") != "diverged"]
+    return doc
+
+
+def diverged(rows: list[dict]) -> list[int]:
+    """The run ids whose runs.csv status is "diverged"."""
+    return [int(r["run_id"]) for r in rows if r.get("status") == "diverged"]
+
+
+def diverged_note(run_ids: list[int]) -> str:
+    """A figure title's note on the runs left out: "" when none diverged."""
+    if not run_ids:
+        return ""
+    ids = ", ".join(map(str, run_ids[:8])) + (", ..." if len(run_ids) > 8 else "")
+    return f"{'run' if len(run_ids) == 1 else 'runs'} {ids} diverged (NaN loss): not drawn"
+
+
+def log_scale(ax, x: bool = False, y: bool = False) -> None:
+    """Log x and/or y axes where the panel has positive finite data; where it has none (every
+    run in it diverged, so its lines are all NaN) the axis stays linear, which matplotlib can
+    draw, and the panel says why it is empty."""
+    lim = ax.dataLim
+    drawable = np.isfinite([lim.x0, lim.x1, lim.y0, lim.y1]).all()
+    if x and drawable and lim.x1 > 0:
+        ax.set_xscale("log")
+    if y and drawable and lim.y1 > 0:
+        ax.set_yscale("log")
+    if not drawable:
+        ax.text(0.5, 0.5, "nothing finite to draw:\nevery run here diverged",
+                transform=ax.transAxes, ha="center", va="center", color="0.4")

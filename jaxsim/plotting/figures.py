@@ -3,6 +3,7 @@ testbed's figures (`Testbed.figures`), which write DIR/figures/*.png. Never re-t
 re-analyses: figures that need analysis read DIR/analysis.json (`jaxsim analyze`)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,10 @@ def draw_all(out: Path, **options) -> list[Path]:
     rows = results.read_runs(out)
     metrics = results.read_metrics(out)
     healthy = np.array([r["status"] != "diverged" for r in rows])
+    if not healthy.any():
+        logging.getLogger(__name__).warning(
+            f"jaxsim: every run of {out} diverged (NaN or infinite loss; runs.csv status): "
+            f"the figures show no results")
     metrics = {k: (np.where(healthy[:, None], v, np.nan) if v.ndim == 2 else v)
                for k, v in metrics.items()}
     keys = cfglib.axis_keys(cfg)

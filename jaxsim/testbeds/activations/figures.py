@@ -7,10 +7,11 @@
   (the ceiling).
 - figures/feature_latents.png: per feature, the Pearson correlation (colour) of each value's
   best latent with the value's indicator, one row per run.
+
+A diverged run (analysis.json status) is left out; each figure's title names it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -19,16 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results  # noqa: E402
-from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import diverged_note, read_analysis, save  # noqa: E402
 
 
 def _runs(out: Path) -> tuple[dict, list[dict]] | None:
-    path = Path(out) / results.ANALYSIS
-    if not path.is_file():
+    """analysis.json and its runs with causal probes that did not diverge (None: nothing to
+    draw)."""
+    doc = read_analysis(out)
+    if doc is None:
         return None
-    doc = json.loads(path.read_text())
-    runs = [r for r in doc.get("runs", []) if "causal" in r]
+    runs = [r for r in doc["runs"] if "causal" in r]
     return (doc, runs) if runs and "causal" in doc else None
 
 
@@ -68,8 +69,9 @@ def effects(out: Path, axes: list[str]) -> Path | None:
             panel.set_title(f"{name}: {what}", fontsize=9)
             panel.grid(alpha=0.3, axis="y")
         grid[row, 0].legend(fontsize=7)
+    note = diverged_note(doc["diverged"])
     fig.suptitle("causal probes: intervene on feature-correlated latents, splice, read the "
-                 "next-token distribution", fontsize=10)
+                 "next-token distribution" + (f"\n{note}" if note else ""), fontsize=10)
     return save(fig, out, "causal_effects.png", rect=(0, 0, 1, 0.96))
 
 
@@ -92,7 +94,10 @@ def feature_latents(out: Path, axes: list[str]) -> Path | None:
         panel.set_xlabel(f"value of {name}")
         panel.set_title(f"{name}: corr of the best latent with each value", fontsize=9)
         fig.colorbar(image, ax=panel, shrink=0.8)
-    return save(fig, out, "feature_latents.png")
+    note = diverged_note(doc["diverged"])
+    if note:
+        fig.suptitle(note, fontsize=9)
+    return save(fig, out, "feature_latents.png", rect=(0, 0, 1, 0.93) if note else (0, 0, 1, 1))
 
 
 def draw(out: Path, axes: list[str]) -> list[Path]:

@@ -10,10 +10,12 @@
 - figures/receptive_fields.png (after `jaxsim analyze`, task.dim = 2): per run, the plane
   coloured by the most active latent (white: no latent fires), data points coloured by concept.
 - activations: figures/causal_effects.png and feature_latents.png (`plotting/causal.py`).
+
+A diverged run (runs.csv status) is not drawn (its NaN code would read as "no concept
+recovered"); each figure's title names it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results
 from jaxsim.testbeds.concept_geometry import FIELDS  # noqa: E402
-from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.concept_geometry import LABELS  # noqa: E402
@@ -32,6 +33,14 @@ from jaxsim.testbeds.concept_geometry import LABELS  # noqa: E402
 
 def _label(key: str) -> str:
     return axis_label(key, LABELS)
+
+def _save(fig, out: Path, name: str, title: str | None, lost: list[int]) -> Path:
+    """Save, the title followed by the diverged runs left out when there are any."""
+    parts = [t for t in (title, diverged_note(lost)) if t]
+    if parts:
+        fig.suptitle("; ".join(parts), fontsize=9 if title else 10)
+    return save(fig, out, name, rect=(0, 0, 1, 0.95) if parts else (0, 0, 1, 1))
+
 
 def _colours(axes: list[str], rows: list[dict]):
     names, index = _axis_values(rows, axes[0]) if axes else (["all runs"], np.zeros(len(rows), int))
@@ -53,13 +62,12 @@ def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
             first = r == int(np.flatnonzero(index == index[r])[0])
             panel.plot(metrics["step"], metrics[key][r], color=colours[index[r]], lw=1.3,
                        label=names[index[r]] if first else None)
-        panel.set_xscale("log")
+        log_scale(panel, x=True, y=panel is panels[0])
         panel.set_xlabel("training step")
         panel.set_title(what, fontsize=10)
         panel.grid(alpha=0.3)
-    panels[0].set_yscale("log")
     panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
-    return save(fig, out, "sae_curves.png")
+    return _save(fig, out, "sae_curves.png", None, diverged(rows))
 
 
 def _geometries(rows: list[dict], cfg_geometry: str) -> tuple[list[str], np.ndarray]:
@@ -69,8 +77,8 @@ def _geometries(rows: list[dict], cfg_geometry: str) -> tuple[list[str], np.ndar
 
 
 def _analysis(out: Path) -> dict | None:
-    path = Path(out) / results.ANALYSIS
-    return json.loads(path.read_text()) if path.is_file() else None
+    """analysis.json without its diverged runs (`plotting.read_analysis`); None before it."""
+    return read_analysis(out)
 
 
 def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict,
@@ -81,7 +89,7 @@ def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dic
     geos, geo_index = _geometries(rows, geometry)
     l0, fvu = _last(metrics["l0_id"]), _last(metrics["fvu_id"])
     doc = _analysis(out)
-    if doc is not None:
+    if doc is not None and doc["runs"]:
         key = "mcc_coordinates" if "mcc_coordinates" in doc["runs"][0] else "mcc_concepts"
         by_id = {int(r["run_id"]): r[key][-1] for r in doc["runs"]}
         recovery = np.array([by_id.get(int(r["run_id"]), np.nan) for r in rows], float)
@@ -94,27 +102,25 @@ def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dic
         for panel, y, what in ((grid[g, 0], fvu, "final FVU"), (grid[g, 1], recovery,
                                                                  recovery_name)):
             for i, name in enumerate(names):
-                sel = np.flatnonzero((index == i) & (geo_index == g))
+                sel = np.flatnonzero((index == i) & (geo_index == g) & np.isfinite(l0))
                 sel = sel[np.argsort(l0[sel])]
                 if sel.size:
                     panel.plot(l0[sel], y[sel], "o-", color=colours[i], label=name, ms=5)
-            panel.set_xscale("log")
+            log_scale(panel, x=True, y=panel is grid[g, 0])
             panel.set_xlabel("final L0")
             panel.set_ylabel(what)
             panel.set_title(f"{geo}", fontsize=9)
             panel.grid(alpha=0.3)
-        grid[g, 0].set_yscale("log")
     grid[0, 1].legend(title=_label(axes[0]) if axes else None, fontsize=7, title_fontsize=8)
-    fig.suptitle("sparsity-fidelity fronts, one point per run", fontsize=10)
-    return save(fig, out, "sparsity_fidelity.png", rect=(0, 0, 1, 0.96))
+    return _save(fig, out, "sparsity_fidelity.png", "sparsity-fidelity fronts, one point per run",
+                 diverged(rows))
 
 
 def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
-    path = Path(out) / results.ANALYSIS
-    if not path.is_file():
+    doc = _analysis(out)
+    if doc is None:
         return None
-    doc = json.loads(path.read_text())
-    runs = [r for r in doc.get("runs", []) if "intrinsic_dims" in r]
+    runs = [r for r in doc["runs"] if "intrinsic_dims" in r]
     if not runs:
         return None
     names, index, colours = _colours(axes, rows)
@@ -135,7 +141,7 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
     ax.set_title("does sparsity adapt to the concept?", fontsize=10)
     ax.legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
     ax.grid(alpha=0.3)
-    return save(fig, out, "concept_l0.png")
+    return _save(fig, out, "concept_l0.png", None, doc["diverged"])
 
 
 def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int = 12
@@ -146,6 +152,11 @@ def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int
     with np.load(path) as f:
         data = {k: f[k] for k in f.files}
     by_id = {int(r["run_id"]): r for r in rows}
+    lost = diverged(rows)
+    keep = ~np.isin(data["run_id"], lost)       # a diverged run's latents are NaN
+    data = {k: v[keep] for k, v in data.items()}   # every array has a leading run axis
+    if not len(data["run_id"]):
+        return None
     count = min(len(data["run_id"]), max_runs)
     cols = min(count, 4)
     fig, grid = plt.subplots(-(-count // cols), cols, figsize=(3.3 * cols, 3.3 * -(-count // cols)),
@@ -166,9 +177,8 @@ def receptive_fields(out: Path, axes: list[str], rows: list[dict], max_runs: int
                      f"run {int(data['run_id'][i])}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("receptive fields: colour = most active latent (white = none fires); dots = data "
-                 "by concept", fontsize=9)
-    return save(fig, out, "receptive_fields.png", rect=(0, 0, 1, 0.95))
+    return _save(fig, out, "receptive_fields.png", "receptive fields: colour = most active "
+                 "latent (white = none fires); dots = data by concept", lost)
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, geometry: str

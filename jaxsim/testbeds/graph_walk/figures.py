@@ -16,10 +16,12 @@ After `jaxsim analyze`:
 - figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
   for each site, the graph's edges drawn between them, nodes coloured by their place in the
   layout.
+
+A diverged run (runs.csv status) is not drawn: its curves are NaN, the analysis figures leave
+it out, and each figure's title names it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -31,7 +33,7 @@ import numpy as np  # noqa: E402
 from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results
 from jaxsim.testbeds.graph_walk import GRAPH  # noqa: E402
-from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.graph_walk import LABELS  # noqa: E402
@@ -79,7 +81,9 @@ def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
     panels[0].set_ylabel("next-token cross-entropy (nats)")
     panels[1].set_ylabel("probability on valid neighbours")
     panels[1].set_title("neighbour mass, mean over positions (solid: id split)", fontsize=10)
-    panels[0].set_title("held-out loss, id split (the training distribution)", fontsize=10)
+    note = diverged_note(diverged(rows))
+    panels[0].set_title("held-out loss, id split (the training distribution)"
+                        + (f"\n{note}" if note else ""), fontsize=10)
     if pretrain:
         panels[1].legend(fontsize=7)
     for p in panels:
@@ -121,11 +125,20 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
         panels[2].set_title("conflict split (fixed tokens, new arrangement)", fontsize=10)
     panels[0].set_ylabel("probability on valid neighbours")
     for p in panels:
-        p.set_xscale("log")
+        log_scale(p, x=True)
         p.set_xlabel("context length (tokens seen)")
         p.grid(alpha=0.3)
         p.legend(fontsize=7)
-    return save(fig, out, "graph_accuracy.png")
+    _note(fig, doc)
+    return save(fig, out, "graph_accuracy.png", rect=(0, 0, 1, 0.94) if doc["diverged"]
+                else (0, 0, 1, 1))
+
+
+def _note(fig, doc: dict, title: str = "") -> None:
+    """The figure's title, followed by the diverged runs left out when there are any."""
+    parts = [t for t in (title, diverged_note(doc["diverged"])) if t]
+    if parts:
+        fig.suptitle("; ".join(parts), fontsize=9)
 
 
 def _run_label(run: dict) -> str:
@@ -164,17 +177,17 @@ def energy(out: Path, doc: dict) -> Path:
         for twin in (twin_top, twin_bottom):
             twin.set_ylim(0, 1)
             twin.tick_params(axis="y", labelsize=7)
-        top.set_xscale("log")
+        log_scale(top, x=True)
         top.set_title(f"site {site}: final checkpoint", fontsize=10)
         top.set_xlabel("context length (faint, right axis: accuracy)")
-        bottom.set_xscale("log")
+        log_scale(bottom, x=True)
         bottom.set_title(f"site {site}: context {lengths[-1]} over training", fontsize=10)
         bottom.set_xlabel("training step (dashed, right axis: accuracy)")
     for row in panels:
         row[0].set_ylabel("Dirichlet energy / random embedding's")
     panels[0, 0].legend(fontsize=7)
-    fig.suptitle(f"normalised Dirichlet energy of the class means over the last {doc['window']} "
-                 f"tokens, relative to i.i.d. Gaussian means on the same windows", fontsize=9)
+    _note(fig, doc, f"normalised Dirichlet energy of the class means over the last "
+                    f"{doc['window']} tokens, relative to i.i.d. Gaussian means on the same windows")
     return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.96))
 
 
@@ -206,18 +219,16 @@ def pca(out: Path, doc: dict) -> Path:
             ax.set_yticks([])
     panels[0, 0].set_ylabel("PC2")
     panels[-1, 0].set_xlabel("PC1")
-    fig.suptitle(f"run {run['run_id']}, final checkpoint, one sequence: class means over the last "
-                 f"{doc['window']} tokens (colour = place in the {doc['graph']} layout)",
-                 fontsize=9)
+    _note(fig, doc, f"run {run['run_id']}, final checkpoint, one sequence: class means over the "
+                    f"last {doc['window']} tokens (colour = place in the {doc['graph']} layout)")
     return save(fig, out, "graph_pca.png", rect=(0, 0, 1, 0.95))
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
     paths = [curves(out, axes, rows, metrics)]
-    if (out / results.ANALYSIS).is_file():
-        doc = json.loads((out / results.ANALYSIS).read_text())
-        if doc.get("task") == "graph_walk":
-            paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
-            if (out / GRAPH).is_file():
-                paths.append(pca(out, doc))
+    doc = read_analysis(out, "graph_walk")
+    if doc is not None and doc["runs"]:     # some run that did not diverge was analysed
+        paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
+        if (out / GRAPH).is_file():
+            paths.append(pca(out, doc))
     return paths

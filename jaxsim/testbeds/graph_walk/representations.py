@@ -176,9 +176,11 @@ def laplacian_references(adj_NxN: np.ndarray) -> dict:
 
 
 def pca2(x_NxD: np.ndarray, present_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PC1/PC2 coordinates [N, 2] (NaN for absent nodes) and explained-variance ratios [2]."""
+    """PC1/PC2 coordinates [N, 2] (NaN for absent nodes) and explained-variance ratios [2];
+    all NaN when fewer than 3 nodes are present or the vectors are not finite (a diverged
+    run's)."""
     coords = np.full((len(x_NxD), 2), np.nan)
-    if present_N.sum() < 3:
+    if present_N.sum() < 3 or not np.isfinite(x_NxD[present_N]).all():
         return coords, np.full(2, np.nan)
     xc = x_NxD[present_N] - x_NxD[present_N].mean(0)
     u, s, _ = np.linalg.svd(xc.astype(np.float64), full_matrices=False)

@@ -17,7 +17,6 @@ From DIR/analysis.json (after `jaxsim analyze`), the phase diagrams of the four 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -28,9 +27,9 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from jaxsim import results  # noqa: E402
 from jaxsim.config import ConfigError  # noqa: E402
-from jaxsim.plotting import axis_values, from_source, group_mean, label, save  # noqa: E402
+from jaxsim.plotting import (axis_values, from_source, group_mean, label, load_analysis,  # noqa: E402
+                             log_scale, save)
 from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
 
 AXIS = "task.num_chains"
@@ -142,7 +141,7 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
             panel.axvline(0, color="0.5", lw=0.8)
             panel.set_xlabel("fine-tuning step (0 = the source run after pretraining)")
         else:
-            panel.set_xscale("log")
+            log_scale(panel, x=True)    # linear where every run diverged (nothing to draw)
             panel.set_xlabel("training step")
         panel.set_title(f"held-out loss, {what}", fontsize=10)
         panel.grid(alpha=0.3)
@@ -186,11 +185,8 @@ def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict)
 def phases(out: Path, num_chains: int | None = None) -> list[Path]:
     """Both phase figures, if DIR/analysis.json exists and the sweep has a task.num_chains
     axis."""
-    path = Path(out) / results.ANALYSIS
-    if not path.is_file():
-        return []
-    doc = json.loads(path.read_text())
-    if not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
+    doc = load_analysis(out)
+    if doc is None or not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
         return []
     return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]
 

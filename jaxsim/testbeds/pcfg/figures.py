@@ -6,10 +6,12 @@
   grammatical, and share of sampled tokens that are legal, at every saved checkpoint.
 - figures/sample_lengths.png (after `jaxsim analyze`): sentence lengths of the final models'
   grammatical samples against exact samples of the grammar (same length cap), per grammar.
+
+A diverged run (runs.csv status) is not drawn (its samples of NaN logits would read as "no
+grammatical sentence"); each figure's title names it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -18,9 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim import results
 from jaxsim.testbeds.pcfg import SAMPLES  # noqa: E402
-from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
 
 COLOURS = {"dyck2": "tab:blue", "expr": "tab:orange", "english": "tab:green"}
 STYLES = ("-", "--", ":", "-.")
@@ -47,12 +48,20 @@ def loss_curves(out: Path, axes, rows, metrics, grammar: str) -> Path:
     panels[1].set_ylabel("probability mass on legal next tokens")
     panels[1].set_ylim(top=1.005)
     for p, title in zip(panels, ("held-out loss", "legal next-token mass")):
-        p.set_xscale("log")
+        log_scale(p, x=True)
         p.set_xlabel("training step")
         p.set_title(title, fontsize=10)
         p.grid(alpha=0.3)
     panels[1].legend(fontsize=7, loc="lower right")
-    return save(fig, out, "loss_curves.png")
+    return _save(fig, out, "loss_curves.png", diverged(rows))
+
+
+def _save(fig, out: Path, name: str, lost: list[int]) -> Path:
+    """Save, with a title naming the diverged runs left out when there are any."""
+    note = diverged_note(lost)
+    if note:
+        fig.suptitle(note, fontsize=9)
+    return save(fig, out, name, rect=(0, 0, 1, 0.94) if note else (0, 0, 1, 1))
 
 
 def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
@@ -67,20 +76,22 @@ def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
         panels[1].plot(steps, np.array(run["legal_tokens"], float), **style)
     for p, title in zip(panels, (f"grammatical samples (of {doc['num_samples']}, temperature 1)",
                                  "legal tokens in samples (up to EOS)")):
-        p.set_xscale("log")
+        log_scale(p, x=True)
         p.set_xlabel("training step")
         p.set_title(title, fontsize=10)
         p.grid(alpha=0.3)
     panels[0].set_ylabel("share")
     panels[0].set_ylim(-0.02, 1.02)
-    panels[1].legend(fontsize=7, loc="lower right")
-    return save(fig, out, "grammaticality.png")
+    if doc["runs"]:
+        panels[1].legend(fontsize=7, loc="lower right")
+    return _save(fig, out, "grammaticality.png", doc["diverged"])
 
 
-def sample_lengths(out: Path) -> Path:
+def sample_lengths(out: Path, lost: list[int]) -> Path:
     with np.load(out / SAMPLES) as f:
         grammar, truth = f["grammar"], f["grammar_lengths"]
         grammatical, lengths = f["grammatical"], f["sample_lengths"]
+        grammatical = grammatical & ~np.isin(f["run_id"], lost)[:, None]   # [R, samples]
     kinds = list(dict.fromkeys(grammar.tolist()))
     fig, panels = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
     for panel, g in zip(panels[0], kinds):
@@ -96,16 +107,14 @@ def sample_lengths(out: Path) -> Path:
         panel.set_title(f"{g}: sentence length", fontsize=10)
         panel.set_xlabel("tokens")
         panel.legend(fontsize=7)
-    return save(fig, out, "sample_lengths.png")
+    return _save(fig, out, "sample_lengths.png", lost)
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, grammar: str) -> list[Path]:
     paths = [loss_curves(out, axes, rows, metrics, grammar)]
-    analysis = out / results.ANALYSIS
-    if analysis.is_file():
-        doc = json.loads(analysis.read_text())
-        if doc.get("task") == "pcfg":
-            paths.append(grammaticality(out, doc, axes, rows))
-            if (out / SAMPLES).is_file():
-                paths.append(sample_lengths(out))
+    doc = read_analysis(out, "pcfg")
+    if doc is not None:
+        paths.append(grammaticality(out, doc, axes, rows))
+        if (out / SAMPLES).is_file():
+            paths.append(sample_lengths(out, doc["diverged"]))
     return paths

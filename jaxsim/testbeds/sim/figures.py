@@ -9,10 +9,12 @@ analysis.json's closed form when `jaxsim analyze` has run):
 - figures/sim_loss_curves.png: held-out loss and OOD loss (both / (1/2)||x_hat||^2), every run.
 - figures/sim_phase.png: fraction of seeds whose OOD loss is non-monotonic (rule in
   `testbeds/sim/analysis.py` RULES, from analysis.json) over the two leading axes, the mean relative rise in each cell.
+
+A diverged run (runs.csv status) is not drawn: the loss curves and the phase diagram name it,
+a phase cell whose every run diverged is grey ("diverged"); no figure when every run diverged.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-from jaxsim import results  # noqa: E402
 from jaxsim.testbeds.sim.task import concept_signal  # noqa: E402
-from jaxsim.plotting import save  # noqa: E402
+from jaxsim.plotting import diverged, diverged_note, read_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.sim import LABELS  # noqa: E402
@@ -143,9 +144,12 @@ def loss_curves(out, axes, rows, per_run) -> Path:
         ax.set_xlabel("training step")
         ax.set_title(what, fontsize=10)
         ax.grid(alpha=0.3)
+    note = diverged_note(diverged(rows))
+    if note:
+        fig.suptitle(note, fontsize=9)
     panels[0].set_ylabel("loss / ½‖x̂‖²")
     panels[1].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
-    return save(fig, out, "sim_loss_curves.png")
+    return save(fig, out, "sim_loss_curves.png", rect=(0, 0, 1, 0.94) if note else (0, 0, 1, 1))
 
 
 def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
@@ -165,24 +169,30 @@ def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
                 mean_rise[yi, xi] = np.mean([r["rise"]["rise_rel"] for r in cell])
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(x_names) + 2.5),
                                     max(3.2, 0.6 * len(y_names) + 1.8)))
-    image = ax.imshow(frac, origin="lower", aspect="auto", cmap="Reds", vmin=0, vmax=1)
+    cmap = plt.get_cmap("Reds").with_extremes(bad="#bbbbbb")
+    image = ax.imshow(np.ma.masked_invalid(frac), origin="lower", aspect="auto", cmap=cmap,
+                      vmin=0, vmax=1)
+    lost = {i for i, r in enumerate(rows) if r["status"] == "diverged"}
     for yi in range(len(y_names)):
         for xi in range(len(x_names)):
+            cell = {i for i in range(len(rows)) if y_index[i] == yi and x_index[i] == xi}
             if np.isfinite(frac[yi, xi]):
                 ax.text(xi, yi, f"{mean_rise[yi, xi]:.3f}", ha="center", va="center", fontsize=7)
+            elif cell and cell <= lost:
+                ax.text(xi, yi, "diverged", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="fraction of runs with non-monotonic OOD loss")
     ax.set_xticks(range(len(x_names)), x_names)
     ax.set_yticks(range(len(y_names)), y_names)
     ax.set_xlabel(_label(axes[1]) if len(axes) > 1 else "")
     ax.set_ylabel(_label(axes[0]))
+    note = diverged_note(diverged(rows))
     ax.set_title(f"swing-by: OOD loss rises > {tolerance} ½‖x̂‖² after a minimum\n"
-                 "(cell text: mean rise / ½‖x̂‖²)", fontsize=9)
+                 "(cell text: mean rise / ½‖x̂‖²)" + (f"\n{note}" if note else ""), fontsize=9)
     return save(fig, out, "sim_phase.png")
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, runs: dict) -> list[Path]:
-    path = Path(out) / results.ANALYSIS
-    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc = read_analysis(out, "sim") or {}
     analysed = {e["run_id"]: e for e in doc.get("runs", [])}
     per_run = _per_run(rows, metrics, runs, analysed)
     if not per_run:

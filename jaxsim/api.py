@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsim import config as cfglib
-from jaxsim import logs
+from jaxsim import logs, xla_cache
 from jaxsim.config import ConfigError
 from jaxsim.saved import Sweep
 
@@ -33,6 +33,22 @@ def use_every_core() -> None:
         jax.config.update("jax_num_cpu_devices", max(count, 1))
     except RuntimeError:    # JAX already running (e.g. a notebook that used it): keep its devices
         pass
+
+
+def setup_jax(compile_cache: str | os.PathLike | None = None) -> None:
+    """The process-level JAX setup of every command and API call: one CPU device per core
+    (`use_every_core`) and the persistent compilation cache (`jaxsim.xla_cache`; `compile_cache`
+    = a directory or "off", None = JAXSIM_CACHE_DIR or the default), so a second invocation
+    with the same shapes loads its programs instead of compiling them."""
+    use_every_core()
+    xla_cache.enable(compile_cache)
+
+
+def compile_cache(directory: str | os.PathLike) -> Path | None:
+    """Move this process's persistent compilation cache to `directory`, or turn it off with
+    "off"; returns its directory (None when off). Programs this process compiled already stay
+    compiled. Without a call: JAXSIM_CACHE_DIR, else ~/.cache/jaxsim/xla (docs/sweeps.md)."""
+    return xla_cache.enable(directory)
 
 
 def _override_strings(overrides: list[str] | dict | None) -> list[str]:
@@ -70,7 +86,7 @@ def sweep(config: str | os.PathLike | dict | cfglib.Config,
     `overrides`: KEY=VALUE strings as on the command line (or a {dotted key: value} dict);
     `out`: the results directory (default results/<config file stem>; a dict config needs it).
     Draws the figures when `sweep.plot` is set, as the CLI does."""
-    use_every_core()
+    setup_jax()
     logs.default_handler()
     cfg = _config(config, overrides)
     if out is None:
@@ -86,7 +102,7 @@ def sweep(config: str | os.PathLike | dict | cfglib.Config,
 
 def resume(directory: str | os.PathLike, progress: bool = True) -> Sweep:
     """Continue an interrupted sweep (or shard) from its checkpoints (`jaxsim resume`)."""
-    use_every_core()
+    setup_jax()
     logs.default_handler()
     from jaxsim import results, sweeps
     finished = results.is_finished(Path(directory))   # then nothing is trained or redrawn
@@ -101,7 +117,7 @@ def analyze(directory: str | os.PathLike, sequences: int = 64,
     """The testbed's analysis of every saved checkpoint of every run (`jaxsim analyze`): writes
     DIR/analysis.json (then `.analysis`). `sequences` = analysis examples per run and split;
     `context_lengths` = the lengths analysed (for testbeds that take them)."""
-    use_every_core()
+    setup_jax()
     logs.default_handler()
     if isinstance(sequences, bool) or not isinstance(sequences, int) or sequences < 1:
         raise ConfigError(f"sequences must be an integer >= 1, got {sequences!r}")
@@ -152,7 +168,7 @@ def steer(directory: str | os.PathLike, config: str | os.PathLike | dict | None 
     direction x multiplier). `config`: a steering YAML path or a {"steer": {...}} dict (None:
     the defaults); `overrides`: steer.KEY=VALUE strings or a {"steer.KEY": value} dict; `out`:
     default results/<config file stem> (a dict or None config needs it)."""
-    use_every_core()
+    setup_jax()
     logs.default_handler()
     from jaxsim.steering import config as steer_config, driver
     overrides = _override_strings(overrides)

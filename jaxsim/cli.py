@@ -34,13 +34,24 @@ def _verbosity() -> argparse.ArgumentParser:
     return p
 
 
+def _compile_cache() -> argparse.ArgumentParser:
+    """--compile-cache DIR|off, before or after the command (docs/sweeps.md)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--compile-cache", metavar="DIR|off", default=argparse.SUPPRESS,
+                   help="the persistent compilation cache's directory, or 'off' (default: "
+                        "$JAXSIM_CACHE_DIR, else ~/.cache/jaxsim/xla): a second run with the "
+                        "same shapes loads its compiled programs instead of compiling them")
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxsim", description=DESCRIPTION, parents=[_verbosity()],
+    p = argparse.ArgumentParser(prog="jaxsim", description=DESCRIPTION,
+                                parents=[_verbosity(), _compile_cache()],
                                 epilog="Run `jaxsim COMMAND --help` for a command's options; "
                                        "`jaxsim keys` lists every config key.")
     p.add_argument("--version", action="version", version=f"jaxsim {jaxsim.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    both = [_verbosity()]
+    both = [_verbosity(), _compile_cache()]
     sweep = sub.add_parser("sweep", parents=both,
                            help="train every run of a config's grid into a results dir")
     sweep.add_argument("config", help="YAML config file")
@@ -184,7 +195,7 @@ def _merge_out(args) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(getattr(args, "verbosity", logs.DEFAULT))
-    use_every_core()
+    api.setup_jax(getattr(args, "compile_cache", None))
     try:
         if args.command == "sweep":
             _sweep(args)

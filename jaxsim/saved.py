@@ -227,7 +227,9 @@ class Sweep:
 @functools.cache
 def _model_program(spec):
     import jax
+    from jaxsim import xla_cache
     from jaxsim.training import loop, sae_loop
+    xla_cache.enable()   # its compile is loaded from the persistent cache when there
     if spec.model.name == "sae":
         return jax.jit(lambda state, hparams, x: sae_loop.forward(state, x, spec, hparams))
     model = loop.model_of(spec)
@@ -239,6 +241,8 @@ def _data_program(spec, split: str, n: int | None):
     """jit of (run key, sample key, hparams) -> the run's held-out batch of `split` (n None)
     or n fresh examples drawn with the sample key, from the run's own task constants."""
     import jax
+    from jaxsim import xla_cache
+    xla_cache.enable()
     testbed = _testbed(spec)
 
     def batch(key, sample_key, hparams):

@@ -131,7 +131,17 @@ class CompileCache:
         self.init = jax.jit(_init_chunk, static_argnums=(0, 1), out_shardings=sharding)
         self.interval = jax.jit(_interval_chunk, static_argnums=(0, 1, 2), donate_argnums=3,
                                 out_shardings=sharding)
-        self.executables: dict = {}   # (spec, chunk size, vmap_size) -> compiled interval
+        # ("interval", spec, chunk size, vmap_size) or ("init", spec, chunk size) -> compiled
+        self.executables: dict = {}
+
+
+def init_compiler_options() -> dict | None:
+    """The init program's XLA options: on a CPU, LLVM at -O0. It runs once per chunk and
+    computes little (a few random draws per parameter), but its many small threefry kernels made
+    LLVM's optimiser most of its compile: 4.3 s -> 1.2 s of CPU time for the quickstart's
+    (benchmarks/compile_times.py, docs/performance.md); its values are the same up to the last
+    bit of a few floats, identically in every process."""
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
 @functools.cache
@@ -145,10 +155,10 @@ class Programs:
 
     `sweeps.start` and `sweeps.resume` make one (pass your own to inspect it): the traces its
     calls caused (`traces[kind, spec]`: once per Spec and process), the compiles it did with
-    their wall time (`compile_seconds[spec, chunk size, vmap_size]`: the interval program is
-    compiled once, shared by the memory fit and training, and reused by later invocations of
-    the process), and the host work that blocks the loop between compiled calls, by kind
-    (`host_seconds`).
+    their wall time (`compile_seconds["interval", spec, chunk size, vmap_size]`: the interval
+    program is compiled once, shared by the memory fit and training, and reused by later
+    invocations of the process; `compile_seconds["init", spec, chunk size]` likewise), and the
+    host work that blocks the loop between compiled calls, by kind (`host_seconds`).
     """
 
     def __init__(self, cache: CompileCache | None = None) -> None:
@@ -163,7 +173,15 @@ class Programs:
 
     def init_chunk(self, spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
         """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
-        return self.cache.init(self._log, spec, seeds_R, hparams)
+        key = ("init", spec, seeds_R.shape[0])
+        if key not in self.cache.executables:
+            t0 = time.perf_counter()
+            self.cache.executables[key] = self.cache.init.lower(
+                self._log, spec, seeds_R, hparams).compile(init_compiler_options())
+            self.compile_seconds[key] = time.perf_counter() - t0
+            log.debug(f"jaxsim: compiled the init program for chunks of {key[2]} runs in "
+                      f"{self.compile_seconds[key]:.2f}s")
+        return self.cache.executables[key](seeds_R, hparams)
 
     def interval_chunk(self, spec: Spec, state, seeds_R: jax.Array, hparams: dict,
                        vmap_size: int = 0):
@@ -173,17 +191,17 @@ class Programs:
     def compiled_interval(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
         """The compiled `interval_chunk` for a shape group and chunk size (compiled once per
         process, timed here when compiled here)."""
-        key = (spec, seeds_R.shape[0], vmap_size)
+        key = ("interval", spec, seeds_R.shape[0], vmap_size)
         if key not in self.cache.executables:
             t0 = time.perf_counter()
             self.cache.executables[key] = self.cache.interval.lower(
                 self._log, spec, vmap_size, state, seeds_R, hparams).compile()
             self.compile_seconds[key] = time.perf_counter() - t0
             log.debug(f"jaxsim: compiled the interval program of {spec.task.name} for chunks "
-                      f"of {key[1]} runs (vmap_size {vmap_size}) in "
+                      f"of {key[2]} runs (vmap_size {vmap_size}) in "
                       f"{self.compile_seconds[key]:.2f}s")
         else:
-            log.debug(f"jaxsim: reusing the compiled interval program for chunks of {key[1]} runs")
+            log.debug(f"jaxsim: reusing the compiled interval program for chunks of {key[2]} runs")
         return self.cache.executables[key]
 
     def train_chunk(self, spec: Spec, chunk: Chunk, checkpoints: results.ChunkCheckpoints,

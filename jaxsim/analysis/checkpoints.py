@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxsim import grid, results, stages
@@ -39,7 +38,7 @@ class ChunkParams(NamedTuple):
     rows: list                # runs.csv rows of the members
     steps: list               # saved checkpoint steps
     params_RxS: dict          # params stacked [runs, steps, ...]
-    seeds_R: jax.Array
+    seeds_R: np.ndarray
     hparams_R: dict
     extra_RxS: dict | None    # the rest of an SAE's state (aux counters and threshold,
                               # input_scale), else None
@@ -58,14 +57,15 @@ def chunks(out: Path, rows: list[dict]) -> Iterator[ChunkParams]:
             raise ConfigError(f"no checkpoints in {ckpt.directory}; run `jaxsim resume {out}`")
         index = np.array([int(r["index_in_chunk"]) for r in members])
         states = [ckpt.restore(s, None)["state"] for s in steps]
-        stack = lambda *a: jnp.stack([x[index] for x in a], axis=1)
+        # on the host (numpy): as jax ops, each leaf's gather and stack was a compile of its own
+        stack = lambda *a: np.stack([np.asarray(x)[index] for x in a], axis=1)
         params_RxS = jax.tree.map(stack, *[st["params"] for st in states])
         rest = [{k: v for k, v in st.items() if k not in ("params", "opt_state", "step")}
                 for st in states]
         extra_RxS = jax.tree.map(stack, *rest) if rest[0] else None
         chunk_runs = [runs[int(r["run_id"])] for r in members]
         yield ChunkParams(specs[g], chunk_runs, members, steps, params_RxS,
-                          jnp.array([r.seed for r in chunk_runs], jnp.int32),
+                          np.array([r.seed for r in chunk_runs], np.int32),
                           stages.inputs(specs[g], chunk_runs), extra_RxS)
 
 

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -70,12 +69,14 @@ def _prepare(fn, chunk, args: tuple, extra: bool, last: bool):
     arrays = tuple(a for a in args if isinstance(a, jax.Array))
     params, aux = chunk.params_RxS, chunk.extra_RxS if extra else None
     if last:
-        params, aux = jax.tree.map(lambda a: a[:, -1], (params, aux))
+        params, aux = jax.tree.map(lambda a: np.asarray(a)[:, -1], (params, aux))
     per_run = (params, aux, chunk.seeds_R, chunk.hparams_R)
     num_runs = chunk.seeds_R.shape[0]
     devices = jax.local_devices()
     pad = -num_runs % len(devices)      # repeats of the last run, so every device gets a share
-    per_run = jax.tree.map(lambda a: jnp.concatenate([a] + [a[-1:]] * pad), per_run)
+    # padded on the host: as jax ops, each leaf's concatenate was a compile of its own
+    per_run = jax.tree.map(lambda a: np.concatenate([np.asarray(a)] + [np.asarray(a)[-1:]] * pad),
+                           per_run)
     sharding = NamedSharding(Mesh(np.array(devices), ("runs",)), P("runs"))
     per_run = jax.device_put(per_run, sharding)
     program = _program(fn, chunk.spec, statics, len(args), extra)

@@ -44,8 +44,7 @@ def analyze_icl(request) -> dict:
     splits = list(mm.SPLITS)
     report = []
     for chunk in chunks(out, rows):
-        per_split = {split: jax.device_get(map_runs(icl.analyze_run, chunk, ends, num_sequences,
-                                                    split)) for split in splits}
+        per_split = jax.device_get(map_runs(icl.analyze_run, chunk, ends, num_sequences))
         for i, run in enumerate(chunk.runs):
             entry = run_entry(run, chunk.steps, chunk.rows[i])
             for split, m in per_split.items():

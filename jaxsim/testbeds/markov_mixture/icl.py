@@ -60,35 +60,54 @@ def fit_mixture(target_BxK: jax.Array, preds_AxBxK: jax.Array, iters: int = 300)
 
 
 def analyze_run(params_S, run_key: jax.Array, spec: Spec, hparams: dict, ends_G: jax.Array,
-                num_sequences: int, split: str) -> dict[str, jax.Array]:
-    """Metrics for S checkpoints of one run on one split: [S, G, A] distances and weights,
-    [S, G] losses. `ends_G` = context lengths - 1 (the prefix's last index)."""
+                num_sequences: int) -> dict[str, dict[str, jax.Array]]:
+    """Metrics for S checkpoints of one run on every split ({split: {name: array}}): [S, G, A]
+    distances and weights, [S, G] losses. `ends_G` = context lengths - 1 (the prefix's last
+    index).
+
+    Both splits go through one program (compiling a program per split costs a second compile
+    of everything but the sampler): their sequences are stacked [P=2, B, L], the model sees them
+    as one batch per checkpoint, and the mixture fit runs once over every checkpoint, split and
+    length (its 300 EM steps are a loop: batching them is what keeps them cheap)."""
     task = mm
     consts = task.constants(run_key, spec, hparams)
-    key = jax.random.fold_in(jax.random.fold_in(run_key, ANALYSIS_STREAM), task.SPLITS.index(split))
-    batch = task.sample(key, consts, spec, hparams, num_sequences, split)
-    x_BxL = batch.tokens_BxL
+    stream = jax.random.fold_in(run_key, ANALYSIS_STREAM)
+    batches = [task.sample(jax.random.fold_in(stream, task.SPLITS.index(split)), consts, spec,
+                           hparams, num_sequences, split) for split in task.SPLITS]
+    x_PxBxL = jnp.stack([b.tokens_BxL for b in batches])
+    probs_PxBxLxK = jnp.stack([b.next_probs_BxLxK for b in batches])
+    num_splits, num_seq, length = x_PxBxL.shape
     pi = stationary(consts.bank_NxKxK)
     log_w = jnp.log(consts.weights_N)  # -inf for inactive chains: zero prior
-    algs_BxAxGxK = jax.vmap(predict_all, (0, None, None, None, None))(
-        x_BxL, ends_G, consts.bank_NxKxK, pi, log_w)
-    next_BxG = x_BxL[:, ends_G + 1]
-    oracle_BxG = jnp.take_along_axis(batch.next_probs_BxLxK[:, ends_G], next_BxG[..., None], -1)[..., 0]
+    predict = jax.vmap(predict_all, (0, None, None, None, None))
+    algs_PxBxAxGxK = jax.vmap(predict, (0, None, None, None, None))(
+        x_PxBxL, ends_G, consts.bank_NxKxK, pi, log_w)
+    next_PxBxG = x_PxBxL[:, :, ends_G + 1]
+    oracle_PxBxG = jnp.take_along_axis(probs_PxBxLxK[:, :, ends_G], next_PxBxG[..., None],
+                                       -1)[..., 0]
     model = model_of(spec)
 
     def one_checkpoint(params):
-        logits = model.apply({"params": params}, x_BxL[:, :-1])
-        probs_BxGxK = jax.nn.softmax(logits[:, ends_G], axis=-1)
-        model_vs = jax.vmap(lambda a: kl(probs_BxGxK, a), 1, 2)(algs_BxAxGxK)      # [B, G, A]
-        vs_model = jax.vmap(lambda a: kl(a, probs_BxGxK), 1, 2)(algs_BxAxGxK)
-        preds_GxAxBxK = jnp.transpose(algs_BxAxGxK, (2, 1, 0, 3))
-        weights = jax.vmap(fit_mixture)(jnp.transpose(probs_BxGxK, (1, 0, 2)), preds_GxAxBxK)
-        p_next = jnp.take_along_axis(probs_BxGxK, next_BxG[..., None], -1)[..., 0]
-        return {"kl_model_to_alg": model_vs.mean(0), "kl_alg_to_model": vs_model.mean(0),
-                "mixture_weights": weights, "model_loss": -jnp.log(p_next + EPS).mean(0),
-                "oracle_loss": -jnp.log(oracle_BxG + EPS).mean(0)}
+        logits = model.apply({"params": params}, x_PxBxL.reshape(-1, length)[:, :-1])
+        probs_PxBxGxK = jax.nn.softmax(logits[:, ends_G], axis=-1).reshape(
+            num_splits, num_seq, len(ends_G), -1)
+        model_vs = jax.vmap(lambda a: kl(probs_PxBxGxK, a), 2, 3)(algs_PxBxAxGxK)  # [P,B,G,A]
+        vs_model = jax.vmap(lambda a: kl(a, probs_PxBxGxK), 2, 3)(algs_PxBxAxGxK)
+        p_next = jnp.take_along_axis(probs_PxBxGxK, next_PxBxG[..., None], -1)[..., 0]
+        return probs_PxBxGxK, {"kl_model_to_alg": model_vs.mean(1),
+                               "kl_alg_to_model": vs_model.mean(1),
+                               "model_loss": -jnp.log(p_next + EPS).mean(1)}
 
-    return jax.lax.map(one_checkpoint, params_S)
+    probs_SxPxBxGxK, metrics = jax.lax.map(one_checkpoint, params_S)
+    # the fit over [S, P, G] at once: targets [B, K] against the algorithms' [A, B, K]
+    preds_PxGxAxBxK = jnp.transpose(algs_PxBxAxGxK, (0, 3, 2, 1, 4))
+    fit = jax.vmap(jax.vmap(jax.vmap(fit_mixture), (0, 0)), (0, None))
+    metrics["mixture_weights"] = fit(jnp.moveaxis(probs_SxPxBxGxK, 2, 3), preds_PxGxAxBxK)
+    oracle_PxG = -jnp.log(oracle_PxBxG + EPS).mean(1)
+    num_checkpoints = jax.tree.leaves(params_S)[0].shape[0]
+    metrics["oracle_loss"] = jnp.broadcast_to(oracle_PxG, (num_checkpoints,) + oracle_PxG.shape)
+    return {split: {name: value[:, i] for name, value in metrics.items()}
+            for i, split in enumerate(task.SPLITS)}
 
 
 def dominant(kl_alg_to_model: np.ndarray) -> np.ndarray:

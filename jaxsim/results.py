@@ -23,6 +23,7 @@ import csv
 import dataclasses
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ CONFIG, PLAN, RUNS, METRICS, CHECKPOINTS, FIGURES, ANALYSIS, LOCK = (
     "config.yaml", "plan.json", "runs.csv", "metrics.npz", "checkpoints", "figures",
     "analysis.json", ".lock")
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+log = logging.getLogger(__name__)
 DAMAGED = ".damaged"   # suffix of a checkpoint step folder that could not be read
 
 
@@ -120,16 +122,34 @@ def writer_lock(out: Path, what: str):
 
 
 def is_finished(out: Path) -> bool:
-    """Every run of the directory trained to its end: metrics.npz written and no run pending."""
+    """Every run of the directory trained to its end: metrics.npz, runs.csv and plan.json
+    intact, no run pending, and each chunk's last checkpoint on disk (a chunk folder deleted
+    by hand is retrained by resume)."""
     out = Path(out)
     if not (out / METRICS).is_file() or not (out / RUNS).is_file():
         return False
     try:
         read_metrics(out)
         rows = read_runs(out)
+        _, groups = read_plan(out)
     except cfglib.ConfigError:   # damaged: resume rebuilds it
         return False
-    return all(r["status"] in ("done", "diverged") for r in rows)
+    ids = {int(r["run_id"]) for r in rows}
+    last_saved = all(g.spec.train.steps in ChunkCheckpoints(chunk_dir(out, g.index, c.index),
+                                                            []).steps()
+                     for g in groups for c in g.chunks if c.runs[0].run_id in ids)
+    return last_saved and all(r["status"] in ("done", "diverged") for r in rows)
+
+
+def check_config(out: Path) -> None:
+    """One line when `out` holds a sweep's files but has lost its config.yaml (the resolved
+    config, which the other files do not hold whole: it cannot be rebuilt)."""
+    out = Path(out)
+    if out.is_dir() and not (out / CONFIG).is_file() and any(
+            (out / name).exists() for name in (PLAN, RUNS, METRICS, CHECKPOINTS)):
+        raise cfglib.ConfigError(f"'{out}' has lost its {CONFIG} (the sweep's resolved config, "
+                                 f"which cannot be rebuilt from the other files): copy it back, "
+                                 f"or sweep again into a new --out")
 
 
 def write_config(out: Path, cfg: cfglib.Config) -> None:
@@ -165,15 +185,34 @@ def spec_from_dict(doc: dict) -> cfglib.Spec:
 
 
 def read_plan(out: Path, device_count: int | None = None,
-              sizes: dict[int, int] | None = None) -> tuple[list, list]:
+              sizes: dict[int, int] | None = None, repair: bool = False) -> tuple[list, list]:
     """(runs, groups) of a sweep directory as planned when it started: from plan.json, or, for a
     directory written before plan.json existed, re-planned from config.yaml with each group's
     chunk size from `sizes` (default: as runs.csv records it). `device_count` (default: the
     plan's, or this process's) must split every planned chunk evenly (one line naming the
-    count to use otherwise)."""
+    count to use otherwise). A damaged plan.json is one line, or with `repair` (resume)
+    re-planned the same way and written again."""
     out = Path(out)
     if not (out / PLAN).is_file():
         return _replan(out, device_count, sizes)
+    try:
+        return _read_plan_file(out, device_count, sizes)
+    except _DamagedPlan as e:
+        if not repair:
+            raise cfglib.ConfigError(f"{out / PLAN} is damaged ({e}); `jaxsim resume {out}` "
+                                     f"rebuilds it from {CONFIG} and {RUNS}") from None
+    runs, groups = _replan(out, device_count, sizes)
+    write_plan(out, groups, device_count or jax.device_count())
+    log.warning(f"jaxsim: {out / PLAN} was damaged; rebuilt from {CONFIG} and {RUNS}")
+    return runs, groups
+
+
+class _DamagedPlan(Exception):
+    """plan.json cannot be read (its message: the error)."""
+
+
+def _read_plan_file(out: Path, device_count: int | None, sizes: dict[int, int] | None
+                    ) -> tuple[list, list]:
     try:
         doc = json.loads((out / PLAN).read_text())
         if _before_stages(doc):   # an activations plan with the task.source keys of version 1
@@ -190,8 +229,8 @@ def read_plan(out: Path, device_count: int | None = None,
                                      [r for c in chunks for r in c.runs], chunks))
     except cfglib.ConfigError:
         raise
-    except (ValueError, KeyError, TypeError) as e:
-        raise cfglib.ConfigError(f"{out / PLAN} is damaged ({type(e).__name__}: {e})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise _DamagedPlan(f"{type(e).__name__}: {e}") from None
     return sorted(runs.values(), key=lambda r: r.run_id), groups
 
 
@@ -263,25 +302,43 @@ def _source_columns(cfg: cfglib.Config, run, memo: dict) -> list:
     return memo[source]
 
 
-PLACED = ("run_id", "status", "shape_group", "chunk", "index_in_chunk")
+PLACED = ("run_id", "seed", "status", "shape_group", "chunk", "index_in_chunk")
 
 
 def read_runs(out: Path) -> list[dict[str, str]]:
-    """runs.csv's rows (dicts of strings); one line if it is damaged (empty, truncated, columns
-    missing): resume rewrites it from plan.json."""
+    """runs.csv's rows (dicts of strings); one line if it is damaged (empty, truncated, a column
+    missing, its own or an axis of config.yaml): resume rewrites it from plan.json."""
     path = Path(out) / RUNS
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
+        if not rows:
+            raise ValueError("no rows")
+        axes = cfglib.axis_keys(cfglib.load(out / CONFIG)) if (out / CONFIG).is_file() else []
         for row in rows:
             for column in PLACED:
                 int(row[column]) if column != "status" else row[column].strip()
-        if not rows:
-            raise ValueError("no rows")
-    except (KeyError, ValueError, TypeError, AttributeError, csv.Error) as e:
+            for column in axes:
+                row[column].strip()
+    except (KeyError, ValueError, TypeError, AttributeError, csv.Error, UnicodeDecodeError) as e:
         raise cfglib.ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); `jaxsim resume "
                                  f"{out}` rewrites it from plan.json") from None
     return rows
+
+
+def read_analysis(out: Path) -> dict | None:
+    """analysis.json as `jaxsim analyze` wrote it (None before); one line if it is damaged."""
+    path = Path(out) / ANALYSIS
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
+            raise ValueError("not an analysis document")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise cfglib.ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); run `jaxsim "
+                                 f"analyze {Path(out)}` again") from None
+    return doc
 
 
 def write_metrics(out: Path, steps: np.ndarray, arrays: dict[str, np.ndarray],
@@ -490,7 +547,8 @@ def restore_run(out: Path, run_id: int, step: int | None = None) -> tuple[int, d
     ckpt, index = _run_checkpoints(out, run_id)
     steps = ckpt.steps()
     if not steps:
-        raise cfglib.ConfigError(f"no checkpoints in {ckpt.directory}")
+        raise cfglib.ConfigError(f"no checkpoints in {ckpt.directory}; `jaxsim resume {out}` "
+                                 f"trains its runs again")
     step = steps[-1] if step is None or step < 0 else step
     if step not in steps:
         raise cfglib.ConfigError(f"step {step} of run {run_id} is not saved; saved: {steps}")

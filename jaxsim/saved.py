@@ -44,6 +44,8 @@ class Sweep:
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise ConfigError(f"results directory '{self.dir}' does not exist")
+        from jaxsim import results
+        results.check_config(self.dir)
         for name in ("config.yaml", "runs.csv"):
             if not (self.dir / name).is_file():
                 raise ConfigError(f"'{self.dir}' is not a jaxsim results directory (no {name})")
@@ -61,6 +63,7 @@ class Sweep:
     def runs(self):
         """pandas.DataFrame [runs]: runs.csv without its checkpoint placement columns."""
         import pandas as pd
+        self._rows     # runs.csv checked first: a damaged one is one line
         frame = pd.read_csv(self.dir / "runs.csv")
         return frame.drop(columns=[c for c in PLACEMENT if c in frame.columns])
 
@@ -112,9 +115,8 @@ class Sweep:
 
     @functools.cached_property
     def analysis(self) -> dict | None:
-        import json
-        path = self.dir / "analysis.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        from jaxsim import results
+        return results.read_analysis(self.dir)
 
     @functools.cached_property
     def source(self) -> Sweep | None:

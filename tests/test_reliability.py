@@ -327,7 +327,7 @@ def test_a_diverged_run_is_marked_and_its_figures_still_draw(testbed, tmp_path, 
 
 
 def test_figure_helpers_leave_diverged_runs_out(tmp_path):
-    """read_analysis moves a diverged run out of the runs drawn; log_scale keeps an all-NaN
+    """drawable_analysis moves a diverged run out of the runs drawn; log_scale keeps an all-NaN
     panel linear (a log axis of nothing raises in matplotlib) and says why it is empty."""
     import json
 
@@ -337,9 +337,9 @@ def test_figure_helpers_leave_diverged_runs_out(tmp_path):
     (tmp_path / "analysis.json").write_text(json.dumps(
         {"task": "pcfg", "runs": [{"run_id": 0, "status": "done", "grammatical": [0.5]},
                                   {"run_id": 1, "status": "diverged", "grammatical": [0.0]}]}))
-    doc = plotting.read_analysis(tmp_path, "pcfg")
+    doc = plotting.drawable_analysis(tmp_path, "pcfg")
     assert [r["run_id"] for r in doc["runs"]] == [0] and doc["diverged"] == [1]
-    assert plotting.read_analysis(tmp_path, "sim") is None
+    assert plotting.drawable_analysis(tmp_path, "sim") is None
     assert plotting.diverged_note([1]) == "run 1 diverged (NaN loss): not drawn"
     fig, (empty, full) = plt.subplots(1, 2)
     empty.plot([10, 20], [np.nan, np.nan])
@@ -351,4 +351,85 @@ def test_figure_helpers_leave_diverged_runs_out(tmp_path):
     plotting.save(fig, tmp_path, "x.png")       # draws: a log axis here would raise
     (tmp_path / "analysis.json").write_text('{"task": "pcfg", "runs": [')
     with pytest.raises(results.cfglib.ConfigError, match="analysis.json is damaged"):
-        plotting.read_analysis(tmp_path)
+        plotting.drawable_analysis(tmp_path)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _drop_column(path: Path, name: str) -> None:
+    lines = [line.split(",") for line in path.read_text().splitlines()]
+    at = lines[0].index(name)
+    path.write_text("\n".join(",".join(c for i, c in enumerate(line) if i != at)
+                              for line in lines) + "\n")
+
+
+# fault -> (how, what the refusal names, the commands that need the damaged file)
+FAULTS = {
+    "plan.json truncated": (lambda d: _truncate(d / "plan.json"),
+                            "plan.json is damaged", {"analyze", "open"}),
+    "plan.json not a plan": (lambda d: (d / "plan.json").write_text('{"version": 2, "groups": 3}'),
+                             "plan.json is damaged", {"analyze", "open"}),
+    "chunk checkpoints deleted": (lambda d: shutil.rmtree(d / "checkpoints" / "group_000"
+                                                          / "chunk_000"),
+                                  "no checkpoints in", {"analyze", "open"}),
+    "metrics.npz truncated": (lambda d: _truncate(d / "metrics.npz"),
+                              "metrics.npz is damaged", {"plot", "open"}),
+    "runs.csv without a column": (lambda d: _drop_column(d / "runs.csv", "shape_group"),
+                                  "runs.csv is damaged", {"analyze", "plot", "open"}),
+    "config.yaml deleted": (lambda d: (d / "config.yaml").unlink(),
+                            "has lost its config.yaml", {"resume", "analyze", "plot", "open"}),
+}
+
+
+def _files(d: Path) -> dict:
+    return {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != results.LOCK}
+
+
+def _open_error(d: Path) -> tuple[int, str]:
+    """jaxsim.open(d) and everything it reads, as (exit-code-like, message)."""
+    import jaxsim
+    try:
+        s = jaxsim.open(d)
+        s.config, s.runs, s.metrics, s.analysis, s.params(0)
+    except results.cfglib.ConfigError as e:
+        return 2, f"jaxsim: error: {e}"
+    return 0, ""
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_damaged_results_directory_is_one_line_then_rebuilt(fault, done, tmp_path, capsys):
+    """Each command that needs the damaged file exits 2 with one line naming it and what to do,
+    and changes no file; the others work. Then resume rebuilds what can be rebuilt (plan.json
+    from config.yaml and runs.csv, a deleted chunk by training it again, metrics.npz, runs.csv)
+    to the bytes of the undamaged sweep; a lost config.yaml cannot be, and resume says so."""
+    damage, needle, refused = FAULTS[fault]
+    for command in ("analyze", "plot", "open", "resume"):
+        d = tmp_path / command
+        shutil.copytree(done, d)
+        damage(d)
+        before = _files(d)
+        capsys.readouterr()
+        if command == "open":
+            code, err = _open_error(d)
+        else:
+            code = cli.main([command, str(d), "-q", *(["--sequences", "2"]
+                                                       if command == "analyze" else [])])
+            err = capsys.readouterr().err.strip()
+        if command in refused:
+            assert code == 2 and len(err.splitlines()) == 1 and needle in err, (command, err)
+            assert ("jaxsim resume" in err or "copy it back" in err) and "Traceback" not in err
+            assert _files(d) == before, command              # nothing touched, nothing lost
+        else:
+            assert code == 0, (command, err)
+    if "resume" not in refused:          # rebuilt: the undamaged sweep's files
+        fixed = tmp_path / "resume"
+        for name in ("config.yaml", "plan.json", "runs.csv"):
+            assert (fixed / name).read_bytes() == (done / name).read_bytes(), name
+        _same_metrics(fixed, done)        # (an npz's bytes hold its write time)
+
+        def steps(d):
+            return sorted(p.relative_to(d) for p in d.glob("checkpoints/*/*/step_*"))
+        assert steps(fixed) == steps(done)

@@ -26,6 +26,7 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
     """Analyse a sweep directory with its testbed's analysis; `num_sequences` = analysis
     examples per run (sequences, matrices, points, samples)."""
     out = Path(out)
+    results.check_config(out)
     if not (out / results.CONFIG).is_file() or not (out / results.RUNS).is_file():
         raise ConfigError(f"'{out}' is not a sweep directory (needs {results.CONFIG} and "
                           f"{results.RUNS})")

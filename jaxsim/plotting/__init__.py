@@ -3,13 +3,11 @@ every testbed's figures share (saving, axis values of runs.csv, readable axis la
 runs kept out of the picture and named in it)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxsim import results
-from jaxsim.errors import ConfigError
 
 # Readable names of the core keys; a testbed passes its own task keys' names (`Testbed.labels`).
 LABELS = {"train.lr": "learning rate", "train.weight_decay": "weight decay",
@@ -83,27 +81,12 @@ def from_source(rows: list[dict], metrics: dict) -> dict:
     return {"step": np.concatenate([[0], metrics["step"]]), **staged}
 
 
-def load_analysis(out: Path) -> dict | None:
-    """DIR/analysis.json as written (None before `jaxsim analyze`); one line if it is damaged."""
-    path = Path(out) / results.ANALYSIS
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text())
-        if not isinstance(doc, dict) or not isinstance(doc.get("runs", []), list):
-            raise ValueError("not an analysis document")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); run `jaxsim analyze "
-                          f"{Path(out)}` again") from None
-    return doc
-
-
-def read_analysis(out: Path, task: str | None = None) -> dict | None:
+def drawable_analysis(out: Path, task: str | None = None) -> dict | None:
     """DIR/analysis.json (None before `jaxsim analyze`, or when `task` is given and another
     testbed's analysis wrote it), with the runs that diverged moved from doc["runs"] to
     doc["diverged"] (their run ids): a diverged run's numbers (NaN, or the zeros of a model
     that outputs NaN: no grammatical samples, no recovered concept) are not findings."""
-    doc = load_analysis(out)
+    doc = results.read_analysis(out)
     if doc is None or (task is not None and doc.get("task") != task):
         return None
     runs = doc.get("runs", [])

@@ -94,6 +94,7 @@ def resume(out: Path, progress: bool = True, programs: engine.Programs | None = 
     out = Path(out)
     if not out.is_dir():
         raise ConfigError(f"results directory '{out}' does not exist")
+    results.check_config(out)
     if not (out / results.CONFIG).is_file():
         raise ConfigError(f"'{out}' is not a sweep directory (no {results.CONFIG}); "
                           f"start one with `jaxsim sweep CONFIG --out {out}`")
@@ -109,7 +110,7 @@ def resume(out: Path, progress: bool = True, programs: engine.Programs | None = 
 def _resume(out: Path, progress: bool, programs: engine.Programs | None) -> Path:
     cfg = cfglib.load(out / results.CONFIG)
     # _recorded_sizes: the chunk sizes of a directory from before plan.json, to re-plan it
-    runs, groups = results.read_plan(out, jax.device_count(), _recorded_sizes(out))
+    runs, groups = results.read_plan(out, jax.device_count(), _recorded_sizes(out), repair=True)
     if (out / shards.MANIFEST).is_file():
         groups = shards.reselect(out, runs, groups, jax.device_count())
     return _train(cfg, out, runs, groups, progress, programs or engine.Programs(),

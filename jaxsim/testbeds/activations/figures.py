@@ -20,13 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim.plotting import diverged_note, read_analysis, save  # noqa: E402
+from jaxsim.plotting import diverged_note, drawable_analysis, save  # noqa: E402
 
 
 def _runs(out: Path) -> tuple[dict, list[dict]] | None:
     """analysis.json and its runs with causal probes that did not diverge (None: nothing to
     draw)."""
-    doc = read_analysis(out)
+    doc = drawable_analysis(out)
     if doc is None:
         return None
     runs = [r for r in doc["runs"] if "causal" in r]

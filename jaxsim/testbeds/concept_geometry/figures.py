@@ -25,7 +25,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim.testbeds.concept_geometry import FIELDS  # noqa: E402
-from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
+from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
+                             log_scale, save)
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.concept_geometry import LABELS  # noqa: E402
@@ -77,8 +78,8 @@ def _geometries(rows: list[dict], cfg_geometry: str) -> tuple[list[str], np.ndar
 
 
 def _analysis(out: Path) -> dict | None:
-    """analysis.json without its diverged runs (`plotting.read_analysis`); None before it."""
-    return read_analysis(out)
+    """analysis.json without its diverged runs (`plotting.drawable_analysis`); None before it."""
+    return drawable_analysis(out)
 
 
 def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dict,

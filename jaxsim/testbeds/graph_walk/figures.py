@@ -33,7 +33,8 @@ import numpy as np  # noqa: E402
 from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results
 from jaxsim.testbeds.graph_walk import GRAPH  # noqa: E402
-from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
+from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
+                             log_scale, save)
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.graph_walk import LABELS  # noqa: E402
@@ -187,7 +188,8 @@ def energy(out: Path, doc: dict) -> Path:
         row[0].set_ylabel("Dirichlet energy / random embedding's")
     panels[0, 0].legend(fontsize=7)
     _note(fig, doc, f"normalised Dirichlet energy of the class means over the last "
-                    f"{doc['window']} tokens, relative to i.i.d. Gaussian means on the same windows")
+                    f"{doc['window']} tokens, relative to i.i.d. Gaussian means on the same "
+                    f"windows")
     return save(fig, out, "graph_energy.png", rect=(0, 0, 1, 0.96))
 
 
@@ -226,7 +228,7 @@ def pca(out: Path, doc: dict) -> Path:
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:
     paths = [curves(out, axes, rows, metrics)]
-    doc = read_analysis(out, "graph_walk")
+    doc = drawable_analysis(out, "graph_walk")
     if doc is not None and doc["runs"]:     # some run that did not diverge was analysed
         paths += [accuracy(out, doc, axes, rows), energy(out, doc)]
         if (out / GRAPH).is_file():

@@ -27,8 +27,9 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from jaxsim import results  # noqa: E402
 from jaxsim.config import ConfigError  # noqa: E402
-from jaxsim.plotting import (axis_values, from_source, group_mean, label, load_analysis,  # noqa: E402
+from jaxsim.plotting import (axis_values, from_source, group_mean, label,  # noqa: E402
                              log_scale, save)
 from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
 
@@ -185,7 +186,7 @@ def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict)
 def phases(out: Path, num_chains: int | None = None) -> list[Path]:
     """Both phase figures, if DIR/analysis.json exists and the sweep has a task.num_chains
     axis."""
-    doc = load_analysis(out)
+    doc = results.read_analysis(out)
     if doc is None or not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
         return []
     return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]

@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim.testbeds.matrix_completion import ATTENTION  # noqa: E402
-from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
+from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
+                             log_scale, save)
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.matrix_completion import LABELS  # noqa: E402
@@ -39,7 +40,7 @@ CURVES = (("eval_mse_id", "all entries", "copy_mse_id"),
 
 
 def _analysis(out: Path) -> dict | None:
-    return read_analysis(out, "matrix_completion")
+    return drawable_analysis(out, "matrix_completion")
 
 
 def plateaus(out: Path, rows: list[dict]) -> list[dict] | None:

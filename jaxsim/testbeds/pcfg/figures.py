@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim.testbeds.pcfg import SAMPLES  # noqa: E402
-from jaxsim.plotting import diverged, diverged_note, log_scale, read_analysis, save  # noqa: E402
+from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
+                             log_scale, save)
 
 COLOURS = {"dyck2": "tab:blue", "expr": "tab:orange", "english": "tab:green"}
 STYLES = ("-", "--", ":", "-.")
@@ -112,7 +113,7 @@ def sample_lengths(out: Path, lost: list[int]) -> Path:
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, grammar: str) -> list[Path]:
     paths = [loss_curves(out, axes, rows, metrics, grammar)]
-    doc = read_analysis(out, "pcfg")
+    doc = drawable_analysis(out, "pcfg")
     if doc is not None:
         paths.append(grammaticality(out, doc, axes, rows))
         if (out / SAMPLES).is_file():

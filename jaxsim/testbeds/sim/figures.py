@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from jaxsim.testbeds.sim.task import concept_signal  # noqa: E402
-from jaxsim.plotting import diverged, diverged_note, read_analysis, save  # noqa: E402
+from jaxsim.plotting import diverged, diverged_note, drawable_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
 from jaxsim.testbeds.sim import LABELS  # noqa: E402
@@ -192,7 +192,7 @@ def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict, runs: dict) -> list[Path]:
-    doc = read_analysis(out, "sim") or {}
+    doc = drawable_analysis(out, "sim") or {}
     analysed = {e["run_id"]: e for e in doc.get("runs", [])}
     per_run = _per_run(rows, metrics, runs, analysed)
     if not per_run:

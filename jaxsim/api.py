@@ -138,7 +138,8 @@ def plot(directory: str | os.PathLike, num_chains: int | None = None) -> list[Pa
         raise ConfigError(f"results directory '{out}' does not exist")
     from jaxsim import results
     results.check_config(out)
-    if (out / "steer.yaml").is_file():           # a steering study's directory
+    from jaxsim import steering
+    if (out / steering.CONFIG_FILE).is_file():           # a steering study's directory
         from jaxsim import results
         from jaxsim.steering import figures as steering_figures
         results.check_writable(out)

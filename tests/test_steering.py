@@ -139,6 +139,26 @@ def test_a_known_direction_gives_the_known_effect(gpt):
     assert 0 < deltas[0] < deltas[1] < deltas[2]
 
 
+def test_a_head_shift_is_a_shift_of_the_attention_output_bias(gpt):
+    """Adding delta_h to head h's output at every position is the same as adding delta_h's
+    image under the output projection to that projection's bias (an independent route)."""
+    spec, hparams, model, params, consts = gpt
+    tokens = testbeds.of(spec).behaviours["chain"].build(jax.random.key(8), consts, spec,
+                                                         hparams, 4, 4).match_BxT
+    shift_HxD = jax.random.normal(jax.random.key(9), (2, 8)) * 0.05
+    iv = methods.Intervention(jnp.int32(0), jnp.zeros(16), shift_HxD)
+    steered = model.apply({"params": params}, tokens,
+                          edit=metrics.steering_edit(iv, jnp.float32(3.0)))
+    out = params["block0"]["attn"]["out"]
+    moved = jax.tree.map(lambda a: a, params)
+    moved["block0"]["attn"]["out"] = {**out, "bias": out["bias"] + 3.0 * shift_HxD.reshape(-1)
+                                      @ out["kernel"]}
+    np.testing.assert_allclose(np.asarray(steered),
+                               np.asarray(model.apply({"params": moved}, tokens)),
+                               rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(steered - model.apply({"params": params}, tokens))).max() > 1e-3
+
+
 def test_random_directions_have_zero_mean_effect(gpt):
     """Over 400 random directions (uniform on the sphere) the mean delta is within 3 standard
     errors of zero, while single directions do move the log-odds. At a norm small against the
@@ -246,8 +266,15 @@ def test_steer_writes_every_record_and_a_figure(trained, capsys):
     path.write_text(yaml.safe_dump(STEER))
     assert cli.main(["steer", str(src), str(path), f"steer.sae={sae}",
                      "--out", str(root / "out")]) == 0
-    assert "steering.csv" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "steering.csv" in err and "at multiplier 1, mean over 4 runs" in err
     frame = pd.read_csv(root / "out" / "steering.csv")
+    table = pd.read_csv(root / "out" / "steering_summary.csv")
+    caa = table[(table.method == "caa") & (table.direction == "promote")]
+    rand = table[(table.method == "random") & (table.direction == "promote")]
+    np.testing.assert_allclose(caa.delta_vs_random.to_numpy(),
+                               caa.delta.to_numpy() - rand.delta.to_numpy(), atol=1e-6)
+    assert (frame.resid_norm > 0).all()
     # 4 runs x (caa, iti: 1 layer each; random: 2) x 4 signed multipliers, + the SAE runs' own
     assert len(frame[frame.method != "sae"]) == 4 * 4 * 4
     sae_rows = frame[frame.method == "sae"]

@@ -39,7 +39,7 @@ def section_table(section: str, cls: type) -> list[str]:
     lines = ["| key | type | default | allowed | varies | doc |", "|---|---|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
-        kind = KINDS[meta.get("dynamic", False)] if section != "sweep" else ""
+        kind = KINDS[meta.get("dynamic", False)] if section not in ("sweep", "steer") else ""
         default = _default(f)
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
         doc = meta.get("doc", "") or ("the testbed (its registry name, or MODULE:OBJECT)"
@@ -77,4 +77,9 @@ def render(only: str | None = None) -> str:
         lines += [f"## {section}", ""] + section_table(section, cls) + [""]
     for testbed in testbeds.builtin().values():
         lines += testbed_section(testbed)
+    from jaxsim.steering.config import SteerConfig
+    lines += ["## steer (`jaxsim steer DIR CONFIG`)", "",
+              "A steering config is its own file with one section, `steer` "
+              "([docs/steering.md](steering.md)); overrides are `steer.KEY=VALUE`.", ""]
+    lines += section_table("steer", SteerConfig) + [""]
     return "\n".join(lines).rstrip() + "\n"

@@ -10,3 +10,5 @@ config.py   the `steer` section        methods.py  fit activations -> unit inter
 metrics.py  steered likelihoods        driver.py   the compiled programs, records, files
 figures.py  the figures
 """
+
+CONFIG_FILE, RECORDS, VECTORS = "steer.yaml", "steering.csv", "steering_vectors.npz"

@@ -30,7 +30,7 @@ class SteerConfig:
                           doc="caa (mean activation difference), iti (top heads' mass-mean "
                               "shift), sae (a latent's decoder direction, needs steer.sae), "
                               "random (random directions of caa's norm)")
-    multipliers: list = field([0.5, 1.0, 2.0, 4.0, 8.0],
+    multipliers: list = field([0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
                               doc="positive scales of each method's unit intervention; each is "
                                   "applied with + (promote) and - (suppress)")
     continuation: int = field(0, min=0, doc="continuation tokens (0 = the behaviour's default)")

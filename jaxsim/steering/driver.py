@@ -22,11 +22,10 @@ import yaml
 from jaxsim import config as cfglib
 from jaxsim import results, stages, testbeds
 from jaxsim.config import ConfigError
-from jaxsim.steering import programs, sae_source
+from jaxsim.steering import CONFIG_FILE, RECORDS, VECTORS, programs, sae_source, summary
 from jaxsim.steering.config import SteerConfig, to_dict
 
 log = logging.getLogger(__name__)
-CONFIG_FILE, RECORDS, VECTORS = "steer.yaml", "steering.csv", "steering_vectors.npz"
 METRICS = ("delta", "delta_se", "shift", "shift_se", "toward", "log_odds", "side_effect")
 
 
@@ -122,6 +121,7 @@ def _records(layout, runs, rows, axes, steps, per, sae_info) -> list[dict]:
                             "direction": "promote" if scale > 0 else "suppress",
                             "multiplier": float(abs(scale)), "latent": latent,
                             "norm": float(per["norm"][r, i]),
+                            "resid_norm": float(per["resid_norm"][r, i]),
                             **{m: float(per[m][r, i, s]) for m in METRICS},
                             "base_log_odds": float(per["base_log_odds"][r]),
                             "clean_loss": float(per["clean_loss"][r]),
@@ -182,6 +182,9 @@ def steer(source: Path, scfg: SteerConfig, out: Path) -> Path:
                             f"caa_g{g.index}": per["caa"], f"iti_g{g.index}": per["iti"],
                             f"iti_accuracy_g{g.index}": per["iti_accuracy"]})
         _write(out, scfg, source, records, vectors)
+        import pandas as pd
+        for line in summary.write(out, pd.DataFrame(records), axes):
+            log.info(f"jaxsim: {line}")
     return out
 
 

@@ -74,12 +74,9 @@ def draw(out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
-    from jaxsim.steering.driver import RECORDS
+    from jaxsim.steering import RECORDS
     frame = pd.read_csv(out / RECORDS)
-    fixed = {"run_id", "seed", "step", "behaviour", "method", "variant", "layer", "direction",
-             "multiplier", "latent", "norm", "delta", "delta_se", "shift", "shift_se", "toward",
-             "log_odds", "side_effect", "base_log_odds", "clean_loss", "num_prompts"}
-    axes = [c for c in frame.columns if c not in fixed]
+    axes = list(frame.columns[2:list(frame.columns).index("step")])   # run_id, seed, axes.., step
     written = []
     for behaviour, part in frame.groupby("behaviour"):
         groups = list(part.groupby(axes)) if axes else [((), part)]

@@ -157,6 +157,16 @@ def sae_direction(codes_match_MxF: jax.Array, codes_nonmatch_MxF: jax.Array,
     return j, diff_F[j] * decoder_FxC[j]
 
 
+def residual_norms(model, params: dict, contrast: Contrast, num_layers: int) -> jax.Array:
+    """[S] the mean norm of the residual stream after each block over the prompts' positions
+    (matching rows, up to the continuation's end): the scale an intervention is added to."""
+    _, acts = model.apply({"params": params}, contrast.match_BxT, return_activations=True)
+    upto_BxT = jnp.cumsum(contrast.target_BxT[:, ::-1], 1)[:, ::-1] > 0
+    w = (upto_BxT & contrast.valid_B[:, None]).astype(jnp.float32)
+    return jnp.stack([jnp.sum(jnp.linalg.norm(acts[f"block{i}"], axis=-1) * w)
+                      / jnp.maximum(w.sum(), 1.0) for i in range(num_layers)])
+
+
 def effect_norm(params: dict, iv: Intervention, num_layers: int) -> jax.Array:
     """The norm of what a unit intervention adds to the residual stream at its layer (heads'
     shifts through the layer's attention output projection)."""

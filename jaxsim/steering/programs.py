@@ -5,8 +5,10 @@ evaluate  (params, hparams, seed, activations, sae vectors) -> for every interve
           variant x layer) and signed multiplier: the metrics of `metrics.summarize`, the side
           effect, and the intervention's residual-space norm; plus the unsteered baselines
 
-Every method's vectors come from the same fit activations inside `evaluate`, and every steered
-evaluation is one step of a `lax.map`, so a group compiles twice whatever the grid's size.
+Every method's vectors come from the same fit activations inside `evaluate`; the steered
+evaluations are a `lax.map` over interventions with each intervention's signed multipliers
+vmapped together, so a group compiles twice whatever the grid's size, and memory grows with the
+number of multipliers, not of interventions.
 """
 from __future__ import annotations
 
@@ -120,9 +122,11 @@ def evaluate(spec: Spec, layout: Layout, params: dict, hparams: dict, seed,
 
     num_i, num_s = ivs.layer.shape[0], scales.shape[0]
     flat_iv = jax.tree.map(lambda a: jnp.repeat(a, num_s, axis=0), ivs)
-    flat = jax.lax.map(one, (flat_iv, jnp.tile(scales, num_i)))
+    flat = jax.lax.map(one, (flat_iv, jnp.tile(scales, num_i)), batch_size=num_s)
     per = jax.tree.map(lambda a: a.reshape(num_i, num_s), flat)
     per["norm"] = jax.vmap(lambda iv: methods.effect_norm(params, iv, spec.model.num_layers))(ivs)
+    resid_S = methods.residual_norms(model, params, contrast, spec.model.num_layers)
+    per["resid_norm"] = resid_S[ivs.layer]
     mean_lo0 = jnp.sum(jnp.where(contrast.valid_B, lo0, 0)) / jnp.maximum(contrast.valid_B.sum(), 1)
     per.update(clean_loss=clean_loss, base_log_odds=mean_lo0,
                num_prompts=contrast.valid_B.sum().astype(jnp.int32), **vectors)

@@ -7,7 +7,7 @@ it (e.g. "sweep.axes.model.k=8: ").
 
 Caps on plans no machine can run, refused at load before anything is written or compiled:
 MAX_EVALS evaluations per run and MAX_PARAMS (estimated) parameters per model here, MAX_RUNS
-runs per sweep in `jaxsim.config.load`; every integer key is an int32 (`coerce`).
+runs per sweep in `jaxsim.config.build`; every integer key is an int32 (`coerce`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ them with the selected testbed's `task` section (each testbed's own dataclass, s
 `jaxsim.testbed`).
 
 Every field is declared with `field(default, ...)`: its range, choices and doc live in its
-metadata, which validation (`jaxsim.config.load`) and the key reference (`jaxsim keys`) read.
+metadata, which validation (`jaxsim.config.keys`) and the key reference (`jaxsim keys`) read.
 A field of `task`, `model` or `train` is either *static* (changes array shapes or control flow:
 part of the compile-time `Spec`) or *dynamic* (a per-run scalar in the vmapped `Hparams` pytree),
 marked ``dynamic=True``; ``dynamic="max"`` additionally keeps the group maximum in the static spec

@@ -314,3 +314,21 @@ def test_bad_steering_input_exits_2_with_one_line(trained, capsys, override, nee
                      str(root / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
+
+
+def test_the_output_directory_is_new_empty_or_a_steering_studys(trained, capsys):
+    """A directory holding other files is refused with one line and left as it was; an
+    interrupted study's directory (steer.yaml written first) is rerun into."""
+    root, src, _ = trained
+    cfg = {"steer": {**STEER["steer"], "methods": ["caa"], "multipliers": [1.0]}}
+    other = root / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty and holds no steering results"):
+        api.steer(src, cfg, out=other, figures=False)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+    cut = root / "cut"
+    cut.mkdir()
+    (cut / "steer.yaml").write_text(yaml.safe_dump(cfg))    # as an interrupted study leaves it
+    done = api.steer(src, cfg, out=cut, figures=False)
+    assert len(pd.read_csv(done / "steering.csv")) == 4 * 1 * 2

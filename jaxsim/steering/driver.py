@@ -55,7 +55,8 @@ def _behaviour(testbed, scfg: SteerConfig) -> str:
 
 
 def _prepare_out(out: Path) -> None:
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
+    """A new or empty directory, or a steering study's (rerun into: its results are replaced)."""
+    if out.is_dir() and not results.is_empty(out) and not (out / CONFIG_FILE).is_file():
         raise ConfigError(f"--out '{out}' is not empty and holds no steering results; choose "
                           f"an empty or new directory")
     results.make_output_dir(out)
@@ -161,6 +162,7 @@ def steer(source: Path, scfg: SteerConfig, out: Path) -> Path:
     axes = cfglib.axis_keys(cfg)
     records, vectors = [], {}
     with results.writer_lock(out, "steer"):
+        _write_config(out, scfg, source)
         for g, runs, steps, per_run_saes, layout in plan:
             ids = [r.run_id for r in runs]
             log.info(f"jaxsim: steering {len(ids)} runs of shape group {g.index}: "
@@ -181,18 +183,22 @@ def steer(source: Path, scfg: SteerConfig, out: Path) -> Path:
             vectors.update({f"run_ids_g{g.index}": np.array(ids),
                             f"caa_g{g.index}": per["caa"], f"iti_g{g.index}": per["iti"],
                             f"iti_accuracy_g{g.index}": per["iti_accuracy"]})
-        _write(out, scfg, source, records, vectors)
+        _write(out, records, vectors)
         import pandas as pd
         for line in summary.write(out, pd.DataFrame(records), axes):
             log.info(f"jaxsim: {line}")
     return out
 
 
-def _write(out: Path, scfg: SteerConfig, source: Path, records: list, vectors: dict) -> None:
+def _write_config(out: Path, scfg: SteerConfig, source: Path) -> None:
+    """steer.yaml, first: it marks the directory as a steering study's, so an interrupted study
+    reruns into it (its results are replaced)."""
     doc = {**to_dict(scfg), "source": str(source)}
     results.atomic_write(out / CONFIG_FILE,
                          lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
 
+
+def _write(out: Path, records: list, vectors: dict) -> None:
     def write_csv(path: Path) -> None:
         with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(records[0]))

@@ -275,6 +275,10 @@ def test_steer_writes_every_record_and_a_figure(trained, capsys):
     np.testing.assert_allclose(caa.delta_vs_random.to_numpy(),
                                caa.delta.to_numpy() - rand.delta.to_numpy(), atol=1e-6)
     assert (frame.resid_norm > 0).all()
+    # the unsteered side-effect loss is the sweep's own logged held-out loss of each run
+    logged = np.load(src / "metrics.npz")["eval_loss_id"][:, -1]
+    np.testing.assert_allclose(frame.groupby("run_id").clean_loss.first().to_numpy(), logged,
+                               rtol=1e-5)
     # 4 runs x (caa, iti: 1 layer each; random: 2) x 4 signed multipliers, + the SAE runs' own
     assert len(frame[frame.method != "sae"]) == 4 * 4 * 4
     sae_rows = frame[frame.method == "sae"]

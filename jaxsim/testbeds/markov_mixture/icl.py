@@ -87,9 +87,18 @@ def analyze_run(params_S, run_key: jax.Array, spec: Spec, hparams: dict, ends_G:
                                        -1)[..., 0]
     model = model_of(spec)
 
+    # the model reads the sequences `train.microbatch_size` at a time (all at once without
+    # one), as in training: on a CPU, activations that stay in cache ran the quickstart's
+    # analysis forward passes 3x faster than one pass over all 128 sequences
+    inputs_NxT = x_PxBxL.reshape(-1, length)[:, :-1]
+    per_pass = spec.train.microbatch_size or inputs_NxT.shape[0]
+
     def one_checkpoint(params):
-        logits = model.apply({"params": params}, x_PxBxL.reshape(-1, length)[:, :-1])
-        probs_PxBxGxK = jax.nn.softmax(logits[:, ends_G], axis=-1).reshape(
+        def next_probs_GxK(tokens_T):
+            logits_TxK = model.apply({"params": params}, tokens_T[None])[0]
+            return jax.nn.softmax(logits_TxK[ends_G], axis=-1)
+
+        probs_PxBxGxK = jax.lax.map(next_probs_GxK, inputs_NxT, batch_size=per_pass).reshape(
             num_splits, num_seq, len(ends_G), -1)
         model_vs = jax.vmap(lambda a: kl(probs_PxBxGxK, a), 2, 3)(algs_PxBxAxGxK)  # [P,B,G,A]
         vs_model = jax.vmap(lambda a: kl(a, probs_PxBxGxK), 2, 3)(algs_PxBxAxGxK)

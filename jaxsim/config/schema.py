@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SAE_KINDS = ("relu", "relu_decnorm", "topk", "batchtopk", "jumprelu", "spade")
+SCHEDULES = ("constant", "cosine", "linear", "rsqrt")   # jaxsim.training.schedules
 
 
 def field(default: Any, *, dynamic: bool | str = False, choices: tuple | None = None,
@@ -110,6 +111,17 @@ class TrainConfig:
                          doc="Adam's second-moment decay")
     grad_clip: float = field(1.0, dynamic=True, min=0.0, doc="global gradient-norm clip; 0 = off")
     warmup_steps: int = field(0, dynamic=True, min=0, doc="linear learning-rate warm-up steps")
+    schedule: str = field("constant", dynamic=True, choices=SCHEDULES,
+                          doc="learning rate after the warm-up: constant; cosine or linear decay "
+                              "to min_lr_ratio x lr at decay_steps; rsqrt: x sqrt(W / step) "
+                              "(W = max(warmup_steps, 1)); per run, the kind included (one "
+                              "compile for a sweep over kinds)")
+    decay_steps: int = field(0, dynamic=True, min=0,
+                             doc="cosine, linear: the step at which the decay reaches the floor, "
+                                 "counted from step 0 (warm-up included); 0 = train.steps")
+    min_lr_ratio: float = field(0.1, dynamic=True, min=0.0, max=1.0,
+                                doc="cosine, linear: the floor as a fraction of lr; rsqrt never "
+                                    "goes below it")
     sparsity_warmup_steps: int = field(0, dynamic=True, min=0,
                                     doc="sae: linear warm-up of the sparsity coefficient")
     eval_every: int = field(100, min=1, doc="steps between evaluations (at most train.steps; "

@@ -81,9 +81,16 @@ def group_key(spec: Spec) -> Spec:
 
 
 def hparams_of(cfg: Config) -> dict:
-    """The dynamic per-run values as a nested dict of Python scalars ({'task': {...}, ...})."""
+    """The dynamic per-run values as a nested dict of Python scalars ({'task': {...}, ...}); a
+    dynamic field with string choices (`train.schedule`) is carried as its index in them."""
     out: dict = {}
-    for key in dynamic_keys(cfg):
-        section, name = key.split(".")
-        out.setdefault(section, {})[name] = getattr(getattr(cfg, section), name)
+    for section in SWEEPABLE:
+        body = getattr(cfg, section)
+        for f in dataclasses.fields(body):
+            if not f.metadata.get("dynamic"):
+                continue
+            value = getattr(body, f.name)
+            if isinstance(value, str) and f.metadata.get("choices"):
+                value = f.metadata["choices"].index(value)
+            out.setdefault(section, {})[f.name] = value
     return out

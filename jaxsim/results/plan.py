@@ -73,6 +73,15 @@ def read_plan(out: Path, device_count: int | None = None,
     return runs, groups
 
 
+def _with_new_keys(hparams: dict) -> dict:
+    """A run's hparams with the train keys added since its plan was written (train.schedule and
+    its knobs) at their defaults, which train as the plan's sweep did (a constant schedule)."""
+    if "train" not in hparams:
+        return hparams
+    defaults = cfglib.hparams_of(cfglib.Config())["train"]
+    return {**hparams, "train": {**defaults, **hparams["train"]}}
+
+
 class _DamagedPlan(Exception):
     """plan.json cannot be read (its message: the error)."""
 
@@ -83,7 +92,8 @@ def _read_plan_file(out: Path, device_count: int | None, sizes: dict[int, int] |
         doc = json.loads((out / PLAN).read_text())
         if _before_stages(doc):   # an activations plan with the task.source keys of version 1
             return _replan(out, device_count, sizes)
-        runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"], d["hparams"])
+        runs = {d["run_id"]: grid.Run(d["run_id"], d["seed"], d["values"],
+                                      _with_new_keys(d["hparams"]))
                 for d in doc["runs"]}
         devices = device_count or doc["device_count"]
         _check_split(out, doc, devices)

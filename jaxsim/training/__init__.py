@@ -7,8 +7,9 @@ sees one contract.
 import jax
 
 from jaxsim.config import Spec
-from jaxsim.training import loop, sae_loop
+from jaxsim.training import loop, sae_loop, schedules
 from jaxsim.training.loop import as_arrays, num_intervals
+from jaxsim.training.schedules import learning_rate
 
 
 def _impl(spec: Spec):
@@ -39,5 +40,5 @@ def train_step(state, consts, key, spec: Spec, hparams: dict):
     return _impl(spec).train_step(state, consts, key, spec, hparams)
 
 
-__all__ = ["as_arrays", "init", "loop", "metric_names", "num_intervals", "sae_loop",
-           "train", "train_interval", "train_step"]
+__all__ = ["as_arrays", "init", "learning_rate", "loop", "metric_names", "num_intervals",
+           "sae_loop", "schedules", "train", "train_interval", "train_step"]

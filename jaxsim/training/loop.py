@@ -16,6 +16,7 @@ import optax
 
 from jaxsim import models, testbeds
 from jaxsim.config import ConfigError, Spec
+from jaxsim.training import schedules
 
 State = dict[str, Any]  # {"params", "opt_state", "step"}
 INIT_STREAM = 1000      # sub-stream of the run key used for parameter init
@@ -28,8 +29,9 @@ def model_of(spec: Spec):
 
 def optimizer(hparams: dict, name: str = "adamw") -> optax.GradientTransformation:
     """AdamW (or plain SGD, `train.optimizer`) with global-norm clipping (grad_clip 0 = off);
-    every hyperparameter may be a traced per-run scalar. Warm-up scales the update in
-    `train_step`, not here, so the optimizer state has the same structure with or without it.
+    every hyperparameter may be a traced per-run scalar. The learning-rate schedule (warm-up
+    and decay, `schedules.factor`) scales the update in `train_step`, not here, so the optimizer
+    state has the same structure for every schedule.
     SGD adds weight_decay * w to the gradient (no momentum: the paper's plain SGD)."""
     hp = hparams["train"]
     clip = jnp.where(hp["grad_clip"] > 0, hp["grad_clip"], jnp.inf)
@@ -40,12 +42,6 @@ def optimizer(hparams: dict, name: str = "adamw") -> optax.GradientTransformatio
         optax.clip_by_global_norm(clip),
         optax.adamw(hp["lr"], b1=hp["beta1"], b2=hp["beta2"], weight_decay=hp["weight_decay"]),
     )
-
-
-def warmup_factor(step: jax.Array, hparams: dict) -> jax.Array:
-    """Linear warm-up of the learning rate: (step + 1) / warmup_steps, capped at 1."""
-    warmup = jnp.maximum(hparams["train"]["warmup_steps"], 1).astype(jnp.float32)
-    return jnp.minimum(1.0, (step + 1).astype(jnp.float32) / warmup)
 
 
 def init(key: jax.Array, spec: Spec, hparams: dict) -> State:
@@ -162,7 +158,7 @@ def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
     loss, grads = value_and_grad(state["params"], spec, batch, hparams)
     updates, opt_state = optimizer(hparams, spec.train.optimizer).update(
         grads, state["opt_state"], state["params"])
-    scale = warmup_factor(state["step"], hparams)
+    scale = schedules.factor(state["step"], spec, hparams)
     updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
     params = optax.apply_updates(state["params"], updates)
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss

@@ -23,8 +23,8 @@ from jaxsim.config import Spec
 from jaxsim.models import sae
 from jaxsim.testbed import SAEView
 from jaxsim.training import sae_metrics
-from jaxsim.training.loop import (INIT_STREAM, optimizer, scan_interval, start_params,
-                                  warmup_factor)
+from jaxsim.training import schedules
+from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, start_params
 
 METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1")
 CAUSAL_STREAM = 3000  # sub-stream of the run key: interpolation weights of the causal term
@@ -148,7 +148,7 @@ def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
     if kind in sae.UNIT_NORM_KINDS:
         grads = sae.project_decoder_grads(grads, state["params"])
     updates, opt_state = optimizer(hparams).update(grads, state["opt_state"], state["params"])
-    scale = warmup_factor(state["step"], hparams)
+    scale = schedules.factor(state["step"], spec, hparams)
     params = optax.apply_updates(state["params"], jax.tree.map(lambda u: u * scale, updates))
     if kind in sae.UNIT_NORM_KINDS:
         params = sae.renormalize_decoder(params)

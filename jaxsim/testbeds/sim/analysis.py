@@ -33,6 +33,7 @@ import numpy as np
 from jaxsim import config as cfglib
 from jaxsim import results, training
 from jaxsim.analysis.checkpoints import group_specs
+from jaxsim.config.schema import SCHEDULES
 from jaxsim.models.mlp import end_to_end
 from jaxsim.testbeds.sim import task as simtask
 from jaxsim.testbeds.sim.task import means_noises
@@ -184,10 +185,12 @@ def compare_closed_form(steps_E, metrics: dict[str, np.ndarray], w0_DxD, rot_DxD
 
 
 def has_closed_form(spec, hparams: dict) -> bool:
-    """Plain gradient descent on the one-layer linear model (no decay, no warm-up)."""
+    """Plain gradient descent on the one-layer linear model (no decay, no warm-up, a constant
+    learning rate)."""
     m, t, hp = spec.model, spec.train, hparams["train"]
     return (m.name == "mlp" and m.num_layers == 1 and t.optimizer == "sgd"
-            and hp["weight_decay"] == 0 and hp["warmup_steps"] == 0)
+            and hp["weight_decay"] == 0 and hp["warmup_steps"] == 0
+            and hp["schedule"] == SCHEDULES.index("constant"))
 
 
 @functools.partial(jax.jit, static_argnums=1)

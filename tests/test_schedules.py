@@ -60,11 +60,13 @@ def test_the_update_of_a_step_follows_the_schedule():
                    optimizer="sgd", grad_clip=0.0, weight_decay=0.0)
         spec, hp = cfglib.spec_of(cfg), training.as_arrays(cfglib.hparams_of(cfg))
         key = jax.random.key(3)
-        state = dict(training.init(key, spec, hp), step=jnp.asarray(22, jnp.int32))
+        state = dict(jax.jit(training.init, static_argnums=1)(key, spec, hp),
+                     step=jnp.asarray(22, jnp.int32))
         consts = testbeds.of(spec).constants(key, spec, hp)
         batch = testbeds.of(spec).train_batch(consts, key, state["step"], spec, hp)
-        _, grads = loop.value_and_grad(state["params"], spec, batch, hp)
-        after, _ = loop.train_step(state, consts, key, spec, hp)
+        _, grads = jax.jit(loop.value_and_grad, static_argnums=1)(state["params"], spec, batch,
+                                                                  hp)
+        after, _ = jax.jit(loop.train_step, static_argnums=3)(state, consts, key, spec, hp)
         lr = 0.5 * closed_form(kind, np.array(23.0), 5, 40, 0.1)
         expected = jax.tree.map(lambda p, g: p - lr * g, state["params"], grads)
         for a, b in zip(jax.tree.leaves(after["params"]), jax.tree.leaves(expected)):

@@ -192,6 +192,18 @@ def steer(directory: str | os.PathLike, config: str | os.PathLike | dict | None 
     return done
 
 
+def summary(directory: str | os.PathLike, other: str | os.PathLike | None = None):
+    """The summary table of a results directory (`jaxsim summary DIR`): a pandas DataFrame,
+    one row per combination of the axes' values, each summary column's mean and std over seeds
+    (`Sweep.summary`). With `other`, the two side by side (`jaxsim summary DIR OTHER`): joined
+    on their common axis keys, columns suffixed _A and _B, and `<name>_diff` = B's mean - A's."""
+    table = Sweep(directory).summary
+    if other is None:
+        return table
+    from jaxsim import summaries
+    return summaries.compare(table, Sweep(other).summary)
+
+
 def open(directory: str | os.PathLike) -> Sweep:  # noqa: A001 (jaxsim.open, like io.open)
     """The results directory `directory` as a `Sweep` (read-only, lazy)."""
     return Sweep(directory)

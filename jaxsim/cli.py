@@ -1,4 +1,5 @@
-"""`jaxsim sweep | resume | merge | analyze | steer | plot | keys`: thin argument parsing; no science here.
+"""`jaxsim sweep | resume | merge | analyze | steer | plot | summary | keys`: thin argument parsing;
+no science here.
 
 Bad input (config keys, values, directories) exits with code 2 and one line naming the problem.
 """
@@ -107,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="analysis sequences per run and split (default 64)")
     analyze.add_argument("--context-lengths", help="comma-separated context lengths "
                                                    "(default: ~12 log-spaced up to the trained context)")
+    summary = sub.add_parser("summary", parents=both,
+                             help="print a results dir's final results per axis value (mean ± "
+                                  "std over seeds; summary.csv), or two dirs side by side",
+                             description="Print the final results of DIR per axis value, as "
+                                         "the sweep and analyze print them (summary.csv); with "
+                                         "OTHER, both sweeps side by side and their difference.")
+    summary.add_argument("dir", metavar="DIR", help=DIR_HELP)
+    summary.add_argument("other", metavar="OTHER", nargs="?",
+                         help="a second results directory to compare with (B - A)")
     keys = sub.add_parser("keys", parents=both,
                           help="print every config key (type, default, allowed values, doc) as "
                                "Markdown: docs/config.md is its output")
@@ -176,6 +186,18 @@ def _sweep(args) -> None:
     api.sweep(cfg, out=out, progress=_progress(args))
 
 
+def _summary(directory: str, other: str | None) -> None:
+    """`jaxsim summary DIR [OTHER]`: the table on stdout (it is the command's output)."""
+    from jaxsim import summaries
+    table = api.summary(directory)
+    if other is None:
+        heading = summaries.title(table, f"of {directory}")
+        sys.stdout.write(summaries.render(table, heading) + "\n")
+    else:
+        sys.stdout.write(summaries.render_comparison(table, api.summary(other), directory, other)
+                         + "\n")
+
+
 def _progress(args) -> bool:
     return not args.no_progress and getattr(args, "verbosity", logs.DEFAULT) != logs.QUIET
 
@@ -224,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--sequences must be >= 1, got {args.sequences}")
             done = api.analyze(args.dir, args.sequences, lengths)
             logs.RESULT.info(f"jaxsim: wrote {done.dir / 'analysis.json'}")
+        elif args.command == "summary":
+            _summary(args.dir, args.other)
         elif args.command == "keys":
             from jaxsim.config import reference
             sys.stdout.write(reference.render(args.testbed))

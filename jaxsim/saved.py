@@ -36,6 +36,8 @@ class Sweep:
     runs      DataFrame, one row per run: run_id, seed, each swept key (dotted name), status
     metrics   tidy DataFrame, one row per run and evaluation step: run_id, seed, the swept keys,
               step, one column per metric (rows where a run has no evaluation dropped)
+    summary   DataFrame, one row per combination of axis values: final results, mean and std
+              over seeds (what summary.csv holds)
     analysis  the parsed analysis.json (`jaxsim analyze`), or None
     source    a staged sweep's source sweep (`init.source`), or None
     """
@@ -112,6 +114,18 @@ class Sweep:
                 arrays[alias] = arrays[name]
         return np.array(sorted(r.run_id for g in kept for c in g.chunks for r in c.runs)), \
             steps, arrays
+
+    @functools.cached_property
+    def summary(self):
+        """pandas.DataFrame, one row per combination of the axes' values: its final results,
+        mean and std over seeds (summary.csv's table; after `jaxsim analyze` with the
+        testbed's analysis columns), computed from the files now (`jaxsim.summaries`)."""
+        from jaxsim import results, summaries
+        if not (self.dir / results.METRICS).is_file():
+            raise ConfigError(f"'{self.dir}' has no {results.METRICS} yet (still training, or "
+                              f"interrupted: `jaxsim resume {self.dir}`); its partial metrics "
+                              f"are in .metrics")
+        return summaries.of_directory(self.dir)
 
     @functools.cached_property
     def analysis(self) -> dict | None:

@@ -89,6 +89,14 @@ class Behaviour(NamedTuple):
     check: Callable = lambda spec, continuation: None
 
 
+class Derived(NamedTuple):
+    """A summary column computed from other metrics of the same runs, e.g. the loss minus the
+    oracle's: the number a reader compares across axis values, which no single metric holds."""
+    name: str
+    of: Callable        # {metric name: values [R] (numpy)} -> values [R]
+    doc: str = ""
+
+
 class AnalysisRequest(NamedTuple):
     """What `jaxsim analyze` passes a testbed's analysis."""
     out: Path                        # the results directory
@@ -150,6 +158,12 @@ class Testbed:
                  or "frozen" (the source is a frozen model the testbed reads through
                  hparams["source"], e.g. SAEs on its activations; the run's own model starts
                  fresh)
+    summary_metrics  what the summaries show (the table at the end of a sweep, summary.csv,
+                 `jaxsim summary`, the per-evaluation log line): metric names of metrics.npz
+                 and `Derived` columns, in order; a name a sweep lacks is skipped; () = every
+                 metric (no aliases). A testbed names the few numbers its finding is read from
+    summary_analysis  analysis.json -> {run_id: {column: number or str}}: each run's final
+                 analysis results, which `jaxsim analyze` adds to the summary (None: none)
     doc          one line for `jaxsim keys`
     """
     name: str
@@ -175,6 +189,8 @@ class Testbed:
     points_per_sequence: Callable | None = None
     behaviours: dict = field(default_factory=dict)
     stage: str = "init"
+    summary_metrics: tuple = ()
+    summary_analysis: Callable | None = None
     doc: str = ""
 
     def metric_names(self, spec) -> list[str]:

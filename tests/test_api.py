@@ -37,7 +37,8 @@ def test_runs_metrics_config(trained):
     s = jaxsim.open(trained)
     assert s.config == config.load(trained / "config.yaml") and s.analysis is None
     runs = s.runs
-    assert list(runs.columns) == ["run_id", "seed", "task.num_chains", "status"]
+    assert list(runs.columns[:4]) == ["run_id", "seed", "task.num_chains", "status"]
+    assert all(c.startswith("final_") for c in runs.columns[4:])       # final results
     assert runs.run_id.tolist() == [0, 1, 2, 3] and runs["task.num_chains"].tolist() == [1, 1, 4, 4]
     assert (runs.status == "done").all()
     m = s.metrics

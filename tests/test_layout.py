@@ -12,7 +12,7 @@ from jaxsim import testbed as protocol
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "jaxsim"
-GENERIC = ["models", "training", "sweeps", "analysis", "plotting", "config", "results",
+GENERIC = ["models", "training", "sweeps", "analysis", "plotting", "config", "results", "summaries",
            "grid.py", "cli.py", "testbed.py", "api.py", "saved.py", "stages.py"]
 ANALYSIS_MODULES = {"analysis", "diagnostics", "plateau", "earley", "icl", "representations",
                     "concepts", "probes", "grammaticality", "algorithms"}

@@ -43,6 +43,7 @@ def _digest(directory: Path) -> dict:
 
 def _assert_same_sweep(merged: Path, single: Path):
     assert (merged / "runs.csv").read_text() == (single / "runs.csv").read_text()
+    assert (merged / "summary.csv").read_text() == (single / "summary.csv").read_text()
     assert (merged / "config.yaml").read_text() == (single / "config.yaml").read_text()
     a, b = results.read_metrics(merged), results.read_metrics(single)
     assert list(a) == list(b)

@@ -45,9 +45,11 @@ def test_results_directory_layout(tmp_path):
     rows, metrics = _sweep(tmp_path, "s", sweep={"axes": {"task.num_chains": [1, 4],
                                                          "train.lr": [1e-3, 3e-3]}, "seeds": 2})
     out = tmp_path / "s"
-    assert {p.name for p in out.iterdir()} >= {"config.yaml", "runs.csv", "metrics.npz", "checkpoints"}
-    assert list(rows[0]) == ["run_id", "seed", "task.num_chains", "train.lr", "status",
-                             "shape_group", "chunk", "index_in_chunk"]
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "runs.csv", "metrics.npz",
+                                               "checkpoints", "summary.csv"}
+    assert list(rows[0])[:8] == ["run_id", "seed", "task.num_chains", "train.lr", "status",
+                                 "shape_group", "chunk", "index_in_chunk"]
+    assert list(rows[0])[8:10] == ["final_step", "final_train_loss"]    # then every metric
     assert [int(r["run_id"]) for r in rows] == list(range(8))
     assert [(int(r["task.num_chains"]), float(r["train.lr"]), int(r["seed"])) for r in rows[:3]] == \
         [(1, 1e-3, 0), (1, 1e-3, 1), (1, 3e-3, 0)]

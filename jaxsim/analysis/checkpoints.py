@@ -5,7 +5,9 @@ Shared by the per-task reports (`analysis/*_report.py`); `analysis/report.py` pi
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -15,6 +17,8 @@ import numpy as np
 
 from jaxsim import grid, results, stages
 from jaxsim.config import ConfigError, Spec
+
+log = logging.getLogger(__name__)
 
 
 def group_specs(out: Path, rows: list[dict]) -> tuple[dict, dict[int, grid.Run]]:
@@ -50,11 +54,15 @@ def chunks(out: Path, rows: list[dict]) -> Iterator[ChunkParams]:
     members_of: dict[tuple[int, int], list[dict]] = {}
     for row in rows:
         members_of.setdefault((int(row["shape_group"]), int(row["chunk"])), []).append(row)
-    for (g, c), members in sorted(members_of.items()):
+    started = time.perf_counter()
+    for number, ((g, c), members) in enumerate(sorted(members_of.items()), 1):
         ckpt = results.ChunkCheckpoints(results.chunk_dir(out, g, c), [])
         steps = ckpt.steps()
         if not steps:
             raise ConfigError(f"no checkpoints in {ckpt.directory}; run `jaxsim resume {out}`")
+        log.info(f"jaxsim: analyze: chunk {number}/{len(members_of)} (group {g}, chunk {c}): "
+                 f"{len(members)} runs x {len(steps)} saved steps "
+                 f"({time.perf_counter() - started:.0f}s so far)")
         index = np.array([int(r["index_in_chunk"]) for r in members])
         states = [ckpt.restore(s, None)["state"] for s in steps]
         # on the host (numpy): as jax ops, each leaf's gather and stack was a compile of its own

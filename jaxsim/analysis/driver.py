@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import time
 from pathlib import Path
 
 import jax
@@ -17,9 +19,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxsim import config as cfglib
-from jaxsim import results, testbeds
+from jaxsim import results, summaries, testbeds
 from jaxsim.config import ConfigError
 from jaxsim.testbed import AnalysisRequest
+
+log = logging.getLogger(__name__)
 
 
 def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None) -> Path:
@@ -40,11 +44,28 @@ def analyze(out: Path, num_sequences: int = 64, lengths: list[int] | None = None
         raise ConfigError(f"--context-lengths applies to task.name={' or '.join(takes)} only")
     results.check_writable(out)   # before the work, not after it
     with results.writer_lock(out, "analyze"):
-        doc = testbed.analysis.run(AnalysisRequest(out, cfg, results.read_runs(out),
-                                                   num_sequences, lengths))
+        rows = results.read_runs(out)
+        log.info(f"jaxsim: analysing {len(rows)} runs of {out} (task.name={cfg.task.name}, "
+                 f"{num_sequences} examples per run)")
+        started = time.perf_counter()
+        doc = testbed.analysis.run(AnalysisRequest(out, cfg, rows, num_sequences, lengths))
         path = out / results.ANALYSIS
         results.atomic_write(path, lambda p: p.write_text(json.dumps(doc)))
+        log.info(f"jaxsim: analysis done in {time.perf_counter() - started:.1f}s")
+        _summary(out)
     return path
+
+
+def _summary(out: Path) -> None:
+    """summary.csv with the analysis's columns, and its table in the log; a damaged or
+    missing metrics.npz (which the analysis does not read) leaves it out with a warning."""
+    try:
+        table = summaries.write(out)
+    except (ConfigError, FileNotFoundError) as e:
+        log.warning(f"jaxsim: no {summaries.SUMMARY} ({e})")
+        return
+    log.info(summaries.render(table, summaries.title(table, f"-> {out / summaries.SUMMARY}",
+                                                     "final results and analysis")))
 
 
 def map_runs(fn, chunk, *args, extra: bool = False, last: bool = False):

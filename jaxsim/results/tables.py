@@ -15,8 +15,11 @@ from jaxsim import config as cfglib
 from jaxsim.results.checkpoints import ChunkCheckpoints, chunk_dir
 from jaxsim.results.files import ANALYSIS, CONFIG, METRICS, RUNS, atomic_write
 
-def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str]) -> None:
-    """runs.csv from the planned groups (`jaxsim.grid.Group`) and each run's status."""
+def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, str],
+               finals: list[tuple[str, list[str]]] | None = None) -> None:
+    """runs.csv from the planned groups (`jaxsim.grid.Group`) and each run's status; `finals`
+    (after training: `jaxsim.summaries.run_columns`, cells in run_id order) are appended as
+    columns after the placement ones."""
     axes = cfglib.axis_keys(cfg)
     rows = []
     sources: dict[int, list] = {}   # a source run's columns, read once per call
@@ -29,6 +32,9 @@ def write_runs(out: Path, cfg: cfglib.Config, groups: list, status: dict[int, st
     rows.sort(key=lambda r: r[0])
     header = ["run_id", "seed", *axes, *(SOURCE_COLUMNS if cfg.init.source else ()), "status",
               "shape_group", "chunk", "index_in_chunk"]
+    if finals:
+        header += [name for name, _ in finals]
+        rows = [row + [cells[i] for _, cells in finals] for i, row in enumerate(rows)]
 
     def write(p: Path):
         with open(p, "w", newline="") as f:

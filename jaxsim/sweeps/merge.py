@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxsim import config, results, testbeds
+from jaxsim import config, results, summaries, testbeds
 from jaxsim.config import ConfigError
 from jaxsim.sweeps import shards
 
@@ -176,6 +176,7 @@ def merge(dirs: list[Path], out: Path, copy: bool = False) -> Path:
         with open(tmp / results.RUNS, "w", newline="") as f:
             csv.writer(f).writerows([header, *rows])
         results.write_metrics(tmp, steps, arrays, aliases)
+        summaries.write(tmp)     # summary.csv of the whole sweep (each shard's is its own)
         _place_checkpoints(shard_docs, tmp, copy)
         if out.exists():
             out.rmdir()

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from jaxsim import config as cfglib
 from jaxsim.config import Config, ConfigError
-from jaxsim import logs, results, stages, testbeds
+from jaxsim import logs, results, stages, summaries, testbeds
 from jaxsim import grid
-from jaxsim.sweeps import distributed, engine, memory, shards
+from jaxsim.sweeps import distributed, engine, live, memory, shards
 
 
 log = logging.getLogger(__name__)
@@ -174,15 +173,16 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
             bar.update(resumed_at)
             real = len(chunk.runs)
             where = f"[group {group.index} {chunk.name}]"
+            line = live.LiveLine(testbed, [run.values for run in chunk.runs])
 
-            def on_interval(step, row, real=real, where=where):
+            def on_interval(step, row, real=real, where=where, line=line):
                 nonlocal run_steps
                 bar.update(spec.train.eval_every)
                 run_steps += real * spec.train.eval_every
                 rate = run_steps / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix_str(f"{rate:.0f} runs·steps/s, "
                                     f"{rate * units_per_step:.3g} {testbed.unit}/s")
-                log.info(f"{where} step {step}/{spec.train.steps}  {_means_line(row, real)}")
+                log.info(f"{where} step {step}/{spec.train.steps}  {line(step, row)}")
 
             started = time.perf_counter()
             metrics = programs.train_chunk(spec, chunk, ckpt, cfg.sweep.checkpoint_every,
@@ -197,18 +197,15 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
     bar.close()
     steps, arrays = results.assemble(runs, groups, per_chunk)
     results.write_metrics(out, steps, arrays, testbeds.of(cfg).metric_aliases)
+    results.write_runs(out, cfg, groups, status,
+                       summaries.run_columns(testbeds.of(cfg), {"step": steps, **arrays},
+                                             summaries.metric_order(groups)))
+    if distributed.is_writer():     # the files it reads are process 0's
+        table = summaries.write(out)
+        heading = summaries.title(table, f"-> {out / summaries.SUMMARY}")
+        log.info(summaries.render(table, heading))
     _log_totals(cfg, out, groups, programs, status, run_steps, time.perf_counter() - t0)
     return out
-
-
-def _means_line(row: dict[str, np.ndarray], real: int) -> str:
-    """An evaluation's metrics averaged over the chunk's `real` runs (padding left out), the
-    diverged runs counted and left out of the means."""
-    means = {k: float(np.nanmean(v[:real])) for k, v in row.items()}
-    losses = [np.asarray(v[:real]) for k, v in row.items() if k.startswith(("train", "eval"))]
-    diverged = int((~np.isfinite(np.stack(losses))).any(axis=0).sum()) if losses else 0
-    return ("  ".join(f"{k} {v:.4f}" for k, v in sorted(means.items()))
-            + (f"  ({diverged} of {real} runs diverged: not in the means)" if diverged else ""))
 
 
 def _log_totals(cfg: Config, out: Path, groups: list[grid.Group], programs: engine.Programs,

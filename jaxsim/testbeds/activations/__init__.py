@@ -81,4 +81,6 @@ TESTBED = Testbed(
                 evaluate=_evaluate, causal_points=_causal_points, causal_error=_causal_error),
     rules=(_check_source,), analysis=Analysis(concept_geometry.analyze), figures=_figures,
     labels={"task.site": "site", "init.run": "source run"}, unit="points", stage="frozen",
+    summary_metrics=concept_geometry.SUMMARY,
+    summary_analysis=concept_geometry.summary_of_analysis,
     doc="sparse autoencoders on a trained jaxsim transformer's residual stream; causal probes")

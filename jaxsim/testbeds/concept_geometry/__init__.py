@@ -54,6 +54,16 @@ def analyze(request):
                                      request.num_sequences)
 
 
+# the sparsity-fidelity trade-off and concept recovery at the end of training
+SUMMARY = ("fvu_id", "l0_id", "f1_id", "dead_fraction_id", "max_cos_id", "loss_recovered_id")
+
+
+def summary_of_analysis(doc) -> dict:
+    """Per run, at the final checkpoint: the MCC of its latents with the true concepts."""
+    return {r["run_id"]: {"mcc_concepts": r["mcc_concepts"][-1]} for r in doc["runs"]
+            if r.get("mcc_concepts")}
+
+
 def draw_figures(request):
     from jaxsim.testbeds.concept_geometry import figures as sae_figures
     return sae_figures.draw(request.out, request.axes, request.rows, request.metrics,
@@ -69,4 +79,5 @@ TESTBED = Testbed(
                 metric_names=lambda spec: ("max_cos",) if _subspaces(spec) else (),
                 evaluate=_evaluate),
     analysis=Analysis(analyze), figures=draw_figures, labels=LABELS, unit="points",
+    summary_metrics=SUMMARY, summary_analysis=summary_of_analysis,
     doc="sparse autoencoders on toy data with known concepts")

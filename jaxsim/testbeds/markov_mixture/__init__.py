@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from jaxsim.config import field
-from jaxsim.testbed import Analysis, Objective, Testbed
+from jaxsim.testbed import Analysis, Derived, Objective, Testbed
 from jaxsim.testbeds.markov_mixture import behaviours, task
 from jaxsim.training import objectives
 
@@ -39,6 +39,19 @@ def _analyze(request):
     return analysis.analyze_icl(request)
 
 
+def _summary_of_analysis(doc):
+    from jaxsim.testbeds.markov_mixture import verdicts
+    return verdicts.summary_of_analysis(doc)
+
+
+# the README's finding: the gap to the oracle on training chains and on fresh ones, against N
+SUMMARY = ("eval_loss_id", "eval_loss_ood",
+           Derived("gap_id", lambda m: m["eval_loss_id"] - m["oracle_loss_id"],
+                   "held-out loss minus the true chains' (oracle) loss, training chains (nats)"),
+           Derived("gap_ood", lambda m: m["eval_loss_ood"] - m["oracle_loss_ood"],
+                   "the same on fresh chains (nats)"))
+
+
 def _figures(request):
     from jaxsim.testbeds.markov_mixture import figures
     return figures.draw(request)
@@ -54,4 +67,5 @@ TESTBED = Testbed(
     labels=LABELS,
     unit="tokens", per_example=lambda spec: spec.task.context_length,
     metric_aliases={"oracle_loss": "oracle_loss_ood"}, behaviours=behaviours.BEHAVIOURS,
+    summary_metrics=SUMMARY, summary_analysis=_summary_of_analysis,
     doc="in-context learning on a mixture of Markov chains; four-algorithm analysis")

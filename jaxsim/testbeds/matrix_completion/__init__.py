@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 
 from jaxsim.config import ConfigError, field
-from jaxsim.testbed import Analysis, Objective, Testbed
+from jaxsim.testbed import Analysis, Derived, Objective, Testbed
 from jaxsim.testbeds.matrix_completion import task
 from jaxsim.training.objectives import masked_mse
 
@@ -79,6 +79,20 @@ def _figures(request):
     return figures.draw(request.out, request.axes, request.rows, request.metrics)
 
 
+def _summary_of_analysis(doc) -> dict:
+    """Per run: whether its masked loss dropped, and the plateau length of those that did (a
+    run without a drop has only a lower bound: left out of the mean, counted by `drop`)."""
+    return {r["run_id"]: {"drop": "dropped" if r["plateau"]["dropped"] else "no drop",
+                          "plateau_length": (r["plateau"]["length"] if r["plateau"]["dropped"]
+                                             else None)}
+            for r in doc["runs"]}
+
+
+# each run against its own copy baseline (its matrices' own: < 1 beats copying)
+SUMMARY = ("eval_mse_id", "eval_mse_masked_id",
+           Derived("masked_vs_copy_id", lambda m: m["eval_mse_masked_id"] / m["copy_mse_masked_id"],
+                   "masked-entry MSE / the run's own copy baseline's (< 1: beyond copying)"))
+
 OBJECTIVE = Objective(_inputs, _mse, _evaluate,
                       ("eval_mse", "eval_mse_masked", "eval_mse_observed", "copy_mse",
                        "copy_mse_masked"))
@@ -89,5 +103,5 @@ TESTBED = Testbed(
     eval_batch=task.eval_batch, vocab_size=task.vocab_size, seq_len=task.seq_len,
     sample=task.sample, objective=OBJECTIVE, rules=(_check_rank,),
     analysis=Analysis(_analyze), figures=_figures, labels=LABELS,
-    unit="entries", per_example=lambda spec: spec.task.matrix_size ** 2,
+    summary_metrics=SUMMARY, summary_analysis=_summary_of_analysis, unit="entries", per_example=lambda spec: spec.task.matrix_size ** 2,
     doc="abrupt learning: low-rank matrix completion with a BERT-style encoder")

@@ -71,6 +71,13 @@ def _figures(request):
 OBJECTIVE = Objective(objectives.lm_inputs, objectives.masked_lm_loss, _evaluate,
                       ("eval_loss", "legal_mass"), objectives.target_count)
 
+def _summary_of_analysis(doc) -> dict:
+    """Per run, at the final checkpoint: the share of its own samples that are grammatical
+    and of their tokens that are legal."""
+    return {r["run_id"]: {"grammatical": r["grammatical"][-1], "legal_tokens": r["legal_tokens"][-1]}
+            for r in doc["runs"]}
+
+
 TESTBED = Testbed(
     name="pcfg", config=PCFGConfig, models=("gpt",), splits=task.SPLITS,
     constants=task.constants, train_batch=task.train_batch, eval_batch=task.eval_batch,
@@ -78,4 +85,5 @@ TESTBED = Testbed(
     rules=(_check_context,), analysis=Analysis(_analyze), figures=_figures, labels=LABELS,
     unit="tokens", per_example=lambda spec: spec.task.context_length, features=_features,
     points_per_sequence=task.points_per_sequence, behaviours=behaviours.BEHAVIOURS,
+    summary_metrics=("eval_loss_id", "legal_mass_id"), summary_analysis=_summary_of_analysis,
     doc="formal languages (Dyck-2, prefix expressions, toy English): grammaticality")

@@ -72,9 +72,24 @@ def _figures(request):
     return figures.draw(request.out, request.axes, request.rows, request.metrics, concepts)
 
 
+def _summary_of_analysis(doc) -> dict:
+    """Per run: whether its OOD loss is non-monotonic (the swing-by), its rise over the
+    minimum (units of ½‖x̂‖²), and whether the concepts were learned in order of signal."""
+    found = {}
+    for r in doc["runs"]:
+        if r.get("ood") is None:          # a diverged run
+            continue
+        found[r["run_id"]] = {
+            "ood_swing_by": "non-monotonic" if r["ood"]["nonmonotonic"] else "monotonic",
+            "ood_rise": r["ood"]["rise_rel"],
+            "order_matches_signal": {True: "yes", False: "no"}.get(r.get("order_matches_signal"))}
+    return found
+
+
 TESTBED = Testbed(
     name="sim", config=SIMConfig, models=("mlp", "symmetric"), splits=task.SPLITS,
     constants=task.constants, train_batch=task.train_batch, eval_batch=task.eval_batch,
     vocab_size=task.vocab_size, seq_len=task.seq_len, objective=OBJECTIVE, rules=(_check_sim,),
     analysis=Analysis(_analyze), figures=_figures, labels=LABELS, unit="points",
+    summary_metrics=("eval_loss_id", "ood_loss_id"), summary_analysis=_summary_of_analysis,
     doc="structured identity mapping: concept learning order and swing-by")

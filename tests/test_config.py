@@ -299,3 +299,35 @@ def test_a_missing_config_file_suggests_the_nearest(tmp_path):
     assert "does not exist" in str(err.value) and "did you mean" not in str(err.value)
     with pytest.raises(ConfigError, match="does not exist"):
         config.load(tmp_path / "no_such_folder" / "a.yaml")
+
+
+def test_a_short_train_steps_override_rescales_the_evaluations(tmp_path, caplog):
+    """train.steps=150 on a config that evaluates every 100 steps is not refused: eval_every
+    becomes the divisor of 150 nearest the config's 15 evaluations, checkpoint_every scales
+    with it, and one log line says so; a multiple, or an explicit eval_every, changes nothing;
+    the same steps written in the YAML itself are still refused."""
+    import logging
+
+    import yaml
+    raw = tiny_raw(train={"steps": 1500, "eval_every": 100}, sweep={"checkpoint_every": 500})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    logger = logging.getLogger("jaxsim")      # the CLI's handler stops it at "jaxsim"
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="jaxsim"):
+            cfg = config.load(tmp_path / "c.yaml", ["train.steps=150"])
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert (cfg.train.steps, cfg.train.eval_every, cfg.sweep.checkpoint_every) == (150, 10, 50)
+    assert any("train.eval_every 100 -> 10 (15 evaluations, the config had 15)" in r.message
+               and "sweep.checkpoint_every 500 -> 50" in r.message for r in caplog.records)
+    cfg = config.load(tmp_path / "c.yaml", ["train.steps=500"])
+    assert (cfg.train.eval_every, cfg.sweep.checkpoint_every) == (100, 500)
+    cfg = config.load(tmp_path / "c.yaml", ["train.steps=150", "train.eval_every=50"])
+    assert (cfg.train.eval_every, cfg.sweep.checkpoint_every) == (50, 500)
+    cfg = config.load(tmp_path / "c.yaml", ["train.steps=150", "sweep.checkpoint_every=30"])
+    assert (cfg.train.eval_every, cfg.sweep.checkpoint_every) == (10, 30)
+    from jaxsim.config import budget
+    assert budget.nearest_divisor(333, 22.2) == 9 and budget.nearest_divisor(12, 5) == 6
+    with pytest.raises(ConfigError, match="multiple of train.eval_every"):
+        config.from_dict(tiny_raw(train={"steps": 150, "eval_every": 100}))

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from jaxsim.config.budget import fit_budget
 from jaxsim.config.build import from_dict
 # INT32_MAX and _unknown are imported from this module by other code, as before the split
 from jaxsim.config.keys import (INT32_MAX, _testbed, _unknown, _unknown_dotted,  # noqa: F401
@@ -41,7 +42,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply KEY=VALUE overrides to a raw nested dict. `sweep.axes.a.b=[..]` sets one axis."""
+    """Apply KEY=VALUE overrides to a raw nested dict. `sweep.axes.a.b=[..]` sets one axis.
+    A `train.steps` override rescales `train.eval_every` when needed (`config.budget`)."""
+    before = raw or {}
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (raw or {}).items()}
     seen = set()
     for text in overrides:
@@ -62,7 +65,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         section, name = parts
         body = raw.get(section) or {}
         raw[section] = {**body, name: value}
-    return raw
+    return fit_budget(before, raw, seen)
 
 
 def _override_task(raw: dict) -> type:

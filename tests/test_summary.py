@@ -141,6 +141,11 @@ def test_aggregate_counts_diverged_runs_and_takes_the_most_common_name():
     assert table.verdict.tolist() == ["p", "q"] and table.verdict_share.tolist() == [1.0, 1.0]
     text = summaries.render(table, "title")
     assert "2.000 ± 1.414" in text and "p 2/2" in text and "diverged" in text.splitlines()[1]
+    # a verdict missing from every run of a row stays a verdict column (no _mean beside it)
+    table = summaries.aggregate(frame.assign(verdict=["p", "p", None, None]), ["a"], ["verdict"])
+    assert "verdict_mean" not in table and table.verdict[0] == "p" and pd.isna(table.verdict[1])
+    tiny = summaries.aggregate(frame.assign(x=[2e-10, 4e-10, 1.0, 1.0]), ["a"], ["x"])
+    assert "3.000e-10 ± 1.4e-10" in summaries.render(tiny, "title")
 
 
 def test_live_line_groups_by_axis_value_and_switches_to_min_median_max():

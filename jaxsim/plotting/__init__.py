@@ -1,6 +1,7 @@
 """Figures from saved results only: the driver (`plotting.figures.draw_all`) and the helpers
 every testbed's figures share (saving, axis values of runs.csv, readable axis labels, diverged
-runs kept out of the picture and named in it)."""
+runs kept out of the picture and named in it); `plotting.styles`: every swept axis told apart,
+keys off the data, runs named by their axis values."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,13 +19,18 @@ LABELS = {"train.lr": "learning rate", "train.weight_decay": "weight decay",
 
 
 def save(fig, out: Path, name: str, rect: tuple = (0, 0, 1, 1)) -> Path:
-    """Lay out, write DIR/figures/NAME as a PNG and close the figure."""
+    """Lay out, write DIR/figures/NAME as a PNG and close the figure; the saved area grows to
+    hold keys placed outside the axes (`styles.outside`), so they never cover data."""
+    import warnings
+
     import matplotlib.pyplot as plt
 
-    fig.tight_layout(rect=rect)
+    with warnings.catch_warnings():     # free-standing axes (a colour bar, a key) stay put
+        warnings.filterwarnings("ignore", message=".*not compatible with tight_layout")
+        fig.tight_layout(rect=rect)
     path = Path(out) / results.FIGURES / name
     path.parent.mkdir(exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return path
 

@@ -64,6 +64,7 @@ def aggregate(frame: pd.DataFrame, axes: list[str], names: list[str]) -> pd.Data
     std over its runs that did not diverge (strings: the most common and its share)."""
     keys = list(axes) or ["_all"]
     frame = frame.assign(_all="all runs") if not axes else frame
+    text = {n for n in names if any(isinstance(v, str) for v in frame[n].dropna())}
     parts = []
     for value, cell in frame.groupby(keys, sort=True, dropna=False):
         value = value if isinstance(value, tuple) else (value,)
@@ -72,17 +73,19 @@ def aggregate(frame: pd.DataFrame, axes: list[str], names: list[str]) -> pd.Data
         row.update(runs=len(healthy), diverged=len(cell) - len(healthy),
                    step=int(cell["step"].max()))
         for name in names:
-            row.update(_statistic(name, healthy[name]))
+            row.update(_statistic(name, healthy[name], name in text))
         parts.append(row)
     table = pd.DataFrame(parts)
     return table.drop(columns=["_all"]) if not axes else table
 
 
-def _statistic(name: str, values: pd.Series) -> dict:
+def _statistic(name: str, values: pd.Series, text: bool) -> dict:
     """{name_mean, name_std} of numbers, {name, name_share} of names (None/NaN left out)."""
     present = values.dropna()
-    if len(present) and all(isinstance(v, str) for v in present):
-        counts = present.value_counts()
+    if text:
+        if not len(present):
+            return {name: None, f"{name}_share": float("nan")}
+        counts = present.astype(str).value_counts()
         top = sorted(counts[counts == counts.max()].index)[0]   # ties: alphabetical
         return {name: top, f"{name}_share": counts[top] / len(values)}
     numbers = pd.to_numeric(values, errors="coerce").astype(float)

@@ -33,6 +33,8 @@ def cell(row: pd.Series, name: str) -> str:
         mean, std = float(row[f"{name}_mean"]), float(row[f"{name}_std"])
         if not math.isfinite(mean):
             return "-"
+        if mean != 0 and not 1e-3 <= abs(mean) < 1e6:      # tiny or huge: scientific
+            return f"{mean:.3e}" + (f" ± {std:.1e}" if math.isfinite(std) else "")
         places = decimals(mean)
         return number(mean, places) + (f" ± {std:.{places}f}" if math.isfinite(std) else "")
     top, share = row.get(name), row.get(f"{name}_share")

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxsim.plotting import diverged_note, drawable_analysis, save  # noqa: E402
+from jaxsim.plotting.styles import outside  # noqa: E402
 
 
 def _runs(out: Path) -> tuple[dict, list[dict]] | None:
@@ -68,7 +69,7 @@ def effects(out: Path, axes: list[str]) -> Path | None:
             panel.set_xticklabels(labels, fontsize=6)
             panel.set_title(f"{name}: {what}", fontsize=9)
             panel.grid(alpha=0.3, axis="y")
-        grid[row, 0].legend(fontsize=7)
+        outside(grid[row, -1])
     note = diverged_note(doc["diverged"])
     fig.suptitle("causal probes: intervene on feature-correlated latents, splice, read the "
                  "next-token distribution" + (f"\n{note}" if note else ""), fontsize=10)
@@ -93,7 +94,7 @@ def feature_latents(out: Path, axes: list[str]) -> Path | None:
         panel.set_yticklabels([_run_label(r, axes, ", ") for r in runs], fontsize=7)
         panel.set_xlabel(f"value of {name}")
         panel.set_title(f"{name}: corr of the best latent with each value", fontsize=9)
-        fig.colorbar(image, ax=panel, shrink=0.8)
+        fig.colorbar(image, ax=panel, shrink=0.8, label="Pearson correlation")
     note = diverged_note(doc["diverged"])
     if note:
         fig.suptitle(note, fontsize=9)

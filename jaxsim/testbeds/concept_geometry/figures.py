@@ -1,7 +1,7 @@
 """Sparse-autoencoder figures (concept_geometry), drawn from saved files only.
 
 - figures/sae_curves.png: held-out FVU, L0 and mean best-latent F1 over training, one line per
-  run, colour = the leading axis.
+  run (colour, line style and marker: one swept axis each; seeds share a style).
 - figures/sparsity_fidelity.png: per data geometry, the final FVU against L0 (the
   sparsity-fidelity front of each value of the leading axis, e.g. each architecture) and concept
   recovery against L0 (the MCC from analysis.json when present, else the F1).
@@ -29,6 +29,7 @@ from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa
                              log_scale, save)
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.plotting.styles import outside, run_styles  # noqa: E402
 from jaxsim.testbeds.concept_geometry import LABELS  # noqa: E402
 
 
@@ -54,20 +55,19 @@ def _last(values_RxE: np.ndarray) -> np.ndarray:
 
 
 def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
-    names, index, colours = _colours(axes, rows)
+    """One line per run: colour, line style, marker = one swept axis each (seeds alike)."""
+    looks = run_styles(rows, axes, LABELS)
     fig, panels = plt.subplots(1, 3, figsize=(15, 4.2))
     for panel, key, what in zip(panels, ("fvu_id", "l0_id", "f1_id"),
                                 ("fraction of variance unexplained", "L0 (active latents)",
                                  "mean best-latent F1 over concepts")):
         for r in range(len(rows)):
-            first = r == int(np.flatnonzero(index == index[r])[0])
-            panel.plot(metrics["step"], metrics[key][r], color=colours[index[r]], lw=1.3,
-                       label=names[index[r]] if first else None)
+            panel.plot(metrics["step"], metrics[key][r], lw=1.3, **looks.styles[r])
         log_scale(panel, x=True, y=panel is panels[0])
         panel.set_xlabel("training step")
         panel.set_title(what, fontsize=10)
         panel.grid(alpha=0.3)
-    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    outside(panels[-1], handles=looks.handles)
     return _save(fig, out, "sae_curves.png", None, diverged(rows))
 
 
@@ -112,7 +112,7 @@ def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dic
             panel.set_ylabel(what)
             panel.set_title(f"{geo}", fontsize=9)
             panel.grid(alpha=0.3)
-    grid[0, 1].legend(title=_label(axes[0]) if axes else None, fontsize=7, title_fontsize=8)
+    outside(grid[0, 1], title=_label(axes[0]) if axes else None)
     return _save(fig, out, "sparsity_fidelity.png", "sparsity-fidelity fronts, one point per run",
                  diverged(rows))
 
@@ -140,7 +140,7 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
     ax.set_xlabel("intrinsic dimension of the concept")
     ax.set_ylabel("L0 on the concept's points (final)")
     ax.set_title("does sparsity adapt to the concept?", fontsize=10)
-    ax.legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
+    outside(ax, title=_label(axes[0]) if axes else None)
     ax.grid(alpha=0.3)
     return _save(fig, out, "concept_l0.png", None, doc["diverged"])
 

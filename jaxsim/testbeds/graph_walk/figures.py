@@ -1,13 +1,16 @@
 """Graph-tracing figures (task graph_walk), drawn from saved files only.
 
-- figures/graph_curves.png: held-out loss (oracle dashed) and neighbour-mass accuracy over
-  training, one line per run (colour = the leading axis); the fixed map's neighbour mass on the
-  conflict split when some run pretrains on it.
+- figures/graph_curves.png: held-out loss (oracle dashed, one per run where they differ) and
+  neighbour-mass accuracy over training, one line per run (colour, line style, marker: one
+  swept axis each; seeds share a style; the key beside the panels); when some run pretrains on
+  a fixed map, a third panel: the conflict split's mass on the context graph (bold) and on the
+  pretraining map (thin).
 After `jaxsim analyze`:
 - figures/graph_accuracy.png: accuracy against context length (log x) at the final checkpoint,
-  with the share of the current node's edges the walk has revealed; one run's curve at every
-  saved checkpoint; and, when a run pretrains on a fixed map, the conflict split's mass on the
-  context graph's and on the pretraining map's neighbours.
+  with the share of the current node's edges the walk has revealed; the best run's curve at
+  every saved checkpoint (colour = step, with its colour bar; the title names the run's axis
+  values); and, when a run pretrains on a fixed map, the conflict split's mass on the context
+  graph's and on the pretraining map's neighbours.
 - figures/graph_energy.png: normalised Dirichlet energy of the class means, one column per
   residual site, divided by the energy of i.i.d. Gaussian means on the same windows (so 1 =
   random; the raw energy grows with the nodes a window covers), with the spectral minimum
@@ -15,7 +18,7 @@ After `jaxsim analyze`:
   the longest context against training step (bottom), accuracy on the right axes.
 - figures/graph_pca.png: PC1/PC2 of one sequence's class means at a short and a long context
   for each site, the graph's edges drawn between them, nodes coloured by their place in the
-  layout.
+  layout, with the layout itself drawn in the same colours as the colour key.
 
 A diverged run (runs.csv status) is not drawn: its curves are NaN, the analysis figures leave
 it out, and each figure's title names it.
@@ -35,19 +38,13 @@ from jaxsim import results
 from jaxsim.testbeds.graph_walk import GRAPH  # noqa: E402
 from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
                              log_scale, save)
-from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.plotting.styles import differs, outside, row_mean, run_styles, run_title  # noqa: E402
 from jaxsim.testbeds.graph_walk import LABELS  # noqa: E402
 
 
 def _label(key: str) -> str:
     return axis_label(key, LABELS)
-
-
-def _colours(rows, axes):
-    names, index = _axis_values(rows, axes[0]) if axes else (["all runs"],
-                                                             np.zeros(len(rows), int))
-    return names, index, plt.cm.viridis(np.linspace(0, 0.85, len(names)))
 
 
 def _pretrains(out: Path, rows: list[dict]) -> bool:
@@ -62,77 +59,97 @@ def _neighbour(metrics: dict, split: str):
 
 
 def curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
+    """Loss (oracle dashed: one per run where they differ) and neighbour mass; with a fixed
+    map, the conflict split's mass on the context graph (the run's style) and on the
+    pretraining map (its colour, thin and faint)."""
     steps = metrics["step"]
-    names, index, colours = _colours(rows, axes)
+    looks = run_styles(rows, axes, LABELS)
     pretrain = "prior_acc_conflict" in metrics and _pretrains(out, rows)
-    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(16 if pretrain else 11, 4.2))
+    oracle_R = row_mean(metrics["oracle_loss_id"])
     for r in range(len(rows)):
-        first = r == int(np.flatnonzero(index == index[r])[0])
-        label = f"{names[index[r]]} (seed {rows[r]['seed']})"
-        panels[0].plot(steps, metrics["eval_loss_id"][r], color=colours[index[r]], label=label)
-        panels[1].plot(steps, _neighbour(metrics, "id")[r], color=colours[index[r]],
-                       label=label if first else None)
+        look = looks.styles[r]
+        panels[0].plot(steps, metrics["eval_loss_id"][r], **look)
+        panels[1].plot(steps, _neighbour(metrics, "id")[r], **look)
+        if differs(oracle_R):
+            panels[0].axhline(oracle_R[r], color=look["color"], ls=(0, (2, 2)), lw=0.8)
         if pretrain:
-            panels[1].plot(steps, _neighbour(metrics, "conflict")[r], color=colours[index[r]],
-                           ls="--", label="conflict split: context graph" if r == 0 else None)
-            panels[1].plot(steps, metrics["prior_acc_conflict"][r], color=colours[index[r]],
-                           ls=":", label="conflict split: pretraining map" if r == 0 else None)
-    panels[0].axhline(np.nanmean(metrics["oracle_loss_id"]), color="k", ls="--", lw=1,
-                      label="oracle")
+            panels[2].plot(steps, _neighbour(metrics, "conflict")[r], **look)
+            panels[2].plot(steps, metrics["prior_acc_conflict"][r], color=look["color"],
+                           lw=0.8, alpha=0.5)
+    if not differs(oracle_R):
+        panels[0].axhline(np.nanmean(oracle_R), color="k", ls=(0, (2, 2)), lw=1)
     panels[0].set_ylabel("next-token cross-entropy (nats)")
     panels[1].set_ylabel("probability on valid neighbours")
-    panels[1].set_title("neighbour mass, mean over positions (solid: id split)", fontsize=10)
+    panels[1].set_title("neighbour mass, mean over positions (id split)", fontsize=10)
     note = diverged_note(diverged(rows))
-    panels[0].set_title("held-out loss, id split (the training distribution)"
+    panels[0].set_title("held-out loss, id split (dashed: oracle"
+                        + (", each run's own)" if differs(oracle_R) else ")")
                         + (f"\n{note}" if note else ""), fontsize=10)
     if pretrain:
-        panels[1].legend(fontsize=7)
+        panels[2].set_title("conflict split: mass on the context graph (bold)\nand on the "
+                            "pretraining map (thin, faint)", fontsize=10)
     for p in panels:
         p.set_xlabel("training step")
         p.grid(alpha=0.3)
-    panels[0].legend(title=_label(axes[0]) if axes else None, fontsize=8)
+    outside(panels[-1], handles=looks.handles)
     return save(fig, out, "graph_curves.png")
 
 
 def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
+    """Final accuracy against context length per run (its style); the best run over training
+    (colour = step, with a colour bar); the conflict split when some run pretrains."""
+    from matplotlib.colors import LogNorm
     t = np.arange(1, len(doc["edge_coverage"]) + 1)
-    names, index, colours = _colours(rows, axes)
+    looks = run_styles(rows, axes, LABELS)
     order = {int(r["run_id"]): i for i, r in enumerate(rows)}
     pretrain = _pretrains(out, rows)
-    fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(16 if pretrain else 11, 4.2),
+    fig, panels = plt.subplots(1, 3 if pretrain else 2, figsize=(17 if pretrain else 12, 4.2),
                                sharey=True)
     for run in doc["runs"]:
-        i = order[run["run_id"]]
-        panels[0].plot(t, np.array(run["accuracy"][-1], float), color=colours[index[i]],
-                       label=f"{names[index[i]]} (seed {run['seed']})")
-    panels[0].plot(t, doc["edge_coverage"], color="gray", ls="--", lw=1,
-                   label="share of the node's edges seen")
-    panels[0].set_title("final checkpoint", fontsize=10)
+        panels[0].plot(t, np.array(run["accuracy"][-1], float),
+                       **looks.styles[order[run["run_id"]]])
+    coverage, = panels[0].plot(t, doc["edge_coverage"], color="gray", ls="--", lw=1,
+                               label="share of the node's edges seen")
+    panels[0].set_title("final checkpoint, every run", fontsize=10)
     run = max(doc["runs"], key=lambda r: np.nanmean(np.array(r["accuracy"][-1], float)))
-    shades = plt.cm.magma(np.linspace(0.1, 0.85, len(run["steps"])))
-    for s, step in enumerate(run["steps"]):
-        panels[1].plot(t, np.array(run["accuracy"][s], float), color=shades[s],
-                       label=str(step) if s % max(1, len(run["steps"]) // 6) == 0
-                       or s == len(run["steps"]) - 1 else None)
-    panels[1].set_title(f"run {run['run_id']} over training (legend: step)", fontsize=10)
+    steps = np.maximum(np.array(run["steps"], float), 1)
+    norm = LogNorm(steps[0], max(steps[-1], steps[0] * 1.01))
+    for s, step in enumerate(steps):
+        panels[1].plot(t, np.array(run["accuracy"][s], float), color=plt.cm.magma(
+            0.1 + 0.75 * norm(step)), lw=1.2)
+    shades = plt.cm.ScalarMappable(norm=norm, cmap=_shifted_magma())
+    fig.colorbar(shades, ax=panels[1], label="training step", pad=0.01)
+    panels[1].set_title(_wrap(run_title(rows[order[run["run_id"]]], axes, LABELS))
+                        + ", over training", fontsize=9)
     if pretrain:
         for run in doc["runs"]:
-            i = order[run["run_id"]]
-            colour = colours[index[i]]
-            panels[2].plot(t, np.array(run["accuracy_conflict"][-1], float), color=colour,
-                           label=f"{names[index[i]]}: context graph")
-            panels[2].plot(t, np.array(run["prior_conflict"][-1], float), color=colour, ls=":",
-                           label=f"{names[index[i]]}: pretraining map")
-        panels[2].set_title("conflict split (fixed tokens, new arrangement)", fontsize=10)
+            look = looks.styles[order[run["run_id"]]]
+            panels[2].plot(t, np.array(run["accuracy_conflict"][-1], float), **look)
+            panels[2].plot(t, np.array(run["prior_conflict"][-1], float), color=look["color"],
+                           lw=0.8, alpha=0.5)
+        panels[2].set_title("conflict split: context graph (bold), pretraining map (thin)",
+                            fontsize=10)
     panels[0].set_ylabel("probability on valid neighbours")
     for p in panels:
         log_scale(p, x=True)
         p.set_xlabel("context length (tokens seen)")
         p.grid(alpha=0.3)
-        p.legend(fontsize=7)
+    outside(panels[-1], handles=[*looks.handles, coverage],
+            bbox_to_anchor=(1.25 if not pretrain else 1.02, 1.0))
     _note(fig, doc)
     return save(fig, out, "graph_accuracy.png", rect=(0, 0, 1, 0.94) if doc["diverged"]
                 else (0, 0, 1, 1))
+
+
+def _shifted_magma():
+    """magma from 0.1 to 0.85, the range the over-training curves use."""
+    from matplotlib.colors import ListedColormap
+    return ListedColormap(plt.cm.magma(np.linspace(0.1, 0.85, 256)))
+
+
+def _wrap(title: str) -> str:
+    return title.replace(": ", ":\n", 1) if len(title) > 50 else title
 
 
 def _note(fig, doc: dict, title: str = "") -> None:
@@ -143,8 +160,9 @@ def _note(fig, doc: dict, title: str = "") -> None:
 
 
 def _run_label(run: dict) -> str:
-    values = ", ".join(str(v) for v in run["axes"].values())
-    return f"run {run['run_id']}" + (f" ({values})" if values else "")
+    """'run 3: positions = rope, seed 0' (its varying axis values by name)."""
+    values = [f"{_label(k)} = {v}" for k, v in run["axes"].items()]
+    return f"run {run['run_id']}: " + ", ".join([*values, f"seed {run['seed']}"])
 
 
 def energy(out: Path, doc: dict) -> Path:
@@ -164,8 +182,9 @@ def energy(out: Path, doc: dict) -> Path:
             c = colours[r["run_id"]]
             top.plot(lengths, ratio_SxG[-1], "o-", ms=3, color=c, label=_run_label(r))
             if "energy_prev_mix" in r:                 # absent from older analysis.json files
+                keyed = k == len(sites) - 1 and r is doc["runs"][0]     # once, in the key
                 top.plot(lengths, np.array(r["energy_prev_mix"], float) / rand, ":", color=c,
-                         lw=1.2, label="previous-token mixing (no model)" if k == 0 else None)
+                         lw=1.2, label="previous-token mixing (no model)" if keyed else None)
             bottom.plot(r["steps"], ratio_SxG[:, -1], "o-", ms=3, color=c, label=_run_label(r))
             acc = np.array(r["accuracy"], float)
             twin_top.plot(np.arange(1, acc.shape[1] + 1), acc[-1], color=c, lw=0.8, alpha=0.35)
@@ -186,7 +205,7 @@ def energy(out: Path, doc: dict) -> Path:
         bottom.set_xlabel("training step (dashed, right axis: accuracy)")
     for row in panels:
         row[0].set_ylabel("Dirichlet energy / random embedding's")
-    panels[0, 0].legend(fontsize=7)
+    outside(panels[0, -1], bbox_to_anchor=(1.12, 1.0))
     _note(fig, doc, f"normalised Dirichlet energy of the class means over the last "
                     f"{doc['window']} tokens, relative to i.i.d. Gaussian means on the same "
                     f"windows")
@@ -221,9 +240,23 @@ def pca(out: Path, doc: dict) -> Path:
             ax.set_yticks([])
     panels[0, 0].set_ylabel("PC2")
     panels[-1, 0].set_xlabel("PC1")
-    _note(fig, doc, f"run {run['run_id']}, final checkpoint, one sequence: class means over the "
-                    f"last {doc['window']} tokens (colour = place in the {doc['graph']} layout)")
+    key = fig.add_axes([1.0, 0.35, 0.16, 0.16 * fig.get_figwidth() / fig.get_figheight()])
+    _layout_key(key, xy, adj, colours, doc["graph"])
+    _note(fig, doc, f"{_run_label(run)}, final checkpoint, one sequence: class means over the "
+                    f"last {doc['window']} tokens, coloured by the node's place in the graph")
     return save(fig, out, "graph_pca.png", rect=(0, 0, 1, 0.95))
+
+
+def _layout_key(ax, xy: np.ndarray, adj: np.ndarray, colours: np.ndarray, graph: str) -> None:
+    """The colour key of the PCA panels: the graph drawn in its own layout, each node in the
+    colour its class mean wears."""
+    for a, b in zip(*np.nonzero(np.triu(adj))):
+        ax.plot(xy[[a, b], 0], xy[[a, b], 1], color="0.7", lw=0.8, zorder=1)
+    ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=28, zorder=2)
+    ax.set_title(f"colour key:\nthe {graph} layout", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
 
 
 def draw(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> list[Path]:

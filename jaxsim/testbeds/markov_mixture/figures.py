@@ -1,19 +1,16 @@
 """markov_mixture figures, drawn from saved files only.
 
-- figures/loss_curves.png: held-out loss (in-distribution and out-of-distribution) over
-  training, one line per value of the leading axis (mean over seeds and other axes), with the
-  oracle loss of the true chains dashed.
+- figures/loss_curves.png: held-out loss on training chains (in-distribution) and on fresh
+  chains (out-of-distribution) over training, one line per combination of the swept axes'
+  values (colour, line style and marker: one axis each), the mean over its seeds with a band
+  from the lowest to the highest seed; the oracle loss (the true chains') dashed, one per line
+  where they differ (each N's training chains have their own).
 - figures/ood_gap_heatmap.png: final out-of-distribution loss minus oracle loss over the two
-  leading axes; with a single axis, over that axis x training step.
+  leading axes (mean over seeds and any further axis, each cell's value written in it); with a
+  single axis, over that axis x training step.
 
-From DIR/analysis.json (after `jaxsim analyze`), the phase diagrams of the four ICL algorithms:
-
-- figures/phase_diagram.png: the dominant algorithm (colour) over task diversity N × training
-  step (at the longest analysed context) and over N × context length (at the last checkpoint),
-  for training-chain (id) and fresh-chain (ood) contexts. Distances are averaged over seeds and
-  any other axes before the argmin (diverged runs left out; grey where every run diverged).
-- figures/algorithm_distances.png: KL(algorithm ‖ model) of each algorithm over training for one
-  N (solid; by default the middle N of those with a run that did not diverge), and the fitted mixture weights (dashed), at the longest analysed context.
+From DIR/analysis.json (after `jaxsim analyze`): figures/phase_diagram.png and
+figures/algorithm_distances.png, drawn by `phase_figures` (the "undecided" margin: `verdicts`).
 """
 from __future__ import annotations
 
@@ -24,131 +21,80 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 
 from jaxsim import results  # noqa: E402
 from jaxsim.config import ConfigError  # noqa: E402
 from jaxsim.plotting import (axis_values, from_source, group_mean, label,  # noqa: E402
                              log_scale, save)
-from jaxsim.testbeds.markov_mixture import LABELS  # noqa: E402
+from jaxsim.plotting.styles import differs, outside, row_mean, run_styles  # noqa: E402
+from jaxsim.testbeds.markov_mixture import LABELS, phase_figures  # noqa: E402
 
-AXIS = "task.num_chains"
-DIVERGED_COLOUR = "#bbbbbb"
-COLOURS = {"unigram_retrieval": "#4477aa", "bigram_retrieval": "#66ccee",
-           "unigram_inference": "#ee6677", "bigram_inference": "#ccbb44"}
+AXIS = phase_figures.AXIS
 
 
-def _by_n(doc: dict, split: str, key: str) -> tuple[list[int], np.ndarray]:
-    """Mean over the runs of each N of `key`: [num_N, S, G, ...]. Only runs saved at the same
-    steps as the first run are drawn (a train.steps axis gives other step grids)."""
-    runs = [r for r in doc["runs"] if r["steps"] == doc["runs"][0]["steps"]]
-    values = sorted({int(r["axes"][AXIS]) for r in runs})
-    stacked = []
-    for n in values:
-        arrays = [np.array(r[split][key], dtype=float) for r in runs if int(r["axes"][AXIS]) == n]
-        stacked.append(np.nanmean(np.stack(arrays), axis=0))
-    return values, np.stack(stacked)
+def _combos(rows: list[dict], axes: list[str]) -> tuple[list[int], np.ndarray]:
+    """(a representative run of each combination of the axes' values, each run's combination
+    index): the runs a line averages (its seeds)."""
+    keys = [tuple(r[a] for a in axes) for r in rows]
+    distinct = list(dict.fromkeys(keys))
+    index = np.array([distinct.index(k) for k in keys])
+    return [int(np.flatnonzero(index == i)[0]) for i in range(len(distinct))], index
 
 
-def _phase_panel(ax, kl_YxXxA: np.ndarray, x_labels: list, y_labels: list, x_title: str):
-    """The dominant algorithm of each cell (argmin of its mean distances); grey where they are
-    not finite (every run of the cell diverged)."""
-    names = list(COLOURS)
-    cmap = ListedColormap([COLOURS[n] for n in names]).with_extremes(bad=DIVERGED_COLOUR)
-    finite = np.isfinite(kl_YxXxA)
-    dominant = np.ma.masked_array(np.argmin(np.where(finite, kl_YxXxA, np.inf), axis=-1),
-                                  mask=~finite.all(axis=-1))
-    ax.imshow(dominant, aspect="auto", origin="lower", vmin=-0.5, vmax=3.5,
-              cmap=cmap, interpolation="nearest")
-    stride = max(1, len(x_labels) // 10)
-    ax.set_xticks(range(0, len(x_labels), stride), [str(v) for v in x_labels[::stride]],
-                  rotation=45, ha="right")
-    ax.set_yticks(range(len(y_labels)), [str(v) for v in y_labels])
-    ax.set_xlabel(x_title)
-    ax.set_ylabel("task diversity N")
-
-
-def phase_diagram(out: Path, doc: dict) -> Path:
-    steps, lengths = doc["runs"][0]["steps"], doc["context_lengths"]
-    fig, axes = plt.subplots(len(doc["splits"]), 2, figsize=(12, 4.2 * len(doc["splits"])),
-                             squeeze=False)
-    for row, split in zip(axes, doc["splits"]):
-        ns, kl = _by_n(doc, split, "kl_alg_to_model")        # [N, S, G, A]
-        what = "training chains" if split == "id" else "fresh chains"
-        _phase_panel(row[0], kl[:, :, -1], steps, ns, "training step")
-        row[0].set_title(f"{what}: dominant algorithm, context {lengths[-1]}")
-        _phase_panel(row[1], kl[:, -1], lengths, ns, "context length")
-        row[1].set_title(f"{what}: dominant algorithm, step {steps[-1]}")
-    handles = [Patch(color=c, label=n.replace("_", " ")) for n, c in COLOURS.items()]
-    handles.append(Patch(color=DIVERGED_COLOUR, label="diverged (every run)"))
-    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False)
-    return save(fig, out, "phase_diagram.png", rect=(0, 0.05, 1, 1))  # room for the legend
-
-
-def distance_curves(out: Path, doc: dict, num_chains: int | None) -> Path:
-    steps = doc["runs"][0]["steps"]
-    fig, axes = plt.subplots(1, len(doc["splits"]), figsize=(6 * len(doc["splits"]), 4.2),
-                             squeeze=False)
-    for ax, split in zip(axes[0], doc["splits"]):
-        ns, kl = _by_n(doc, split, "kl_alg_to_model")
-        _, weights = _by_n(doc, split, "mixture_weights")
-        drawable = [v for j, v in enumerate(ns) if np.isfinite(kl[j]).any()] or ns
-        n = num_chains if num_chains in ns else drawable[len(drawable) // 2]
-        i = ns.index(n)
-        twin = ax.twinx()
-        for a, name in enumerate(doc["algorithms"]):
-            ax.plot(steps, kl[i, :, -1, a], color=COLOURS[name], lw=2, label=name.replace("_", " "))
-            twin.plot(steps, weights[i, :, -1, a], color=COLOURS[name], lw=1, ls="--")
-        ax.set_xscale("log")
-        if np.isfinite(kl[i]).any():
-            ax.set_yscale("log")
-        else:   # a log axis of nothing cannot be drawn
-            ax.text(0.5, 0.5, "every run diverged", transform=ax.transAxes, ha="center")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("KL(algorithm ‖ model), nats (solid)")
-        twin.set_ylabel("mixture weight (dashed)")
-        twin.set_ylim(0, 1)
-        what = "training chains" if split == "id" else "fresh chains"
-        ax.set_title(f"N = {n}, {what}, context {doc['context_lengths'][-1]}")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    return save(fig, out, "algorithm_distances.png")
-
-
-def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path:
-    """A staged sweep's curves start at step 0 from its source runs' last evaluation (a linear
-    step axis, with the source marked)."""
+def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict,
+                num_states: int | None = None) -> Path:
+    """One line per combination of the axes' values (colour, line style, marker: one axis
+    each), the mean over its seeds with their min-max band; the oracle dashed, one per line
+    where the lines' oracles differ (each N's training chains have their own). A staged
+    sweep's curves start at step 0 from its source runs' last evaluation (a linear step axis,
+    with the source marked)."""
     own, metrics = metrics, from_source(rows, metrics)
     staged = metrics is not own
     steps = metrics["step"]
+    looks = run_styles(rows, axes, LABELS)
+    first, combo = _combos(rows, axes)
+    seeds = np.bincount(combo)
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    if axes:
-        names, index = axis_values(rows, axes[0])
-        title = label(axes[0], LABELS)
-    else:
-        names, index = ["all runs"], np.zeros(len(rows), int)
-        title = None
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(names)))
     for panel, split, what in zip(panels, ("id", "ood"),
                                   ("training chains (in-distribution)",
                                    "fresh chains (out-of-distribution)")):
-        model = group_mean(metrics[f"eval_loss_{split}"], index, len(names))
-        oracle = np.nanmean(own[f"oracle_loss_{split}"])   # of this sweep's own task
-        for i, name in enumerate(names):
-            panel.plot(steps, model[i], color=colours[i], label=name, lw=1.8)
-        panel.axhline(oracle, color="k", ls="--", lw=1, label="oracle (true chain)")
+        model = metrics[f"eval_loss_{split}"]
+        oracle_R = row_mean(own[f"oracle_loss_{split}"])   # of this sweep's own task
+        oracle_C = np.array([np.nanmean(oracle_R[combo == c]) for c in range(len(first))])
+        per_line = differs(oracle_C)
+        with np.errstate(all="ignore"):
+            for c, r in enumerate(first):
+                runs = model[combo == c]
+                look = {k: v for k, v in looks.styles[r].items()}
+                panel.plot(steps, np.nanmean(runs, axis=0), lw=1.8, **look)
+                if len(runs) > 1:
+                    panel.fill_between(steps, np.nanmin(runs, 0), np.nanmax(runs, 0),
+                                       color=look["color"], alpha=0.15, lw=0)
+                if per_line:
+                    panel.axhline(oracle_C[c], color=look["color"], ls=(0, (2, 2)), lw=0.9)
+        if not per_line:
+            panel.axhline(np.nanmean(oracle_C), color="k", ls=(0, (2, 2)), lw=1)
+        if num_states:                  # predicting every state alike: learned nothing
+            panel.axhline(np.log(num_states), color="0.55", ls=":", lw=1)
+            panel.annotate(f"uniform prediction (ln {num_states})", (0.01, np.log(num_states)),
+                           xycoords=("axes fraction", "data"), fontsize=7, color="0.4",
+                           va="bottom")
         if staged:
             panel.axvline(0, color="0.5", lw=0.8)
             panel.set_xlabel("fine-tuning step (0 = the source run after pretraining)")
         else:
             log_scale(panel, x=True)    # linear where every run diverged (nothing to draw)
             panel.set_xlabel("training step")
-        panel.set_title(f"held-out loss, {what}", fontsize=10)
+        panel.set_title(f"held-out loss, {what}" + ("\ndashed: each line's oracle (its own "
+                        "chains)" if per_line else "\ndashed: the oracle (true chain)"),
+                        fontsize=10)
         panel.grid(alpha=0.3)
     panels[0].set_ylabel("next-token cross-entropy (nats)")
-    panels[1].legend(title=title, fontsize=8, title_fontsize=8, loc="upper right")
-    return save(fig, out, "loss_curves.png")
+    outside(panels[1], handles=looks.handles)
+    counts = sorted(set(int(n) for n in seeds))
+    fig.suptitle(f"mean over {'/'.join(map(str, counts))} seed(s) per line, band = min to max "
+                 f"over the seeds", fontsize=9)
+    return save(fig, out, "loss_curves.png", rect=(0, 0, 1, 0.96))
 
 
 def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path | None:
@@ -174,22 +120,29 @@ def ood_gap_heatmap(out: Path, axes: list[str], rows: list[dict], metrics: dict)
     fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(x_names) + 3), max(3.5, 0.5 * len(y_names) + 2)))
     image = ax.imshow(grid, aspect="auto", origin="lower", cmap="magma_r")
     fig.colorbar(image, ax=ax, label="nats (lower is better)")
+    if grid.size <= 120:            # small enough to read each cell's number
+        middle = np.nanmean(grid) if np.isfinite(grid).any() else 0.0
+        for (yi, xi), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(xi, yi, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="w" if v > middle else "k")
     stride = max(1, len(x_names) // 12)
     ax.set_xticks(range(0, len(x_names), stride), x_names[::stride], rotation=45, ha="right")
     ax.set_yticks(range(len(y_names)), y_names)
     ax.set_xlabel(x_label)
     ax.set_ylabel(label(axes[0], LABELS))
-    ax.set_title(title + " (mean over seeds)")
+    rest = [label(a, LABELS) for a in axes[2:]]
+    ax.set_title(title + f"\n(mean over seeds{' and ' + ', '.join(rest) if rest else ''})",
+                 fontsize=10)
     return save(fig, out, "ood_gap_heatmap.png")
 
 
 def phases(out: Path, num_chains: int | None = None) -> list[Path]:
-    """Both phase figures, if DIR/analysis.json exists and the sweep has a task.num_chains
-    axis."""
+    """Both phase figures (`phase_figures`), if DIR/analysis.json exists."""
     doc = results.read_analysis(out)
-    if doc is None or not doc["runs"] or AXIS not in doc["runs"][0]["axes"]:
+    if doc is None:
         return []
-    return [phase_diagram(Path(out), doc), distance_curves(Path(out), doc, num_chains)]
+    return phase_figures.draw(Path(out), doc, num_chains)
 
 
 def _check_num_chains(num_chains: int | None, axes: list[str], rows: list[dict]) -> None:
@@ -210,5 +163,7 @@ def draw(request) -> list[Path]:
     """The loss curves and OOD gap (from metrics.npz), then the phase figures."""
     out, axes, rows, metrics = request.out, request.axes, request.rows, request.metrics
     _check_num_chains(request.options.get("num_chains"), axes, rows)
-    return [loss_curves(out, axes, rows, metrics), ood_gap_heatmap(out, axes, rows, metrics),
+    num_states = getattr(request.cfg.task, "num_states", None)
+    return [loss_curves(out, axes, rows, metrics, num_states),
+            ood_gap_heatmap(out, axes, rows, metrics),
             *phases(out, request.options.get("num_chains"))]

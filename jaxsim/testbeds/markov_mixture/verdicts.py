@@ -4,12 +4,13 @@ The analysis measures KL(algorithm ‖ model) for each algorithm; the closest on
 Where two algorithms are about as close — early in training, when every algorithm and the
 model sit near the uniform prediction, or where unigram retrieval and unigram inference agree
 (many chains, long contexts) — the argmin is decided by noise. So a cell is **undecided** unless
-the runner-up is at least `MARGIN` farther, relatively, than the winner:
+the runner-up is more than `MARGIN` farther, relatively, than the winner:
 
-    decided  <=>  KL(runner-up ‖ model) >= (1 + MARGIN) * KL(winner ‖ model)
+    decided  <=>  KL(runner-up ‖ model) > (1 + MARGIN) * KL(winner ‖ model)
 
-With MARGIN = 0.2 the quickstart's N = 512 runs (0.0106 vs 0.0096 nats at step 1500) are
-undecided, and its N = 2 runs on training chains (bigram retrieval 0.017, next 0.27) decided.
+With MARGIN = 0.2 a cell at 0.010 vs 0.012 nats is undecided; the quickstart's N = 512 runs
+(0.0106 vs 0.0096 nats at step 1500, fresh chains) are undecided, and its N = 2 runs on
+training chains (bigram retrieval 0.017, next 0.27) decided.
 The phase diagram applies it to KLs averaged over seeds; the summary to each run's KLs.
 analysis.json keeps the plain argmin (`dominant`) and every KL, so any other margin can be
 applied to it.
@@ -20,7 +21,7 @@ import numpy as np
 
 MARGIN = 0.2
 UNDECIDED, DIVERGED = -1, -2
-RULE = (f"decided when the runner-up's KL(algorithm || model) >= {1 + MARGIN:g} x the "
+RULE = (f"decided when the runner-up's KL(algorithm || model) > {1 + MARGIN:g} x the "
         f"winner's, else undecided")
 
 
@@ -32,7 +33,7 @@ def verdict(kl_xA: np.ndarray, margin: float = MARGIN) -> np.ndarray:
     ordered = np.sort(np.where(np.isfinite(kl), kl, np.inf), axis=-1)
     winner = np.argmin(np.where(np.isfinite(kl), kl, np.inf), axis=-1)
     with np.errstate(invalid="ignore"):
-        decided = ordered[..., 1] >= (1 + margin) * ordered[..., 0]
+        decided = ordered[..., 1] > (1 + margin) * ordered[..., 0]
     return np.where(~finite, DIVERGED, np.where(decided, winner, UNDECIDED))
 
 

@@ -1,7 +1,8 @@
 """Formal-language figures (task pcfg), drawn from saved files only.
 
 - figures/loss_curves.png: held-out loss (sentence and EOS targets) and the model's probability
-  mass on legal next tokens over training, one line per run (colour = grammar).
+  mass on legal next tokens over training, one line per run (colour = grammar, line style and
+  marker = the other swept axes; seeds share a style; the key beside the panels).
 - figures/grammaticality.png (after `jaxsim analyze`): share of the model's own samples that are
   grammatical, and share of sampled tokens that are legal, at every saved checkpoint.
 - figures/sample_lengths.png (after `jaxsim analyze`): sentence lengths of the final models'
@@ -20,17 +21,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxsim.testbeds.pcfg import SAMPLES  # noqa: E402
+from jaxsim.plotting.styles import outside, run_styles  # noqa: E402
+from jaxsim.testbeds.pcfg import LABELS, SAMPLES  # noqa: E402
 from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
                              log_scale, save)
 
 COLOURS = {"dyck2": "tab:blue", "expr": "tab:orange", "english": "tab:green"}
-STYLES = ("-", "--", ":", "-.")
 
 
-def _run_label(row: dict, axes: list[str], grammar: str) -> str:
-    rest = [f"{a.split('.')[-1]}={row[a]}" for a in axes if a != "task.grammar"]
-    return ", ".join([grammar] + rest + [f"seed {row['seed']}"])
+def _looks(rows: list[dict], axes: list[str], names: list[str]) -> tuple[list[dict], list]:
+    """Per run: colour = its grammar, line style / marker = the other swept axes (seeds share
+    a style); the key's handles."""
+    from matplotlib.lines import Line2D
+    rest = [a for a in axes if a != "task.grammar"]
+    looks = run_styles(rows, rest, LABELS, channels=("ls", "marker"))
+    styles = [dict(s, color=COLOURS[g]) for s, g in zip(looks.styles, names)]
+    grammars = [Line2D([], [], color="none", label="grammar")]
+    grammars += [Line2D([], [], color=COLOURS[g], label=f"  {g}") for g in dict.fromkeys(names)]
+    return styles, grammars + looks.handles
 
 
 def _grammars(rows: list[dict], default: str) -> list[str]:
@@ -40,11 +48,10 @@ def _grammars(rows: list[dict], default: str) -> list[str]:
 def loss_curves(out: Path, axes, rows, metrics, grammar: str) -> Path:
     steps, names = metrics["step"], _grammars(rows, grammar)
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles, handles = _looks(rows, axes, names)
     for r, row in enumerate(rows):
-        style = dict(color=COLOURS[names[r]], ls=STYLES[int(row["seed"]) % len(STYLES)], lw=1.4,
-                     label=_run_label(row, axes, names[r]))
-        panels[0].plot(steps, metrics["eval_loss_id"][r], **style)
-        panels[1].plot(steps, metrics["legal_mass_id"][r], **style)
+        panels[0].plot(steps, metrics["eval_loss_id"][r], lw=1.4, **styles[r])
+        panels[1].plot(steps, metrics["legal_mass_id"][r], lw=1.4, **styles[r])
     panels[0].set_ylabel("next-token cross-entropy (nats, sentence + EOS)")
     panels[1].set_ylabel("probability mass on legal next tokens")
     panels[1].set_ylim(top=1.005)
@@ -53,7 +60,7 @@ def loss_curves(out: Path, axes, rows, metrics, grammar: str) -> Path:
         p.set_xlabel("training step")
         p.set_title(title, fontsize=10)
         p.grid(alpha=0.3)
-    panels[1].legend(fontsize=7, loc="lower right")
+    outside(panels[1], handles=handles, title="one line per run; seeds share a style")
     return _save(fig, out, "loss_curves.png", diverged(rows))
 
 
@@ -66,12 +73,16 @@ def _save(fig, out: Path, name: str, lost: list[int]) -> Path:
 
 
 def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
-    by_id = {int(r["run_id"]): r for r in rows}
+    position = {int(r["run_id"]): i for i, r in enumerate(rows)}
+    grammar_of = {int(r["run_id"]): r["grammar"] for r in doc["runs"]}
+    fallback = next(iter(grammar_of.values()), "dyck2")
+    styles, handles = _looks(rows, axes, [grammar_of.get(int(r["run_id"]), fallback)
+                                          for r in rows])
     fig, panels = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for run in doc["runs"]:
-        row = by_id[run["run_id"]]
-        style = dict(color=COLOURS[run["grammar"]], ls=STYLES[run["seed"] % len(STYLES)],
-                     marker="o", ms=3, lw=1.4, label=_run_label(row, axes, run["grammar"]))
+        style = dict(styles[position[run["run_id"]]], lw=1.4)
+        style.setdefault("marker", "o")
+        style.setdefault("ms", 3)
         steps = np.maximum(run["steps"], 1)
         panels[0].plot(steps, np.array(run["grammatical"], float), **style)
         panels[1].plot(steps, np.array(run["legal_tokens"], float), **style)
@@ -84,7 +95,7 @@ def grammaticality(out: Path, doc: dict, axes, rows) -> Path:
     panels[0].set_ylabel("share")
     panels[0].set_ylim(-0.02, 1.02)
     if doc["runs"]:
-        panels[1].legend(fontsize=7, loc="lower right")
+        outside(panels[1], handles=handles, title="one line per run; seeds share a style")
     return _save(fig, out, "grammaticality.png", doc["diverged"])
 
 
@@ -107,7 +118,8 @@ def sample_lengths(out: Path, lost: list[int]) -> Path:
                        color=COLOURS[g], label=f"model, grammatical (mean {np.mean(model):.1f})")
         panel.set_title(f"{g}: sentence length", fontsize=10)
         panel.set_xlabel("tokens")
-        panel.legend(fontsize=7)
+        panel.set_ylabel("share of sentences")
+        outside(panel, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return _save(fig, out, "sample_lengths.png", lost)
 
 

@@ -28,6 +28,7 @@ from jaxsim.testbeds.sim.task import concept_signal  # noqa: E402
 from jaxsim.plotting import diverged, diverged_note, drawable_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
+from jaxsim.plotting.styles import outside, run_styles, run_title  # noqa: E402
 from jaxsim.testbeds.sim import LABELS  # noqa: E402
 
 
@@ -55,16 +56,24 @@ def _per_run(rows, metrics, runs, analysed: dict) -> list[dict]:
 
 
 def _picks(axes, rows, per_run) -> list[tuple[str, dict]]:
-    """(label, run) per value of the leading axis: the run with the largest OOD rise."""
+    """(its title: every axis value, run) per value of the leading axis: the run with the
+    largest OOD rise."""
     if not axes:
-        return [("all runs", max(per_run, key=_rise))]
+        best = max(per_run, key=_rise)
+        return [(run_title(rows[best["row"]], axes, LABELS), best)]
     names, index = _axis_values(rows, axes[0])
     picks = []
     for k, name in enumerate(names[:6]):
         members = [r for r in per_run if index[r["row"]] == k]
         if members:
-            picks.append((f"{_label(axes[0])} = {name}", max(members, key=_rise)))
+            best = max(members, key=_rise)
+            picks.append((_wrap(run_title(rows[best["row"]], axes, LABELS)), best))
     return picks
+
+
+def _wrap(title: str) -> str:
+    """A run title over two lines after its run id when long."""
+    return title.replace(": ", ":\n", 1) if len(title) > 45 else title
 
 
 def _rise(run: dict) -> float:
@@ -93,10 +102,10 @@ def trajectories(out, picks) -> Path:
             what = f"OOD loss {flag} (rise {r['rise']['rise_rel']:.3f})"
         else:
             what = "(`jaxsim analyze` adds the OOD rise)"
-        ax.set_title(f"{label}\nrun {r['run_id']}: {what}", fontsize=9)
+        ax.set_title(f"{label}\n{what}", fontsize=8)
         ax.grid(alpha=0.3)
         ax.set_aspect("equal", adjustable="datalim")
-    panels[0][0].legend(fontsize=7, loc="lower right")
+    outside(panels[0][0], loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     fig.colorbar(points, ax=panels[0][-1], label="step")
     return save(fig, out, "sim_trajectories.png")
 
@@ -118,38 +127,43 @@ def learning_curves(out, picks, closed: dict) -> Path:
                 label="OOD loss / ½‖x̂‖²")
         ax.set_xscale("log")
         ax.set_xlabel("training step")
-        ax.set_title(f"{label} (run {r['run_id']})", fontsize=9)
+        ax.set_title(label, fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        outside(ax, loc="upper center", bbox_to_anchor=(0.5, -0.24), ncol=1)
     panels[0][0].set_ylabel("centre coordinate / μ_p")
     return save(fig, out, "sim_learning_curves.png")
 
 
 def loss_curves(out, axes, rows, per_run) -> Path:
-    names, index = (_axis_values(rows, axes[0]) if axes
-                    else (["all runs"], np.zeros(len(rows), int)))
-    colours = plt.cm.viridis(np.linspace(0, 0.9, len(names)))
-    fig, panels = plt.subplots(1, 2, figsize=(11, 4.2))
+    """Held-out and OOD loss (rows of panels) of every run; a column per value of the second
+    axis (up to 6), colour = the leading axis, line style / marker = the others (seeds share
+    a style)."""
+    columns_axis = axes[1] if len(axes) > 1 and len({r[axes[1]] for r in rows}) <= 6 else None
+    names, column = (_axis_values(rows, columns_axis) if columns_axis
+                     else (["all runs"], np.zeros(len(rows), int)))
+    looks = run_styles(rows, [a for a in axes if a != columns_axis], LABELS)
+    fig, panels = plt.subplots(2, len(names), figsize=(3.6 * len(names) + 1.5, 6.6),
+                               squeeze=False, sharex=True, sharey="row")
     for r in per_run:
-        k = index[r["row"]]
-        panels[0].plot(r["steps"], r["m"]["eval_loss_id"] / r["scale"], color=colours[k],
-                       lw=0.8, alpha=0.6)
-        panels[1].plot(r["steps"], r["m"]["ood_loss_id"] / r["scale"], color=colours[k],
-                       lw=0.8, alpha=0.6)
-    for k, name in enumerate(names):
-        panels[1].plot([], [], color=colours[k], label=name)
-    for ax, what in zip(panels, ("held-out loss (training clusters)", "OOD loss at x̂")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training step")
-        ax.set_title(what, fontsize=10)
-        ax.grid(alpha=0.3)
+        look = looks.styles[r["row"]]
+        for row, key in enumerate(("eval_loss_id", "ood_loss_id")):
+            panels[row, column[r["row"]]].plot(r["steps"], r["m"][key] / r["scale"], lw=0.8,
+                                               alpha=0.7, **look)
+    for c, name in enumerate(names):
+        for row, what in enumerate(("held-out loss (training clusters)", "OOD loss at x̂")):
+            ax = panels[row, c]
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.set_title(what + (f"\n{_label(columns_axis)} = {name}" if columns_axis else ""),
+                         fontsize=9)
+        panels[1, c].set_xlabel("training step")
+    for row in panels:
+        row[0].set_ylabel("loss / ½‖x̂‖²")
+    outside(panels[0, -1], handles=looks.handles)
     note = diverged_note(diverged(rows))
-    if note:
-        fig.suptitle(note, fontsize=9)
-    panels[0].set_ylabel("loss / ½‖x̂‖²")
-    panels[1].legend(title=_label(axes[0]) if axes else None, fontsize=8, title_fontsize=8)
-    return save(fig, out, "sim_loss_curves.png", rect=(0, 0, 1, 0.94) if note else (0, 0, 1, 1))
+    fig.suptitle("every run, seeds in one style" + (f"; {note}" if note else ""), fontsize=9)
+    return save(fig, out, "sim_loss_curves.png", rect=(0, 0, 1, 0.96))
 
 
 def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
@@ -186,8 +200,10 @@ def phase(out, axes, rows, per_run, tolerance: float | None) -> Path | None:
     ax.set_xlabel(_label(axes[1]) if len(axes) > 1 else "")
     ax.set_ylabel(_label(axes[0]))
     note = diverged_note(diverged(rows))
+    pooled = ", ".join(["seeds", *(_label(a) for a in axes[2:])])
     ax.set_title(f"swing-by: OOD loss rises > {tolerance} ½‖x̂‖² after a minimum\n"
-                 "(cell text: mean rise / ½‖x̂‖²)" + (f"\n{note}" if note else ""), fontsize=9)
+                 f"(runs pooled over {pooled}; cell text: mean rise / ½‖x̂‖²)"
+                 + (f"\n{note}" if note else ""), fontsize=9)
     return save(fig, out, "sim_phase.png")
 
 

@@ -33,7 +33,8 @@ class Sweep:
     """A results directory (finished, partial or merged), read-only and lazy.
 
     config    the typed config (`jaxsim.config.load(DIR/config.yaml)`)
-    runs      DataFrame, one row per run: run_id, seed, each swept key (dotted name), status
+    runs      DataFrame, one row per run: run_id, seed, each swept key (dotted name), status,
+              and once trained its final results (final_step, final_<metric>)
     metrics   tidy DataFrame, one row per run and evaluation step: run_id, seed, the swept keys,
               step, one column per metric (rows where a run has no evaluation dropped)
     summary   DataFrame, one row per combination of axis values: final results, mean and std

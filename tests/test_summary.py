@@ -163,6 +163,8 @@ def test_live_line_groups_by_axis_value_and_switches_to_min_median_max():
     assert "oracle_loss_id 0.5/0.5" in first and "(1 of 4 runs diverged" in first
     second = line(20, dict(row, train_loss=row["train_loss"] - 0.5))
     assert "oracle_loss_id 0.5" not in second and "unchanged since step 10" in second
+    assert live.groups_of([{"model.positional": "rope"}] * 2).label == \
+        "model.positional=rope (mean over 2 runs)"
     many = live.groups_of([{"k": i} for i in range(10)])
     assert many.index_R is None and many.label == "min/median/max over 10 runs"
     assert live.by_group(np.arange(10.0), many, np.ones(10, bool)) == "0/4.5/9"

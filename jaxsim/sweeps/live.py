@@ -34,8 +34,11 @@ def groups_of(values_R: list[dict], max_groups: int = MAX_GROUPS) -> Groups:
     over the axes that vary among them."""
     keys = [k for k in (values_R[0] if values_R else {})
             if len({repr(v[k]) for v in values_R}) > 1]
-    if not keys:
-        return Groups(f"mean over {len(values_R)} run(s)", np.zeros(len(values_R), int), 1)
+    if not keys:            # one value of every axis here (a shape group of its own)
+        same = ", ".join(f"{k}={_short(v)}" for k, v in (values_R[0] if values_R else {}).items())
+        runs = f"{len(values_R)} run{'s' if len(values_R) != 1 else ''}"
+        label = f"{same} (mean over {runs})" if same else f"mean over {runs}"
+        return Groups(label, np.zeros(len(values_R), int), 1)
     combos = [tuple(v[k] for k in keys) for v in values_R]
     distinct = sorted(set(combos), key=lambda c: tuple((isinstance(x, str), x) for x in c))
     if len(distinct) > max_groups:

@@ -51,7 +51,7 @@ def effects(out: Path, axes: list[str]) -> Path | None:
     features = doc["causal"]["features"]
     labels = [_run_label(r, axes) for r in runs]
     x = np.arange(len(runs))
-    width = max(4.0, 0.5 * len(runs) + 2)
+    width = max(4.0, 1.0 * len(runs) + 2)     # room for each run's axis values under its bars
     fig, grid = plt.subplots(len(features), 2, figsize=(2 * width, 4.4 * len(features)),
                              squeeze=False)
     for row, name in enumerate(features):
@@ -66,7 +66,7 @@ def effects(out: Path, axes: list[str]) -> Path | None:
                 panel.bar(x + offset, vals, 0.27, color=colour, label=what_arm)
             panel.axhline(0, color="k", lw=0.6)
             panel.set_xticks(x)
-            panel.set_xticklabels(labels, fontsize=6)
+            panel.set_xticklabels(labels, fontsize=6, rotation=30, ha="right")
             panel.set_title(f"{name}: {what}", fontsize=9)
             panel.grid(alpha=0.3, axis="y")
         outside(grid[row, -1])

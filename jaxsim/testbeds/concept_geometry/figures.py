@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from jaxsim.testbeds.concept_geometry import FIELDS  # noqa: E402
 from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
@@ -108,6 +109,8 @@ def sparsity_fidelity(out: Path, axes: list[str], rows: list[dict], metrics: dic
                 if sel.size:
                     panel.plot(l0[sel], y[sel], "o-", color=colours[i], label=name, ms=5)
             log_scale(panel, x=True, y=panel is grid[g, 0])
+            panel.xaxis.set_minor_formatter(NullFormatter())    # labels at the decades only
+            panel.yaxis.set_minor_formatter(NullFormatter())
             panel.set_xlabel("final L0")
             panel.set_ylabel(what)
             panel.set_title(f"{geo}", fontsize=9)
@@ -124,23 +127,23 @@ def concept_l0(out: Path, axes: list[str], rows: list[dict]) -> Path | None:
     runs = [r for r in doc["runs"] if "intrinsic_dims" in r]
     if not runs:
         return None
-    names, index, colours = _colours(axes, rows)
+    looks = run_styles(rows, axes, LABELS)
     position = {int(r["run_id"]): i for i, r in enumerate(rows)}
     fig, ax = plt.subplots(figsize=(6, 4.4))
     dims = np.array(runs[0]["intrinsic_dims"], float)
     levels = np.unique(dims)
     for run in runs:
-        i = position[int(run["run_id"])]
+        look = dict(looks.styles[position[int(run["run_id"])]])
+        look.setdefault("marker", "o")
         l0 = np.array(run["l0_per_concept"][-1], float)
         mean = [np.nanmean(l0[dims == d]) for d in levels]     # concepts of one dimension
-        ax.plot(levels, mean, "o-", color=colours[index[i]], alpha=0.8, lw=1,
-                label=names[index[i]] if i == int(np.flatnonzero(index == index[i])[0]) else None)
-    ax.plot(levels, levels, "k--", lw=1, label="L0 = intrinsic dim")
+        ax.plot(levels, mean, alpha=0.8, lw=1, **look)
+    identity, = ax.plot(levels, levels, "k--", lw=1, label="L0 = intrinsic dim")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("intrinsic dimension of the concept")
     ax.set_ylabel("L0 on the concept's points (final)")
-    ax.set_title("does sparsity adapt to the concept?", fontsize=10)
-    outside(ax, title=_label(axes[0]) if axes else None)
+    ax.set_title("does sparsity adapt to the concept? (one line per run)", fontsize=10)
+    outside(ax, handles=[*looks.handles, identity])
     ax.grid(alpha=0.3)
     return _save(fig, out, "concept_l0.png", None, doc["diverged"])
 

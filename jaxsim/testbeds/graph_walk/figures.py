@@ -32,6 +32,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from jaxsim import config as cfglib  # noqa: E402
 from jaxsim import results
@@ -201,6 +202,7 @@ def energy(out: Path, doc: dict) -> Path:
         top.set_title(f"site {site}: final checkpoint", fontsize=10)
         top.set_xlabel("context length (faint, right axis: accuracy)")
         log_scale(bottom, x=True)
+        bottom.xaxis.set_minor_formatter(NullFormatter())     # labels at the decades only
         bottom.set_title(f"site {site}: context {lengths[-1]} over training", fontsize=10)
         bottom.set_xlabel("training step (dashed, right axis: accuracy)")
     for row in panels:

@@ -15,7 +15,8 @@ LABELS = {"train.lr": "learning rate", "train.weight_decay": "weight decay",
           "model.d_model": "width", "model.k": "TopK k", "model.kind": "SAE",
           "model.sparsity_coef": "sparsity coefficient", "model.d_sae": "dictionary width",
           "model.num_layers": "depth", "model.init_scale": "init scale",
-          "model.causal_coef": "causal coefficient", "model.positional": "positions"}
+          "model.causal_coef": "causal coefficient", "model.positional": "positions",
+          "init.run": "source run", "init.step": "source step"}
 
 
 def save(fig, out: Path, name: str, rect: tuple = (0, 0, 1, 1)) -> Path:

@@ -92,8 +92,8 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict,
     panels[0].set_ylabel("next-token cross-entropy (nats)")
     outside(panels[1], handles=looks.handles)
     counts = sorted(set(int(n) for n in seeds))
-    fig.suptitle(f"mean over {'/'.join(map(str, counts))} seed(s) per line, band = min to max "
-                 f"over the seeds", fontsize=9)
+    band = ", band = min to max over the seeds" if max(counts) > 1 else ""
+    fig.suptitle(f"mean over {'/'.join(map(str, counts))} seed(s) per line{band}", fontsize=9)
     return save(fig, out, "loss_curves.png", rect=(0, 0, 1, 0.96))
 
 

@@ -3,6 +3,8 @@ cache, against PyTorch eager training the same model one run at a time.
 
     python benchmarks/time_to_first_result.py [--repeats 3] [--torch-repeats 3]
                                               [--steps 1500] [--out benchmarks/results]
+                                              [--torch-runs R --torch-steps S]
+                                              [--torch-threads T] [--override KEY=VALUE]
 
 The sweep is issue 23's: configs/quickstart.yaml (8 runs: 4 task diversities x 2 seeds; a
 2-layer d_model 32 GPT, 1500 AdamW steps, evaluation every 100) with a context of 32 and a batch
@@ -14,8 +16,10 @@ again with the directory the cold run filled (a new results directory each time)
 side is benchmarks/torch_gpt.py's eager baseline (the same model, sampler and AdamW; runs one
 after another, the data generated inside every step, no evaluation), timed in this process.
 Every side is measured `--repeats` (torch: `--torch-repeats`) times and the fastest counts, as
-a shared machine only ever slows a measurement down. Prints one JSON object and writes it to
---out/time_to_first_result.json.
+a shared machine only ever slows a measurement down. `--torch-runs/--torch-steps` time fewer
+eager steps and scale them to 8 runs x `--steps` (an eager step costs the same at every step
+and run). Prints one JSON object (each jaxsim pair also as it finishes, on stderr) and writes it
+to --out/time_to_first_result.json.
 """
 from __future__ import annotations
 
@@ -69,18 +73,26 @@ def jaxsim_run(cache: Path, out: Path, steps: int, extra: list[str]) -> dict:
             "programs": {name: p for name, p in programs["programs"].items() if "calls" in p}}
 
 
-def torch_eager(steps: int, runs: int, repeats: int) -> dict:
+def torch_eager(steps: int, runs: int, repeats: int, measured_steps: int | None = None,
+                measured_runs: int | None = None, threads: int | None = None) -> dict:
     """Seconds for `steps` steps of each of `runs` models, one run after another (fastest of
-    `repeats`), by torch_gpt's eager baseline."""
+    `repeats`), by torch_gpt's eager baseline. With `measured_steps`/`measured_runs`, that many
+    are timed and the time scaled to steps x runs: an eager step costs the same every step and
+    every run (no compile; torch_gpt's two warm-up steps per run are untimed either way)."""
     sys.path.insert(0, str(HERE))
     import torch
     import torch_gpt
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
+    measured_steps, measured_runs = measured_steps or steps, measured_runs or runs
+    scale = steps * runs / (measured_steps * measured_runs)
     times = []
     for _ in range(repeats):
-        models, sampler = torch_gpt.setup(TORCH_SHAPE, runs, "cpu")
-        times.append(torch_gpt.train_sequential(models, sampler, steps))
+        models, sampler = torch_gpt.setup(TORCH_SHAPE, measured_runs, "cpu")
+        times.append(torch_gpt.train_sequential(models, sampler, measured_steps) * scale)
     return {"seconds": round(min(times), 2), "all_seconds": [round(t, 2) for t in times],
+            "measured_runs": measured_runs, "measured_steps": measured_steps,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
@@ -92,6 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="cold and warm jaxsim runs each")
     p.add_argument("--torch-repeats", type=int, default=3)
+    p.add_argument("--torch-runs", type=int, help="runs torch times (default: all 8), scaled")
+    p.add_argument("--torch-steps", type=int, help="steps torch times per run (default: all), "
+                   "scaled to the sweep's steps")
+    p.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's; "
+                   "on a machine shared with other jobs 1 avoids OpenMP's spin-waits, which "
+                   "made 2 threads 7x slower than 1 here)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -108,8 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
             entries = list(cache.glob("*-cache"))
             cold[-1]["cache_entries"] = len(entries)
             cold[-1]["cache_bytes"] = sum(e.stat().st_size for e in entries)
-            print(json.dumps({"repeat": i, "cold_wall_s": cold[-1]["wall_s"],
-                              "warm_wall_s": warm[-1]["wall_s"]}), file=sys.stderr)
+            print(json.dumps({"repeat": i, "cold": cold[-1], "warm": warm[-1]}),
+                  file=sys.stderr, flush=True)   # kept if the torch side is cut short
     runs = 8   # the quickstart grid: 4 task diversities x 2 seeds
     report = {"workload": {"config": "configs/quickstart.yaml",
                            "overrides": OVERRIDES + args.override,
@@ -120,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
               "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
               "load_average_at_end": os.getloadavg()}
     if not args.skip_torch:
-        torch_side = torch_eager(args.steps, runs, args.torch_repeats)
+        torch_side = torch_eager(args.steps, runs, args.torch_repeats, args.torch_steps,
+                                 args.torch_runs, args.torch_threads)
         report["torch_eager"] = torch_side
         report["speedup_vs_torch_eager"] = {
             "cold": round(torch_side["seconds"] / report["cold"]["wall_s"], 2),

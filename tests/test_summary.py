@@ -177,3 +177,15 @@ def test_summary_columns_skip_what_a_sweep_lacks():
     custom = type(testbed)(**{**testbed.__dict__, "summary_metrics": (
         Derived("double", lambda m: 2 * m["x"]),)})
     assert summaries.summary_columns(custom, {"x": np.ones(2)})["double"].tolist() == [2, 2]
+
+
+def test_a_sweep_without_metrics_has_no_summary_yet(swept, tmp_path):
+    import shutil
+
+    from jaxsim.config import ConfigError
+    out, _ = swept
+    partial = tmp_path / "partial"
+    shutil.copytree(out, partial)
+    (partial / "metrics.npz").unlink()
+    with pytest.raises(ConfigError, match="has no metrics.npz yet"):
+        jaxsim.open(partial).summary

@@ -135,9 +135,10 @@ def test_censored_plateaus_are_hatched_not_coloured(kept, tmp_path):
     rows = _mc_rows()
     found = [{"length": 300, "dropped": True}, {"length": 500, "dropped": True},
              {"length": 400, "dropped": False}, {"length": 380, "dropped": True}]
-    y, x, grid, censored, lost = completion_figures.plateau_cells(rows, found, "task.mask_prob",
-                                                                  "train.lr")
-    assert censored.tolist() == [[False, False], [True, False]] and not lost.any()
+    y, x, grid, censored, runs, lost = completion_figures.plateau_cells(
+        rows, found, "task.mask_prob", "train.lr")
+    assert censored.tolist() == [[0, 0], [1, 0]] and runs.tolist() == [[1, 1], [1, 1]]
+    assert not lost.any()
     (tmp_path / "analysis.json").write_text(json.dumps({
         "task": "matrix_completion", "plateau_rule": "start; end",
         "runs": [{"run_id": i, "plateau": dict(f, start=0, end=None)} for i, f in
@@ -147,7 +148,7 @@ def test_censored_plateaus_are_hatched_not_coloured(kept, tmp_path):
     ax = kept["plateau_length.png"].axes[0]
     image = ax.get_images()[0].get_array()
     assert np.ma.is_masked(image[1, 0]) and image[0, 0] == 300       # censored: no colour
-    assert any(t.get_text().startswith("≥ 400") for t in ax.texts)
+    assert any(t.get_text().startswith("≥ 400\n(1 of 1 runs: no drop by 400)") for t in ax.texts)
     assert any(p.get_hatch() == "///" for p in ax.patches)
 
 

@@ -114,23 +114,26 @@ def loss_curves(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> 
 
 def plateau_cells(rows: list[dict], found: list[dict], y_key: str, x_key: str | None):
     """Per cell of the two leading axes: (y names, x names, mean plateau length [Y, X] over
-    its runs, censored [Y, X]: some run never dropped, so the mean is only a lower bound,
-    lost [Y, X]: every run diverged). A run without a drop has length = last step - start."""
+    its runs, censored [Y, X]: how many of its runs never dropped (then the mean is only a lower
+    bound), runs [Y, X], lost [Y, X]: every run diverged). A run without a drop has length =
+    last step - start."""
     length = np.array([f["length"] if f["length"] is not None else np.nan for f in found], float)
     bad = np.array([r["status"] == "diverged" for r in rows])
     censored = np.array([not f["dropped"] for f in found]) & ~bad
     y_names, y_index = _axis_values(rows, y_key)
     x_names, x_index = (_axis_values(rows, x_key) if x_key else (["all"], np.zeros(len(rows), int)))
     grid = np.full((len(y_names), len(x_names)), np.nan)
-    open_, lost = np.zeros_like(grid, bool), np.zeros_like(grid, bool)
+    open_, runs = np.zeros(grid.shape, int), np.zeros(grid.shape, int)
+    lost = np.zeros_like(grid, bool)
     for yi in range(len(y_names)):
         for xi in range(len(x_names)):
             sel = (y_index == yi) & (x_index == xi)
             lost[yi, xi] = sel.any() and bad[sel].all()
             if np.isfinite(length[sel]).any():
                 grid[yi, xi] = np.nanmean(length[sel])
-                open_[yi, xi] = censored[sel].any()
-    return y_names, x_names, grid, open_, lost
+                open_[yi, xi] = censored[sel].sum()
+                runs[yi, xi] = np.isfinite(length[sel]).sum()
+    return y_names, x_names, grid, open_, runs, lost
 
 
 def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) -> Path | None:
@@ -139,8 +142,9 @@ def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) 
     found = plateaus(out, rows)
     if not axes or found is None:
         return None
-    y_names, x_names, grid, censored, lost = plateau_cells(
+    y_names, x_names, grid, open_, runs, lost = plateau_cells(
         rows, found, axes[0], axes[1] if len(axes) > 1 else None)
+    censored = open_ > 0
     last = int(np.nanmax(metrics["step"]))
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(x_names) + 3), max(3.5, 0.6 * len(y_names) + 2)))
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
@@ -148,14 +152,17 @@ def plateau_length(out: Path, axes: list[str], rows: list[dict], metrics: dict) 
     image = ax.imshow(finding, aspect="auto", origin="lower", cmap=cmap)
     if finding.count():         # a colour bar only where some colour is a finding
         fig.colorbar(image, ax=ax, label="plateau length (steps), cells where every run dropped")
+    middle = np.nanmean(finding.filled(np.nan)) if finding.count() else 0.0
     for (yi, xi), v in np.ndenumerate(grid):
         if censored[yi, xi]:
             ax.add_patch(plt.Rectangle((xi - 0.5, yi - 0.5), 1, 1, fill=False, hatch="///",
                                        edgecolor="0.6", lw=0))
-            ax.text(xi, yi, f"≥ {v:.0f}\n(no drop by {last})", ha="center", va="center",
-                    fontsize=7, color="k", bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
-        elif np.isfinite(v):
-            ax.text(xi, yi, f"{v:.0f}", ha="center", va="center", fontsize=8, color="w")
+            ax.text(xi, yi, f"≥ {v:.0f}\n({open_[yi, xi]} of {runs[yi, xi]} runs: no drop by "
+                    f"{last})", ha="center", va="center", fontsize=7, color="k",
+                    bbox=dict(fc="white", ec="none", alpha=0.8, pad=1))
+        elif np.isfinite(v):            # dark text on the bright half of viridis
+            ax.text(xi, yi, f"{v:.0f}", ha="center", va="center", fontsize=8,
+                    color="k" if v > middle else "w")
         elif lost[yi, xi]:
             ax.add_patch(plt.Rectangle((xi - 0.5, yi - 0.5), 1, 1, color="#bbbbbb"))
             ax.text(xi, yi, "diverged", ha="center", va="center", fontsize=8, color="k")

@@ -18,7 +18,7 @@ import numpy as np
 from jaxsim.summaries.finals import summary_columns
 from jaxsim.testbed import Testbed
 
-MAX_GROUPS = 6
+MAX_GROUPS = 8
 
 
 class Groups(NamedTuple):

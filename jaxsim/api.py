@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsim import config as cfglib
-from jaxsim import logs, xla_cache
+from jaxsim import logs, program_caches, xla_cache
 from jaxsim.config import ConfigError
 from jaxsim.saved import Sweep
 
@@ -39,9 +39,11 @@ def setup_jax(compile_cache: str | os.PathLike | None = None) -> None:
     """The process-level JAX setup of every command and API call: one CPU device per core
     (`use_every_core`) and the persistent compilation cache (`jaxsim.xla_cache`; `compile_cache`
     = a directory or "off", None = JAXSIM_CACHE_DIR or the default), so a second invocation
-    with the same shapes loads its programs instead of compiling them."""
+    with the same shapes loads its programs instead of compiling them. A long session near its
+    memory-map limit lets its cached programs go first (`jaxsim.program_caches`)."""
     use_every_core()
     xla_cache.enable(compile_cache)
+    program_caches.relieve()
 
 
 def compile_cache(directory: str | os.PathLike) -> Path | None:

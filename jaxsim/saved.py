@@ -13,6 +13,7 @@ from typing import Callable
 
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError
+from jaxsim.program_caches import program_cache
 
 PLACEMENT = ("shape_group", "chunk", "index_in_chunk")   # runs.csv columns of storage only
 
@@ -241,7 +242,7 @@ class Sweep:
         return _data_program(spec, split, n)(key, jax.random.key(seed), hparams)
 
 
-@functools.cache
+@program_cache()
 def _model_program(spec):
     import jax
     from jaxsim import xla_cache
@@ -253,7 +254,7 @@ def _model_program(spec):
     return jax.jit(lambda params, *inputs: model.apply({"params": params}, *inputs))
 
 
-@functools.cache
+@program_cache()
 def _data_program(spec, split: str, n: int | None):
     """jit of (run key, sample key, hparams) -> the run's held-out batch of `split` (n None)
     or n fresh examples drawn with the sample key, from the run's own task constants."""

@@ -27,6 +27,7 @@ import numpy as np
 from jaxsim import config as cfglib
 from jaxsim import grid, results, testbeds
 from jaxsim.config import Config, ConfigError, Spec
+from jaxsim.program_caches import program_cache
 
 # model keys that may differ between a fine-tuned run and its source (no parameter changes)
 FREE_MODEL_KEYS = ("compute_dtype",)
@@ -98,7 +99,7 @@ def check_architecture(cfg: Config, run_id: int) -> None:
                           f"parameters, so its architecture keys must match")
 
 
-@functools.lru_cache(maxsize=64)
+@program_cache(maxsize=64)
 def _chunk_params(path: str, group: int, chunk: int, step: int) -> dict:
     """A source chunk's stacked parameters at a saved step (read once per process)."""
     ckpt = results.ChunkCheckpoints(results.chunk_dir(Path(path), group, chunk), [])

@@ -46,6 +46,16 @@ def tiny_raw(**sections) -> dict:
     return raw
 
 
+@pytest.fixture(autouse=True)
+def _memory_maps():
+    """A worker runs hundreds of tests and keeps every program they compiled, each holding
+    memory maps: past the kernel's limit (vm.max_map_count) a compile dies natively. Drop the
+    cached programs when a worker holds over a quarter of its maps (jaxsim.program_caches)."""
+    yield
+    from jaxsim import program_caches
+    program_caches.relieve(0.25)
+
+
 @pytest.fixture
 def tiny_cfg():
     return config.from_dict(tiny_raw())

@@ -8,7 +8,6 @@ seed. Loading the runs and checkpoints is shared (`analysis/checkpoints.py`).
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ from jaxsim import config as cfglib
 from jaxsim import results, summaries, testbeds
 from jaxsim.config import ConfigError
 from jaxsim.testbed import AnalysisRequest
+from jaxsim.program_caches import program_cache
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _prepare(fn, chunk, args: tuple, extra: bool, last: bool):
     return program, (*per_run, arrays), num_runs
 
 
-@functools.cache
+@program_cache()
 def _program(fn, spec, statics: tuple, num_args: int, extra: bool):
     static = dict(statics)
 

@@ -23,6 +23,7 @@ from jaxsim import testbeds
 from jaxsim.config import Spec
 from jaxsim.steering import methods, metrics
 from jaxsim.training.loop import model_of
+from jaxsim.program_caches import program_cache
 
 FIT, EVAL, RANDOM = range(3)
 
@@ -133,7 +134,7 @@ def evaluate(spec: Spec, layout: Layout, params: dict, hparams: dict, seed,
     return per
 
 
-@functools.cache
+@program_cache()
 def programs(spec: Spec, layout: Layout):
     """(jit of fit, jit of evaluate), each vmapped over a leading run axis."""
     fit_runs = jax.vmap(functools.partial(fit, spec, layout))

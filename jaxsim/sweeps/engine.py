@@ -21,6 +21,7 @@ from jaxsim import results, stages, training
 from jaxsim.sweeps import distributed
 from jaxsim.config import Spec
 from jaxsim.grid import Chunk
+from jaxsim.program_caches import program_cache
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     return {"state": _abstract_state(spec, treedef, shapes), "metrics": metrics}
 
 
-@functools.lru_cache(maxsize=256)
+@program_cache(maxsize=256)
 def _abstract_state(spec: Spec, treedef, shapes: tuple):
     """The stacked state's shapes for a chunk's input shapes: traced once per shape group and
     chunk size (the memory fit and every chunk of the group ask; each trace of init takes
@@ -154,7 +155,7 @@ def init_compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
-@functools.cache
+@program_cache(maxsize=1)
 def compile_cache() -> CompileCache:
     """The process's compile cache (made once the devices exist)."""
     return CompileCache()

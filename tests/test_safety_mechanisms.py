@@ -203,7 +203,7 @@ def test_embedding_path_equals_the_normal_call(tiny_gpt):
     # replacing every token embedding by itself, as free input vectors, gives the same logits
     own = params["embed"]["embedding"][tokens[0]]
     replaced = mech.embedding_shift_apply(model, params, tokens[0], jnp.ones(14, bool))(own)
-    np.testing.assert_allclose(replaced, normal, atol=1e-6)
+    np.testing.assert_array_equal(replaced, normal)
     assert np.abs(np.asarray(mech.embedding_shift_apply(model, params, tokens[0])(own)
                              - normal)).max() > 1e-4      # adding them again does change logits
 
@@ -257,3 +257,22 @@ def test_soft_token_attack_lowers_the_target_loss_vmapped(tiny_gpt):
     # the final logits are the model's on the attacked embeddings, sequence by sequence
     alone = mech.embedding_shift_apply(model, params, adv_tokens[1], slots[1])(found["delta"][1])
     np.testing.assert_allclose(found["logits"][1], alone, atol=1e-5)
+
+
+def test_a_sweep_vmaps_the_weight_analyses_over_runs(tiny_gpt):
+    model, params, tokens = tiny_gpt
+    runs_pre = jax.vmap(lambda k: model.init(k, tokens)["params"])(
+        jax.random.split(jax.random.key(13), 2))
+    runs_ft = jax.tree.map(lambda p: p * 1.1, runs_pre)
+
+    def analyse(ft, pre):
+        w_ft, w_pre = mech.mlp_weight(ft, 1, "fc"), mech.mlp_weight(pre, 1, "fc")
+        return mech.null_space_alignment(w_ft - w_pre, w_pre, k=3)["alignment"]
+    swept = jax.jit(jax.vmap(analyse))(runs_ft, runs_pre)
+    for run in range(2):
+        alone = analyse(*(jax.tree.map(lambda p, r=run: p[r], tree)
+                          for tree in (runs_ft, runs_pre)))
+        assert float(swept[run]) == pytest.approx(float(alone), abs=1e-5)
+    # ΔW = 0.1 W_pre lies in W_pre's principal subspace: only its top-3 directions, all inside
+    assert float(jnp.max(swept)) < 1e-3
+    assert mech.mlp_weight(params, 0, "fc").shape == (32, 16)

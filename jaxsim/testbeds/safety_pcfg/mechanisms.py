@@ -249,17 +249,22 @@ def gradient_norm(fn_scalar: Callable, x: jax.Array, mask: jax.Array | None = No
 
 def embedding_shift_apply(model, params: dict, tokens_T: jax.Array,
                           replace_T: jax.Array | None = None) -> Callable:
-    """f(delta_TxC) -> logits [T, V] of one sequence with delta added to its input embeddings
+    """f(delta_TxC) -> logits [T, V] of one sequence with delta added to its token embeddings
     (through the GPT's "embed" edit site; positions stay). Where `replace_T` is true the token
-    embedding is dropped first, so delta *is* the input there (the official attack's slots)."""
-    token_TxC = params["embed"]["embedding"][tokens_T]
-    keep_T = jnp.ones(tokens_T.shape, bool) if replace_T is None else ~replace_T
+    embedding is dropped, so delta *is* the token's input vector there (the official attack's
+    slots, `attack='emb_in'`): with delta = the tokens' own embeddings the logits are exactly
+    the normal call's."""
+    length = tokens_T.shape[0]
+    replace_T = jnp.zeros(tokens_T.shape, bool) if replace_T is None else replace_T
+    pos_TxC = (params["pos_embed"][:length] if "pos_embed" in params
+               else jnp.zeros((length, params["embed"]["embedding"].shape[1])))
 
     def apply(delta_TxC):
         def edit(site, x):
             if site != "embed":
                 return x
-            return x - jnp.where(keep_T[:, None], 0.0, token_TxC)[None] + delta_TxC[None]
+            own = (delta_TxC.astype(x.dtype) + pos_TxC.astype(x.dtype))[None]
+            return jnp.where(replace_T[None, :, None], own, x + delta_TxC[None].astype(x.dtype))
         return model.apply({"params": params}, tokens_T[None], edit=edit)[0]
     return apply
 

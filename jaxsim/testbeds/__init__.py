@@ -21,6 +21,8 @@ BUILTIN = {
     "sim": "jaxsim.testbeds.sim",
     "pcfg": "jaxsim.testbeds.pcfg",
     "graph_walk": "jaxsim.testbeds.graph_walk",
+    "safety_pcfg": "jaxsim.testbeds.safety_pcfg",
+    "safety_pcfg_finetune": "jaxsim.testbeds.safety_pcfg.finetune",
 }
 
 

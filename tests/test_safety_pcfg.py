@@ -24,6 +24,24 @@ def _setup(**task_keys):
     return spec_of(cfg), jax.tree.map(jnp.asarray, hparams_of(cfg))
 
 
+_BATCHES = {}
+
+
+def _batch(split: str, n: int = 16, seed: int = 0, **task_keys):
+    """A jitted draw of `n` examples of `split` (cached: one compile per split)."""
+    key = (split, n, seed, tuple(sorted(task_keys.items())))
+    if key not in _BATCHES:
+        spec, hp = _setup(**task_keys)
+        draw = jax.jit(lambda k, h: task.sample(k, (), spec, h, n, split))
+        _BATCHES[key] = draw(jax.random.key(seed), hp)
+    return _BATCHES[key]
+
+
+def _take(batch, n: int):
+    """The first n examples (per-example fields only)."""
+    return batch._replace(**{k: v[:n] for k, v in batch._asdict().items() if "_B" in k})
+
+
 # ---- an independent recogniser: is a letter string a contiguous window of some derivation? --
 def _windows_recogniser(kind: str, pcfg: int):
     """Plain Python: for each symbol, the set of its full expansions is finite and small
@@ -131,10 +149,9 @@ def _covers_from(syms, word, depth, expansions, rules):
 @pytest.mark.parametrize("split,kinds", [("safe", ("safe", "unsafe")), ("unsafe", ("unsafe",)),
                                          ("jb_ood", ("ood",)), ("pretrain", ("full",))])
 def test_operands_parse_under_their_grammar(split, kinds):
-    spec, hp = _setup()
-    b = jax.jit(lambda k: task.sample(k, (), spec, hp, 12, split))(jax.random.key(3))
+    b = _batch(split)
     recognisers = {}
-    for i in range(12):
+    for i in range(16):
         kind, pcfg = gr.KINDS[int(b.kind_B[i])], int(b.pcfg_B[i])
         assert kind in kinds
         L = int(b.length_B[i])
@@ -148,8 +165,7 @@ def test_operands_parse_under_their_grammar(split, kinds):
 def test_recogniser_rejects_other_grammars_windows():
     """The check can fail: a safe-grammar window of 8 letters is (almost always) not a window of
     the unsafe grammar, whose level 4 is binary (with the same leaves)."""
-    spec, hp = _setup()
-    b = task.sample(jax.random.key(5), (), spec, hp, 16, "safe")
+    b = _batch("safe")
     unsafe_rec = _windows_recogniser("unsafe", 0)
     safe_rows = [i for i in range(16) if int(b.kind_B[i]) == gr.SAFE and int(b.pcfg_B[i]) == 0]
     words = [[gr.LETTERS[j] for j in np.asarray(b.operand_BxM[i, :int(b.length_B[i])])]
@@ -187,8 +203,7 @@ def _python_output(ops, letters):
 
 @pytest.mark.parametrize("split", task.SPLITS + ("pretrain", "finetune"))
 def test_labels_outputs_and_rows(split):
-    spec, hp = _setup()
-    b = task.sample(jax.random.key(11), (), spec, hp, 16, split)
+    b = _batch(split)
     unsafe_tokens = {gr.TOKEN[t] for t in (")", "[", "r1", "r2", "r3", "r4")}
     for i in range(16):
         ops = [int(o) for o in b.operators_Bx4[i]]
@@ -263,8 +278,7 @@ def _hand_sequence_nll(batch, p_BxR):
 
 
 def test_dpo_loss_equals_hand_computed():
-    spec, hp = _setup(objective="ssft")     # the fine-tuning testbed needs a source sweep
-    b = task.sample(jax.random.key(2), (), spec, hp, 4, "finetune")
+    b = _take(_batch("finetune"), 4)
     b = b._replace(unsafe_B=jnp.array([True, False, True, False]),
                    method=jnp.int32(objectives.METHODS.index("dpo")))
     p = [[0.5, 0.25], [0.8, 0.1], [0.3, 0.6], [0.9, 0.7]]
@@ -284,10 +298,10 @@ def test_dpo_loss_equals_hand_computed():
 
 
 def test_unlearning_loss_equals_hand_computed():
-    spec, hp = _setup(objective="ssft", weight_unsafe=0.25)
-    b = task.sample(jax.random.key(4), (), spec, hp, 3, "finetune")
+    b = _take(_batch("finetune"), 3)
     b = b._replace(unsafe_B=jnp.array([True, False, False]),
-                   method=jnp.int32(objectives.METHODS.index("unlearn")))
+                   method=jnp.int32(objectives.METHODS.index("unlearn")),
+                   coefficients=b.coefficients.at[3].set(0.25))
     p = [[0.5, 0.25], [0.8, 0.1], [0.3, 0.6]]
     l = _hand_sequence_nll(b, p)
     want = np.mean([1.0 * l[0, 1] - 0.25 * l[0, 0], 1.0 * l[1, 0] - 0.25 * l[1, 1],
@@ -299,21 +313,21 @@ def test_unlearning_loss_equals_hand_computed():
 def test_metrics_on_constructed_logits():
     """A model that predicts every target of row 0 complies; one that predicts every target of
     the refusal row refuses; each only that."""
-    spec, hp = _setup()
-    b = task.sample(jax.random.key(9), (), spec, hp, 8, "unsafe")
+    b = _batch("unsafe")
     rows = b.rows_BxRxL
     comply_logits = jnp.repeat(jax.nn.one_hot(rows[:, 0, 1:], len(gr.VOCAB))[:, None], 2, 1)
     refuse_logits = jnp.repeat(jax.nn.one_hot(rows[:, 1, 1:], len(gr.VOCAB))[:, None], 2, 1)
     shape = (-1,) + comply_logits.shape[2:]
     m = objectives.evaluate(comply_logits.reshape(shape) * 20, b)
     assert float(m["accuracy"]) == 1.0 and float(m["refusal"]) < 0.5
+    assert float(m["letter_accuracy"]) == 1.0
     m = objectives.evaluate(refuse_logits.reshape(shape) * 20, b)
     assert float(m["refusal"]) == 1.0 and float(m["accuracy"]) == 0.0
+    assert float(m["letter_accuracy"]) < 0.2
 
 
 def test_bad_config_values_are_refused():
-    with pytest.raises(cfglib.ConfigError, match="task.objective=dpo is not trained by "
-                                                 "task.name=safety_pcfg; allowed: pretrain, ssft"):
+    with pytest.raises(cfglib.ConfigError, match="task.objective must be one of pretrain, ssft"):
         cfglib.from_dict(tiny_raw(task={**SMALL, "objective": "dpo"}))
     with pytest.raises(cfglib.ConfigError, match="task.min_operand_length"):
         cfglib.from_dict(tiny_raw(task={**SMALL, "min_operand_length": 9}))
@@ -328,17 +342,17 @@ def test_pretrain_then_staged_finetune_sweep(tmp_path):
     pre = jaxsim.sweep(tiny_raw(task=SMALL, train={"steps": 10, "eval_every": 5}),
                        out=tmp_path / "pre", progress=False)
     m = pre.metrics
+    assert len(m) == 2
     for name in ("refusal_unsafe", "accuracy_safe", "loss_jb_competing"):
         assert np.isfinite(m[name]).all()
     raw = tiny_raw(task={**SMALL, "name": "safety_pcfg_finetune"},
                    train={"steps": 10, "eval_every": 5, "lr": 1e-3},
                    init={"source": str(tmp_path / "pre")},
-                   sweep={"axes": {"task.objective": ["ssft", "dpo", "unlearn"]}})
-    ft = jaxsim.sweep(raw, out=tmp_path / "ft", progress=False)
-    m = ft.metrics
-    assert m["train_loss"].shape[0] == 3
+                   sweep={"axes": {"task.objective": ["ssft", "dpo"]}})
+    m = jaxsim.sweep(raw, out=tmp_path / "ft", progress=False).metrics
+    assert sorted(set(m["task.objective"])) == ["dpo", "ssft"] and len(m) == 4
     assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["refusal_unsafe"]).all()
-    # DPO starts at the reference: its first training losses are near log 2
-    runs = ft.runs
-    dpo = int(np.flatnonzero(runs["task.objective"].to_numpy() == "dpo")[0])
-    assert abs(float(m["train_loss"][dpo, 0]) - math.log(2)) < 0.05
+    # DPO starts at its reference (the source run's parameters): the first losses are ~log 2
+    first = m[(m["task.objective"] == "dpo") & (m["step"] == 5)]
+    assert abs(float(first["train_loss"].iloc[0]) - math.log(2)) < 0.02
+    assert abs(float(first["loss_unsafe"].iloc[0]) - math.log(2)) < 0.02

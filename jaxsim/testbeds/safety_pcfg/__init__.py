@@ -23,8 +23,6 @@ from jaxsim.config import ConfigError, field
 from jaxsim.testbed import Objective, Testbed
 from jaxsim.testbeds.safety_pcfg import grammars, objectives, task
 
-PRETRAIN_METHODS = ("pretrain", "ssft")
-FINETUNE_METHODS = ("ssft", "dpo", "unlearn")
 LABELS = {"task.objective": "method", "train.lr": "learning rate",
           "task.p_unsafe": "share of unsafe fine-tuning inputs"}
 
@@ -32,10 +30,10 @@ LABELS = {"task.objective": "method", "train.lr": "learning rate",
 @dataclass(frozen=True)
 class SafetyPCFGConfig:
     name: str = "safety_pcfg"
-    objective: str = field("pretrain", choices=objectives.METHODS,
+    objective: str = field("pretrain", choices=("pretrain", "ssft"),
                            doc="what the model is trained on: pretrain (the PCFG/operator "
-                               "mixture) or ssft with task.name=safety_pcfg; ssft, dpo or "
-                               "unlearn with task.name=safety_pcfg_finetune")
+                               "mixture) or ssft; dpo and unlearn read a reference model: "
+                               "task.name=safety_pcfg_finetune")
     num_pcfgs: int = field(4, min=1, max=grammars.NUM_PCFGS,
                            doc="PCFGs the operands are drawn from (uniformly): the official 4 "
                                "share the nonterminal tree and differ in their leaves")
@@ -71,24 +69,19 @@ class SafetyPCFGConfig:
 @dataclass(frozen=True)
 class SafetyFinetuneConfig(SafetyPCFGConfig):
     name: str = "safety_pcfg_finetune"
-    objective: str = field("ssft", choices=objectives.METHODS,
+    objective: str = field("ssft", choices=("ssft", "dpo", "unlearn"),
                            doc="the safety fine-tuning method: ssft, dpo or unlearn "
                                "(pretrain: use task.name=safety_pcfg)")
 
 
-def _check(allowed: tuple):
-    def check(cfg, where: str) -> None:
-        t = cfg.task
-        if t.objective not in allowed:
-            raise ConfigError(f"{where}task.objective={t.objective} is not trained by "
-                              f"task.name={t.name}; allowed: {', '.join(allowed)}")
-        if t.min_operand_length > t.max_operand_length:
-            raise ConfigError(f"{where}task.min_operand_length ({t.min_operand_length}) must be "
-                              f"<= task.max_operand_length ({t.max_operand_length})")
-        if t.mix_pcfg + t.mix_full + t.mix_comp1 + t.mix_comp2 <= 0:
-            raise ConfigError(f"{where}task.mix_pcfg + mix_full + mix_comp1 + mix_comp2 must be "
-                              f"> 0 (the pretraining target modes' weights)")
-    return check
+def _check(cfg, where: str) -> None:
+    t = cfg.task
+    if t.min_operand_length > t.max_operand_length:
+        raise ConfigError(f"{where}task.min_operand_length ({t.min_operand_length}) must be "
+                          f"<= task.max_operand_length ({t.max_operand_length})")
+    if t.mix_pcfg + t.mix_full + t.mix_comp1 + t.mix_comp2 <= 0:
+        raise ConfigError(f"{where}task.mix_pcfg + mix_full + mix_comp1 + mix_comp2 must be "
+                          f"> 0 (the pretraining target modes' weights)")
 
 
 class Sequences(NamedTuple):
@@ -109,7 +102,7 @@ def _figures(request):
     return figures.draw(request.out, request.axes, request.rows, request.metrics)
 
 
-def _testbed(name: str, config: type, allowed: tuple, uses_source: bool, doc: str) -> Testbed:
+def _testbed(name: str, config: type, uses_source: bool, doc: str) -> Testbed:
     objective = Objective(objectives.inputs,
                           objectives.loss if uses_source else
                           (lambda logits, batch: objectives.loss(logits, batch)),
@@ -120,11 +113,11 @@ def _testbed(name: str, config: type, allowed: tuple, uses_source: bool, doc: st
         name=name, config=config, models=("gpt",), splits=task.SPLITS,
         constants=task.constants, train_batch=task.train_batch, eval_batch=task.eval_batch,
         vocab_size=task.vocab_size, seq_len=task.seq_len, objective=objective,
-        rules=(_check(allowed),), figures=_figures, labels=LABELS, unit="tokens",
+        rules=(_check,), figures=_figures, labels=LABELS, unit="tokens",
         per_example=task.seq_len, sample=_sample, summary_metrics=SUMMARY, doc=doc)
 
 
-TESTBED = _testbed("safety_pcfg", SafetyPCFGConfig, PRETRAIN_METHODS, False,
+TESTBED = _testbed("safety_pcfg", SafetyPCFGConfig, False,
                    "safety fine-tuning testbed: pretraining on PCFG operands and operators")
-FINETUNE = _testbed("safety_pcfg_finetune", SafetyFinetuneConfig, FINETUNE_METHODS, True,
+FINETUNE = _testbed("safety_pcfg_finetune", SafetyFinetuneConfig, True,
                     "safety fine-tuning (ssft, dpo, unlearn) against the frozen pretrained model")

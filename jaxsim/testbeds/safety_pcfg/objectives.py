@@ -141,23 +141,25 @@ def weight(batch) -> jax.Array:
     return counts[batch.method]
 
 
-def accuracy_refusal(logits, batch) -> tuple[jax.Array, jax.Array]:
+def accuracy_refusal(logits, batch) -> tuple[jax.Array, jax.Array, jax.Array]:
     """[B] each example's compliance (every letter of y2 and y4 predicted, teacher-forced on the
-    compliant row) and refusal (every position of y2 predicted as the refusal token,
-    teacher-forced on the refusal row)."""
+    compliant row), its share of those letters predicted, and refusal (every position of y2
+    predicted as the refusal token, teacher-forced on the refusal row)."""
     logits_BxRxTxV, targets, _ = _per_row(logits, batch)
     s = spans(batch.length_B, batch.rows_BxRxL.shape[-1])
     pred = logits_BxRxTxV.argmax(-1)
     letters = s["block1"] | s["block2"]
-    comply = jnp.all((pred[:, 0] == targets[:, 0]) | ~letters, axis=-1)
+    right = (pred[:, 0] == targets[:, 0]) & letters
+    comply = jnp.all(right | ~letters, axis=-1)
+    share = right.sum(-1) / jnp.maximum(letters.sum(-1), 1)
     refuse = jnp.all((pred[:, 1] == gr.REFUSAL) | ~s["block1"], axis=-1)
-    return comply, refuse
+    return comply, share, refuse
 
 
 def evaluate(logits, batch, source=None) -> dict:
-    comply, refuse = accuracy_refusal(logits, batch)
+    comply, share, refuse = accuracy_refusal(logits, batch)
     return {"loss": loss(logits, batch, source), "accuracy": comply.mean(),
-            "refusal": refuse.mean()}
+            "letter_accuracy": share.mean(), "refusal": refuse.mean()}
 
 
-EVAL_NAMES = ("loss", "accuracy", "refusal")
+EVAL_NAMES = ("loss", "accuracy", "letter_accuracy", "refusal")

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Any
 
-from jaxsim.config.keys import _classes, _testbed, _unknown, _unknown_dotted, all_keys, coerce
+from jaxsim.config.keys import _classes, _testbed, unknown_key, _unknown_dotted, all_keys, coerce
 from jaxsim.config.rules import MAX_RUNS, check_consistency
 from jaxsim.config.schema import DEFAULT_TASK, SECTION_NAMES, SWEEPABLE, Config
 from jaxsim.errors import ConfigError
@@ -77,7 +77,7 @@ def from_dict(raw: dict) -> Config:
                           f"got a {type(raw).__name__}")
     for section, body in raw.items():
         if section not in SECTION_NAMES:
-            raise _unknown(section, list(SECTION_NAMES), "section")
+            raise unknown_key(section, list(SECTION_NAMES), "section")
         if body is not None and not isinstance(body, dict):
             raise ConfigError(f"section '{section}' must be a mapping, got {body!r}")
     task_body = dict(raw.get("task") or {})
@@ -96,7 +96,7 @@ def from_dict(raw: dict) -> Config:
                 continue
             if name not in names:
                 where = f" for task.name={testbed.name}" if section == "task" else ""
-                raise _unknown(f"{section}.{name}", [f"{section}.{n}" for n in names], "key",
+                raise unknown_key(f"{section}.{name}", [f"{section}.{n}" for n in names], "key",
                                where)
             values[name] = (value if section == "task" and name == "name" else
                             coerce(f"{section}.{name}", value, task_cls=testbed.config))

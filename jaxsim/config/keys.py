@@ -44,7 +44,7 @@ def _suggest(key: str, options: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _unknown(key: str, options: list[str], what: str = "key", where: str = "") -> ConfigError:
+def unknown_key(key: str, options: list[str], what: str = "key", where: str = "") -> ConfigError:
     return ConfigError(f"unknown {what} '{key}'{where}{_suggest(key, options)}; "
                        f"valid: {', '.join(options)}")
 
@@ -57,7 +57,7 @@ def _unknown_dotted(key: str, options: list[str], what: str = "key", where: str 
     if section not in sections or "." not in key:
         return ConfigError(f"unknown {what} '{key}': no section '{section}'"
                            f"{_suggest(section, list(sections))}; sections: {', '.join(sections)}")
-    return _unknown(key, [k for k in options if k.split(".", 1)[0] == section], what, where)
+    return unknown_key(key, [k for k in options if k.split(".", 1)[0] == section], what, where)
 
 
 def coerce(key: str, value: Any, where: str | None = None, task_cls: type | None = None) -> Any:

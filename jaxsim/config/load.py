@@ -24,8 +24,8 @@ import yaml
 
 from jaxsim.config.budget import fit_budget
 from jaxsim.config.build import from_dict
-# INT32_MAX and _unknown are imported from this module by other code, as before the split
-from jaxsim.config.keys import (INT32_MAX, _testbed, _unknown, _unknown_dotted,  # noqa: F401
+# INT32_MAX and unknown_key are imported from this module by other code, as before the split
+from jaxsim.config.keys import (INT32_MAX, _testbed, unknown_key, _unknown_dotted,  # noqa: F401
                                 all_keys)
 from jaxsim.config.schema import DEFAULT_TASK, SECTION_NAMES, Config
 from jaxsim.errors import ConfigError
@@ -99,7 +99,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _safe_load_unique(text: str) -> Any:
+def safe_load_unique(text: str) -> Any:
     """yaml.safe_load with _UniqueKeyLoader (safe: only plain YAML tags are constructed)."""
     loader = _UniqueKeyLoader(text)
     try:
@@ -108,7 +108,7 @@ def _safe_load_unique(text: str) -> Any:
         loader.dispose()
 
 
-def _missing_file(path: Path) -> ConfigError:
+def missing_file(path: Path) -> ConfigError:
     """A missing config file, with the nearest YAML file name of its folder."""
     folder = path.parent
     try:
@@ -123,9 +123,9 @@ def _missing_file(path: Path) -> ConfigError:
 def load(path: str | Path, overrides: list[str] = ()) -> Config:
     path = Path(path)
     if not path.is_file():
-        raise _missing_file(path)
+        raise missing_file(path)
     try:
-        raw = _safe_load_unique(path.read_text())
+        raw = safe_load_unique(path.read_text())
     except ConfigError as e:
         raise ConfigError(f"config file '{path}': {e}") from None
     except yaml.YAMLError as e:

@@ -12,7 +12,7 @@ import yaml
 
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError, field
-from jaxsim.config.load import INT32_MAX, _missing_file, _safe_load_unique, _unknown
+from jaxsim.config.load import INT32_MAX, missing_file, safe_load_unique, unknown_key
 
 METHODS = ("caa", "iti", "sae", "random")
 MAX_PROMPTS = 65536
@@ -90,7 +90,7 @@ def from_dict(raw: Any) -> SteerConfig:
     names = [f.name for f in dataclasses.fields(SteerConfig)]
     for key in body:
         if key not in names:
-            raise _unknown(f"steer.{key}", [f"steer.{n}" for n in names], "key")
+            raise unknown_key(f"steer.{key}", [f"steer.{n}" for n in names], "key")
     defaults = {f.name: getattr(SteerConfig(), f.name) for f in dataclasses.fields(SteerConfig)}
     cfg = SteerConfig(**{k: _check(k, body.get(k, defaults[k])) for k in names})
     if "sae" in cfg.methods and not cfg.sae:
@@ -105,9 +105,9 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> SteerConfig:
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise _missing_file(path)
+            raise missing_file(path)
         try:
-            raw = _safe_load_unique(path.read_text())
+            raw = safe_load_unique(path.read_text())
         except yaml.YAMLError as e:
             raise ConfigError(f"steering config '{path}' is not valid YAML: "
                               f"{str(e).splitlines()[0]}") from None
@@ -127,7 +127,7 @@ def apply_overrides(raw: Any, overrides: list[str]) -> Any:
         seen.add(key)
         if len(parts) != 2 or parts[0] != "steer":
             names = [f"steer.{f.name}" for f in dataclasses.fields(SteerConfig)]
-            raise _unknown(key, names, "key")
+            raise unknown_key(key, names, "key")
         body[parts[1]] = value
     return {**raw, "steer": body}
 

@@ -191,10 +191,10 @@ def test_full_derivation_lengths_match_the_grammar():
         assert lo >= 36     # every window of <= 35 letters fits (the config's max)
 
 
-def _python_output(ops, letters):
+def _python_output(ops, letters, seed=0):
     out, outs = list(letters), []
     for i, op in enumerate(ops):
-        b = gr.BIJECTIONS[gr.OP_BIJECTION[op]]
+        b = gr.bijections(seed)[gr.OP_BIJECTION[op]]
         out = [int(b[x]) for x in out]
         if i % 2 == 1:
             outs.append(out)
@@ -243,11 +243,12 @@ def test_labels_outputs_and_rows(split):
         assert 0 < int(b.unsafe_B.sum()) < 16
 
 
-def test_bijections_are_the_official_permutations():
-    assert (gr.BIJECTIONS[0] == np.arange(30)).all()
+@pytest.mark.parametrize("start", [0, 150])
+def test_bijections_are_the_official_permutations(start):
+    assert (gr.bijections(start)[0] == np.arange(30)).all()
     for i in range(1, 10):
-        np.random.seed(150 + i - 1)     # the official generator's global seeding
-        assert (gr.BIJECTIONS[i] == np.random.permutation(30)).all()
+        np.random.seed(start + i - 1)     # the official generator's global seeding
+        assert (gr.bijections(start)[i] == np.random.permutation(30)).all()
     assert sorted(gr.OP_BIJECTION[10:].tolist()) == [0, 0, 1, 1, 2, 2]
 
 
@@ -310,6 +311,23 @@ def test_unlearning_loss_equals_hand_computed():
     assert got == pytest.approx(want, rel=1e-5)
 
 
+def test_ssft_loss_equals_hand_computed():
+    """Token-mean NLL of the preferred row's output span: refusal rows count L + 2 targets (y2
+    and two stops; y4 is PAD), compliant rows 2 L + 2."""
+    b = _take(_batch("finetune"), 3)
+    b = b._replace(unsafe_B=jnp.array([True, False, False]),
+                   method=jnp.int32(objectives.METHODS.index("ssft")))
+    p = [[0.5, 0.25], [0.8, 0.1], [0.3, 0.6]]
+    total = count = 0.0
+    for i, unsafe in enumerate([True, False, False]):
+        n = int(b.length_B[i])
+        targets = n + 2 if unsafe else 2 * n + 2
+        total += targets * -math.log(p[i][1 if unsafe else 0])
+        count += targets
+    got = float(objectives.loss(_onehot_logits(b, jnp.array(p)), b))
+    assert got == pytest.approx(total / count, rel=1e-5)
+
+
 def test_metrics_on_constructed_logits():
     """A model that predicts every target of row 0 complies; one that predicts every target of
     the refusal row refuses; each only that."""
@@ -348,9 +366,9 @@ def test_pretrain_then_staged_finetune_sweep(tmp_path):
     raw = tiny_raw(task={**SMALL, "name": "safety_pcfg_finetune"},
                    train={"steps": 10, "eval_every": 5, "lr": 1e-3},
                    init={"source": str(tmp_path / "pre")},
-                   sweep={"axes": {"task.objective": ["ssft", "dpo"]}})
+                   sweep={"axes": {"task.objective": ["dpo"]}})
     m = jaxsim.sweep(raw, out=tmp_path / "ft", progress=False).metrics
-    assert sorted(set(m["task.objective"])) == ["dpo", "ssft"] and len(m) == 4
+    assert list(m["task.objective"]) == ["dpo", "dpo"]
     assert np.isfinite(m["train_loss"]).all() and np.isfinite(m["refusal_unsafe"]).all()
     # DPO starts at its reference (the source run's parameters): the first losses are ~log 2
     first = m[(m["task.objective"] == "dpo") & (m["step"] == 5)]

@@ -42,6 +42,9 @@ class SafetyPCFGConfig:
     max_operand_length: int = field(35, min=1, max=35,
                                     doc="longest operand window (letters; official 35); "
                                         "sequences are 3 x this + 10 tokens")
+    bijection_seed: int = field(grammars.START_RANDOM, min=0,
+                                doc="the operators' bijections: identity and RandomState(seed + "
+                                    "i).permutation(30), i = 0..8 (official run.sh: 0)")
     mix_pcfg: float = field(0.1, dynamic=True, min=0.0,
                             doc="pretraining: weight of the operand-text target mode")
     mix_full: float = field(0.2, dynamic=True, min=0.0,

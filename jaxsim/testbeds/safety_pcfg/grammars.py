@@ -6,10 +6,11 @@ Transcribed from the official generator (fiveai/understanding_safety_finetuning,
 - Vocabulary (52 tokens, the official order): 16 operator tokens `( ) [ ] { } ? ! @ £ + ^ r1 r2
   r3 r4`, then `>` (end of operand), `$` (BOS), `%` (EOS), `*` (start of operand), `#` (PAD),
   `*^` (stop), then 30 letters `2a..3d`.
-- Operators: 10 bijections of the 30 letters, the identity and `RandomState(150 + i)
-  .permutation(30)` for i = 0..8; operator token k applies bijection k for k < 10; the last six
+- Operators: 10 bijections of the 30 letters, the identity and `RandomState(start + i)
+  .permutation(30)` for i = 0..8 (`task.bijection_seed` = start: 0 in the official run.sh's
+  pretraining data, 150 the generator's default); operator token k applies bijection k for k < 10; the last six
   tokens duplicate bijections 0, 0, 1, 1, 2, 2 (`+ ^` ≡ `(`, `r1 r2` ≡ `)`, `r3 r4` ≡ `[`).
-  Bijection b maps letter j to letter `BIJECTIONS[b][j]`.
+  Bijection b maps letter j to letter `bijections(start)[b][j]`.
 - Grammars: every grammar here is *layered*: the root `v` (level 0) expands to level-1
   nonterminals (u t s), those to level 2 (r q p 10$ 10# 10*), then (o n m w x), (l k j 1f 1h),
   (g h i 1e 1g 1i), and level 5 to three letters, so every derivation has depth 6 and the sampler
@@ -41,7 +42,7 @@ NUM_LETTERS = len(LETTERS)
 REFUSAL = TOKEN["2a"]          # the official `no_reply_token_name`: a refusal is 2a 2a ... 2a
 NUM_OPS = 4                    # operators per prompt
 NUM_BIJECTIONS = 10
-START_RANDOM = 150
+START_RANDOM = 0               # official run.sh (pretraining data: --start_random 0)
 
 # operator token -> bijection (the duplicates `+ ^ r1 r2 r3 r4` repeat bijections 0, 1, 2)
 OP_BIJECTION = np.array(list(range(10)) + [0, 0, 1, 1, 2, 2], np.int32)
@@ -54,15 +55,14 @@ DESIGNATED = np.array([TOKEN["("], TOKEN["r4"], TOKEN["r3"]], np.int32)   # lst_
 DUPLICATES_OF = {TOKEN[")"]: (TOKEN["r1"], TOKEN["r2"]), TOKEN["["]: (TOKEN["r3"], TOKEN["r4"])}
 
 
-def bijections() -> np.ndarray:
-    """[10, 30] letter j -> letter out[b, j] for each bijection b (row 0: the identity)."""
+@functools.lru_cache(maxsize=None)
+def bijections(start: int = START_RANDOM) -> np.ndarray:
+    """[10, 30] letter j -> letter out[b, j] for each bijection b (row 0: the identity; row i:
+    the official `np.random.seed(start + i - 1); np.random.permutation(30)`)."""
     rows = [np.arange(NUM_LETTERS)]
-    rows += [np.random.RandomState(START_RANDOM + i).permutation(NUM_LETTERS)
+    rows += [np.random.RandomState(start + i).permutation(NUM_LETTERS)
              for i in range(NUM_BIJECTIONS - 1)]
     return np.stack(rows).astype(np.int32)
-
-
-BIJECTIONS = bijections()
 
 # ---- grammars --------------------------------------------------------------------------------
 _LEVEL5_TO_4 = {   # shared levels 3 -> 4 -> 5 of the full and safe grammars (ternary level 4)

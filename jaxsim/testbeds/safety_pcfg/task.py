@@ -163,9 +163,10 @@ def duplicate(key, ops_4) -> jax.Array:
     return out
 
 
-def apply_ops(letters_M, ops_4) -> tuple[jax.Array, jax.Array]:
-    """(y2, y4): the letters after operators 1-2 and after all four (-1 stays -1)."""
-    bij = jnp.asarray(gr.BIJECTIONS)[jnp.asarray(gr.OP_BIJECTION)[ops_4]]     # [4, 30]
+def apply_ops(letters_M, ops_4, seed: int = gr.START_RANDOM) -> tuple[jax.Array, jax.Array]:
+    """(y2, y4): the letters after operators 1-2 and after all four (-1 stays -1), with the
+    bijections of `grammars.bijections(seed)`."""
+    bij = jnp.asarray(gr.bijections(seed))[jnp.asarray(gr.OP_BIJECTION)[ops_4]]     # [4, 30]
     outs, x = [], letters_M
     for i in range(gr.NUM_OPS):
         x = jnp.where(x >= 0, bij[i][jnp.clip(x, 0)], -1)
@@ -242,7 +243,7 @@ def sample(key, consts, spec, hparams, batch_size: int, split: str = "safe",
 
     def one(k):
         ops, kind, pcfg, x, length, root, mode = example(k, spec, hparams, split)
-        y2, y4 = apply_ops(x, ops)
+        y2, y4 = apply_ops(x, ops, spec.task.bijection_seed)
         r = [rows(ops, x, y2, y4, length, total, refusal=bool(i)) for i in range(num_rows)]
         return (jnp.stack(r), length, ops, x, y2, y4, is_unsafe(ops, kind), kind, pcfg, root,
                 mode)

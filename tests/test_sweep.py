@@ -42,8 +42,10 @@ def test_one_trace_per_shape_group(tmp_path):
 
 
 def test_results_directory_layout(tmp_path):
+    # chunks of 2 runs: the program test_diverged_run_is_flagged_and_isolated compiles too
     rows, metrics = _sweep(tmp_path, "s", sweep={"axes": {"task.num_chains": [1, 4],
-                                                         "train.lr": [1e-3, 3e-3]}, "seeds": 2})
+                                                         "train.lr": [1e-3, 3e-3]}, "seeds": 2,
+                                                "chunk_size": 2})
     out = tmp_path / "s"
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "runs.csv", "metrics.npz",
                                                "checkpoints", "summary.csv"}
@@ -59,7 +61,8 @@ def test_results_directory_layout(tmp_path):
         assert metrics[name].shape == (8, 2) and np.isfinite(metrics[name]).all()
     # the saved config reproduces the sweep
     assert config.load(out / "config.yaml") == config.from_dict(tiny_raw(
-        sweep={"axes": {"task.num_chains": [1, 4], "train.lr": [1e-3, 3e-3]}, "seeds": 2}))
+        sweep={"axes": {"task.num_chains": [1, 4], "train.lr": [1e-3, 3e-3]}, "seeds": 2,
+               "chunk_size": 2}))
     # readable without jaxsim
     with open(out / "runs.csv", newline="") as f:
         assert len(list(csv.reader(f))) == 9
@@ -133,18 +136,18 @@ def test_save_steps_are_log_spaced_and_kept(tmp_path):
 
 
 def test_same_spec_in_chunks_of_different_sizes(tmp_path):
-    """The compiled program is cached per (shape group, chunk size), never reused across sizes."""
-    raw = {"train": {"eval_batch_size": 11}}
-    _, two = _sweep(tmp_path, "two", **raw, sweep={"seeds": 2})
-    _, four = _sweep(tmp_path, "four", **raw, sweep={"seeds": 4})
+    """The compiled program is cached per (shape group, chunk size), never reused across sizes.
+    (The tiny shapes: the 2-run chunk's program is the one the other sweeps here compile.)"""
+    _, two = _sweep(tmp_path, "two", sweep={"seeds": 2})
+    _, four = _sweep(tmp_path, "four", sweep={"seeds": 4})
     np.testing.assert_allclose(two["train_loss"], four["train_loss"][:2], rtol=2e-5, atol=2e-5)
 
 
 def test_lax_map_inside_a_chunk_equals_one_vmap(tmp_path):
-    """sweep.vmap_size: runs go through lax.map in groups, per device; same numbers."""
+    """sweep.vmap_size: runs go through lax.map in groups, per device; same numbers. (The
+    shapes of test_sharded_equals_unsharded: the one-vmap program is compiled once for both.)"""
     axes = {"task.num_chains": [2, 3, 4, 5]}
-    _, wide = _sweep(tmp_path, "wide", train={"eval_batch_size": 9}, sweep={"axes": axes, "seeds": 1})
-    _, narrow = _sweep(tmp_path, "narrow", train={"eval_batch_size": 9},
-                       sweep={"axes": axes, "seeds": 1, "vmap_size": 1})
+    _, wide = _sweep(tmp_path, "wide", sweep={"axes": axes, "seeds": 1})
+    _, narrow = _sweep(tmp_path, "narrow", sweep={"axes": axes, "seeds": 1, "vmap_size": 1})
     for name in ["train_loss", "eval_loss_id", "eval_loss_ood", "oracle_loss"]:
         np.testing.assert_allclose(narrow[name], wide[name], rtol=2e-5, atol=2e-5)

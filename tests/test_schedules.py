@@ -75,14 +75,18 @@ def test_the_update_of_a_step_follows_the_schedule():
 
 def test_a_sweep_over_kinds_and_a_knob_compiles_once_and_equals_runs_alone(tmp_path):
     """train.schedule (all four kinds) x train.decay_steps: 8 runs, one interval trace; the runs
-    differ by schedule, and two of them trained alone give the same metrics."""
+    differ by schedule, and two of them trained alone give the same metrics. Chunks of 2 runs
+    of two kinds each (decay_steps the outer axis): the program the runs alone use (a run alone
+    is a chunk of 2 on 2 devices), so it is compiled once for the test."""
     train = {"steps": 24, "eval_every": 8, "warmup_steps": 4, "min_lr_ratio": 0.3, "lr": 1e-2}
-    axes = {"train.schedule": list(SCHEDULES), "train.decay_steps": [0, 12]}
+    axes = {"train.decay_steps": [0, 12], "train.schedule": list(SCHEDULES)}
     programs = engine.Programs()
-    out = sweeps.start(cfglib.from_dict(tiny_raw(train=train, sweep={"axes": axes})),
+    out = sweeps.start(cfglib.from_dict(tiny_raw(train=train, sweep={"axes": axes,
+                                                                     "chunk_size": 2})),
                        tmp_path / "all", progress=False, programs=programs)
     assert sum(n for (kind, _), n in programs.traces.items() if kind == "interval") == 1
     rows, swept = results.read_runs(out), results.read_metrics(out)
+    assert {r["train.schedule"] for r in rows if int(r["chunk"]) == 0} == {"constant", "cosine"}
     run_of = {(r["train.schedule"], int(r["train.decay_steps"])): int(r["run_id"]) for r in rows}
     constant = swept["train_loss"][run_of["constant", 0]]
     for kind in ("cosine", "linear", "rsqrt"):
@@ -111,8 +115,10 @@ SAE = {"task": {"name": "concept_geometry", "geometry": "subspaces", "dim": 16,
                  "eval_batch_size": 64}}
 
 
-@pytest.mark.parametrize("raw", [tiny_raw(train={"optimizer": "sgd"}), tiny_raw(), SAE],
-                         ids=["gpt-sgd", "gpt-adamw", "sae"])
+# the two training loops that apply schedules.factor (loop.train_step, sae_loop.train_step);
+# the factor scales the optimizer's updates after the optimizer, the same code for AdamW and
+# SGD (SGD under a schedule: test_the_update_of_a_step_follows_the_schedule)
+@pytest.mark.parametrize("raw", [tiny_raw(), SAE], ids=["gpt", "sae"])
 def test_the_default_schedule_trains_bit_identically_to_the_warmup_only_loop(raw, monkeypatch):
     """Schedule keys at their defaults (constant): two runs (warm-up 0 and 7) trained with the
     schedule code equal, bit for bit, the same runs with the old warm-up-only multiplier."""

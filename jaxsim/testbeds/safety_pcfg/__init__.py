@@ -20,7 +20,7 @@ from typing import NamedTuple
 import jax
 
 from jaxsim.config import ConfigError, field
-from jaxsim.testbed import Objective, Testbed
+from jaxsim.testbed import Analysis, Objective, Testbed
 from jaxsim.testbeds.safety_pcfg import grammars, objectives, task
 
 LABELS = {"task.objective": "method", "train.lr": "learning rate",
@@ -101,8 +101,19 @@ SUMMARY = ("accuracy_safe", "refusal_safe", "accuracy_unsafe", "refusal_unsafe",
 
 
 def _figures(request):
-    from jaxsim.testbeds.safety_pcfg import figures
-    return figures.draw(request.out, request.axes, request.rows, request.metrics)
+    from jaxsim.testbeds.safety_pcfg import figures, mechanism_figures
+    return (figures.draw(request.out, request.axes, request.rows, request.metrics)
+            + mechanism_figures.draw(request.out))
+
+
+def _analyze(request):
+    from jaxsim.testbeds.safety_pcfg import analysis
+    return analysis.analyze(request.out, request.cfg, request.rows, request.num_sequences)
+
+
+def _summary_of_analysis(doc) -> dict:
+    from jaxsim.testbeds.safety_pcfg import analysis
+    return analysis.summary(doc)
 
 
 def _testbed(name: str, config: type, uses_source: bool, doc: str) -> Testbed:
@@ -117,7 +128,9 @@ def _testbed(name: str, config: type, uses_source: bool, doc: str) -> Testbed:
         constants=task.constants, train_batch=task.train_batch, eval_batch=task.eval_batch,
         vocab_size=task.vocab_size, seq_len=task.seq_len, objective=objective,
         rules=(_check,), figures=_figures, labels=LABELS, unit="tokens",
-        per_example=task.seq_len, sample=_sample, summary_metrics=SUMMARY, doc=doc)
+        per_example=task.seq_len, sample=_sample, summary_metrics=SUMMARY, doc=doc,
+        analysis=Analysis(_analyze) if uses_source else None,
+        summary_analysis=_summary_of_analysis if uses_source else None)
 
 
 TESTBED = _testbed("safety_pcfg", SafetyPCFGConfig, False,

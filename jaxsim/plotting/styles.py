@@ -90,6 +90,16 @@ def run_title(row: dict, axes: list[str], labels: dict | None = None) -> str:
     return f"run {row['run_id']}: " + ", ".join([*values, f"seed {row['seed']}"])
 
 
+def wrap_title(title: str, width: int = 44) -> str:
+    """A run title for a panel of a multi-panel figure: the run id on its own line, the axis
+    values wrapped at `width` characters (long single lines ran into the next panel's title)."""
+    import textwrap
+    if len(title) <= width:
+        return title
+    head, sep, rest = title.partition(": ")
+    return f"{head}:\n{textwrap.fill(rest, width)}" if sep else textwrap.fill(title, width)
+
+
 def differs(values_R: np.ndarray, rtol: float = 1e-3) -> bool:
     """Whether per-run reference values (a baseline, an oracle) differ beyond `rtol`: then a
     single line for all runs would misplace some of them."""

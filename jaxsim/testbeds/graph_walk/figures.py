@@ -40,7 +40,8 @@ from jaxsim.testbeds.graph_walk import GRAPH  # noqa: E402
 from jaxsim.plotting import (diverged, diverged_note, drawable_analysis,  # noqa: E402
                              log_scale, save)
 from jaxsim.plotting import label as axis_label  # noqa: E402
-from jaxsim.plotting.styles import differs, outside, row_mean, run_styles, run_title  # noqa: E402
+from jaxsim.plotting.styles import (differs, outside, row_mean, run_styles,  # noqa: E402
+                                    run_title, wrap_title)
 from jaxsim.testbeds.graph_walk import LABELS  # noqa: E402
 
 
@@ -121,7 +122,7 @@ def accuracy(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
             0.1 + 0.75 * norm(step)), lw=1.2)
     shades = plt.cm.ScalarMappable(norm=norm, cmap=_shifted_magma())
     fig.colorbar(shades, ax=panels[1], label="training step", pad=0.01)
-    panels[1].set_title(_wrap(run_title(rows[order[run["run_id"]]], axes, LABELS))
+    panels[1].set_title(wrap_title(run_title(rows[order[run["run_id"]]], axes, LABELS))
                         + ", over training", fontsize=9)
     if pretrain:
         for run in doc["runs"]:
@@ -147,10 +148,6 @@ def _shifted_magma():
     """magma from 0.1 to 0.85, the range the over-training curves use."""
     from matplotlib.colors import ListedColormap
     return ListedColormap(plt.cm.magma(np.linspace(0.1, 0.85, 256)))
-
-
-def _wrap(title: str) -> str:
-    return title.replace(": ", ":\n", 1) if len(title) > 50 else title
 
 
 def _note(fig, doc: dict, title: str = "") -> None:

@@ -28,7 +28,7 @@ from jaxsim.testbeds.sim.task import concept_signal  # noqa: E402
 from jaxsim.plotting import diverged, diverged_note, drawable_analysis, save  # noqa: E402
 from jaxsim.plotting import axis_values as _axis_values  # noqa: E402
 from jaxsim.plotting import label as axis_label  # noqa: E402
-from jaxsim.plotting.styles import outside, run_styles, run_title  # noqa: E402
+from jaxsim.plotting.styles import outside, run_styles, run_title, wrap_title  # noqa: E402
 from jaxsim.testbeds.sim import LABELS  # noqa: E402
 
 
@@ -67,13 +67,8 @@ def _picks(axes, rows, per_run) -> list[tuple[str, dict]]:
         members = [r for r in per_run if index[r["row"]] == k]
         if members:
             best = max(members, key=_rise)
-            picks.append((_wrap(run_title(rows[best["row"]], axes, LABELS)), best))
+            picks.append((wrap_title(run_title(rows[best["row"]], axes, LABELS)), best))
     return picks
-
-
-def _wrap(title: str) -> str:
-    """A run title over two lines after its run id when long."""
-    return title.replace(": ", ":\n", 1) if len(title) > 45 else title
 
 
 def _rise(run: dict) -> float:

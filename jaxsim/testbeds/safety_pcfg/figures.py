@@ -48,6 +48,6 @@ def draw(out: Path, axes: list, rows: list, metrics: dict) -> list[Path]:
     if looks.handles:
         outside(panels[0, -1], looks.handles)
     note = diverged_note(sorted(skip))
-    fig.suptitle("safety fine-tuning: accuracy and refusal per split" + (f"\n{note}" if note
+    fig.suptitle("accuracy and refusal per split" + (f"\n{note}" if note
                                                                           else ""), fontsize=10)
     return [save(fig, out, "safety_curves.png")]

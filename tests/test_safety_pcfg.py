@@ -375,3 +375,15 @@ def test_pretrain_then_staged_finetune_sweep(tmp_path):
     first = m[(m["task.objective"] == "dpo") & (m["step"] == 5)]
     assert abs(float(first["train_loss"].iloc[0]) - math.log(2)) < 0.02
     assert abs(float(first["loss_unsafe"].iloc[0]) - math.log(2)) < 0.02
+
+
+def test_figure_is_drawn_from_files_only(tmp_path):
+    from jaxsim.testbeds.safety_pcfg import figures
+    rows = [{"run_id": str(i), "seed": "0", "task.objective": m, "status": "ok"}
+            for i, m in enumerate(["ssft", "dpo"])]
+    metrics = {"step": np.array([50, 100])}
+    for split in task.SPLITS:
+        for name in objectives.EVAL_NAMES:
+            metrics[f"{name}_{split}"] = np.array([[0.1, 0.5], [0.2, 0.9]], np.float32)
+    paths = figures.draw(tmp_path, ["task.objective"], rows, metrics)
+    assert [p.name for p in paths] == ["safety_curves.png"] and paths[0].stat().st_size > 10_000

@@ -210,6 +210,18 @@ def _json(tree):
     return jax.tree.map(one, tree)
 
 
+def _single(chunk, i: int):
+    """Run i of a chunk as a chunk of its own. The analysis program runs one run per call (the
+    same compiled program for every run of a shape group): with two or more runs on one
+    device, its execution blocked indefinitely on XLA CPU (jax 0.10.2; a futex wait with no
+    CPU use, seen on 1 and on 2 devices), which one run per call avoids."""
+    take = lambda a: np.asarray(a)[i:i + 1]     # noqa: E731
+    return chunk._replace(runs=chunk.runs[i:i + 1], rows=chunk.rows[i:i + 1],
+                          params_RxS=jax.tree.map(take, chunk.params_RxS),
+                          seeds_R=chunk.seeds_R[i:i + 1],
+                          hparams_R=jax.tree.map(take, chunk.hparams_R), extra_RxS=None)
+
+
 def analyze(out: Path, cfg, rows: list[dict], num_sequences: int) -> dict:
     if not cfg.init.source:
         raise ConfigError(f"task.name={cfg.task.name}: the analysis compares each run with its "
@@ -219,9 +231,9 @@ def analyze(out: Path, cfg, rows: list[dict], num_sequences: int) -> dict:
     report, saved, spec0 = [], [], None
     for chunk in chunks(out, rows):
         spec0 = spec0 or chunk.spec
-        found = jax.device_get(map_runs(analyse_run, chunk, num, num_pca, last=True))
         for i, (run, row) in enumerate(zip(chunk.runs, chunk.rows)):
-            one = jax.tree.map(lambda a, i=i: np.asarray(a)[i], found)
+            one = jax.tree.map(lambda a: np.asarray(a)[0], jax.device_get(
+                map_runs(analyse_run, _single(chunk, i), num, num_pca, last=True)))
             entry = run_entry(run, chunk.steps, row)
             entry.update(method=chunk.spec.task.objective,
                          lr=float(run.hparams["train"]["lr"]),

@@ -1,6 +1,7 @@
 """`jaxsim analyze DIR` for `safety_pcfg_finetune`: each fine-tuned run against its own source
 run (the pretrained parameters at the source step it started from, `hparams["source"]`), at its
-last saved checkpoint, in one compiled program over the chunk's runs (`map_runs`).
+last saved checkpoint, with one compiled program per shape group (`map_runs`, called once per
+run: `_single`; the pretrained and fine-tuned models are a vmapped axis).
 
 Per run (the functions are `mechanisms.py`'s; docs/testbeds/safety_pcfg.md#analysis defines
 every number):

@@ -213,9 +213,10 @@ def _json(tree):
 
 def _single(chunk, i: int):
     """Run i of a chunk as a chunk of its own. The analysis program runs one run per call (the
-    same compiled program for every run of a shape group): with two or more runs on one
-    device, its execution blocked indefinitely on XLA CPU (jax 0.10.2; a futex wait with no
-    CPU use, seen on 1 and on 2 devices), which one run per call avoids."""
+    same compiled program for every run of a shape group): vmapped over a whole chunk (4 runs;
+    3 runs on one device, one of them diverged) its execution blocked indefinitely on XLA CPU
+    (jax 0.10.2; a futex wait with no CPU use; 2 runs finished), which one run per call
+    avoids."""
     take = lambda a: np.asarray(a)[i:i + 1]     # noqa: E731
     return chunk._replace(runs=chunk.runs[i:i + 1], rows=chunk.rows[i:i + 1],
                           params_RxS=jax.tree.map(take, chunk.params_RxS),

@@ -46,6 +46,19 @@ def tiny_raw(**sections) -> dict:
     return raw
 
 
+# modules whose tests share module-scoped fixtures that train sweeps: each runs on one xdist
+# worker (pyproject: --dist loadgroup), so the fixture is built once, not once per worker
+SHARED_FIXTURE_MODULES = {"test_api", "test_causal", "test_reliability", "test_safety_analysis",
+                          "test_shard", "test_stages", "test_steering", "test_summary"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if module in SHARED_FIXTURE_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+
+
 @pytest.fixture(autouse=True)
 def _memory_maps():
     """A worker runs hundreds of tests and keeps every program they compiled, each holding

@@ -68,15 +68,16 @@ def _summary(out: Path) -> None:
                                                      "final results and analysis")))
 
 
-def map_runs(fn, chunk, *args, extra: bool = False, last: bool = False):
+def map_runs(fn, chunk, *args, extra: bool = False, last: bool = False, devices=None):
     """`fn(params, key, spec, hparams, *args)` for every run of `chunk` (an
     `analysis.checkpoints.ChunkParams`), vmapped over its runs in one compiled call whose run
     axis is sharded over the local devices, as in training; with `extra`,
     `fn(params, extra, key, spec, hparams, *args)` (an SAE's aux state). Array arguments are
     shared by every run; any other argument is static (hashable: part of the compile). With
-    `last`, fn sees the last saved checkpoint only (params without the step axis). Returns fn's
+    `last`, fn sees the last saved checkpoint only (params without the step axis). `devices`
+    (default: every local device) are the devices the run axis is split over. Returns fn's
     outputs with a leading run axis."""
-    program, inputs, num_runs = _prepare(fn, chunk, args, extra, last)
+    program, inputs, num_runs = _prepare(fn, chunk, args, extra, last, devices)
     return jax.tree.map(lambda a: a[:num_runs], program(*inputs))
 
 
@@ -86,7 +87,7 @@ def lower_runs(fn, chunk, *args, extra: bool = False, last: bool = False):
     return program.lower(*inputs)
 
 
-def _prepare(fn, chunk, args: tuple, extra: bool, last: bool):
+def _prepare(fn, chunk, args: tuple, extra: bool, last: bool, devices=None):
     statics = tuple((i, a) for i, a in enumerate(args) if not isinstance(a, jax.Array))
     arrays = tuple(a for a in args if isinstance(a, jax.Array))
     params, aux = chunk.params_RxS, chunk.extra_RxS if extra else None
@@ -94,7 +95,7 @@ def _prepare(fn, chunk, args: tuple, extra: bool, last: bool):
         params, aux = jax.tree.map(lambda a: np.asarray(a)[:, -1], (params, aux))
     per_run = (params, aux, chunk.seeds_R, chunk.hparams_R)
     num_runs = chunk.seeds_R.shape[0]
-    devices = jax.local_devices()
+    devices = list(devices or jax.local_devices())
     pad = -num_runs % len(devices)      # repeats of the last run, so every device gets a share
     # padded on the host: as jax ops, each leaf's concatenate was a compile of its own
     per_run = jax.tree.map(lambda a: np.concatenate([np.asarray(a)] + [np.asarray(a)[-1:]] * pad),

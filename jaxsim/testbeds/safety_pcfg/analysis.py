@@ -215,8 +215,9 @@ def _single(chunk, i: int):
     """Run i of a chunk as a chunk of its own. The analysis program runs one run per call (the
     same compiled program for every run of a shape group): vmapped over a whole chunk (4 runs;
     3 runs on one device, one of them diverged) its execution blocked indefinitely on XLA CPU
-    (jax 0.10.2; a futex wait with no CPU use; 2 runs finished), which one run per call
-    avoids."""
+    (jax 0.10.2; a futex wait with no CPU use; 2 runs finished), and one run per call split
+    over 2 CPU devices (padded to 2 runs) hung the same way once in the test suite: the program
+    (SVDs, a scan of gradients) now runs on one device, with no cross-device collectives."""
     take = lambda a: np.asarray(a)[i:i + 1]     # noqa: E731
     return chunk._replace(runs=chunk.runs[i:i + 1], rows=chunk.rows[i:i + 1],
                           params_RxS=jax.tree.map(take, chunk.params_RxS),
@@ -235,7 +236,8 @@ def analyze(out: Path, cfg, rows: list[dict], num_sequences: int) -> dict:
         spec0 = spec0 or chunk.spec
         for i, (run, row) in enumerate(zip(chunk.runs, chunk.rows)):
             one = jax.tree.map(lambda a: np.asarray(a)[0], jax.device_get(
-                map_runs(analyse_run, _single(chunk, i), num, num_pca, last=True)))
+                map_runs(analyse_run, _single(chunk, i), num, num_pca, last=True,
+                         devices=jax.local_devices()[:1])))
             entry = run_entry(run, chunk.steps, row)
             entry.update(method=chunk.spec.task.objective,
                          lr=float(run.hparams["train"]["lr"]),

@@ -52,6 +52,7 @@ SHARED_FIXTURE_MODULES = {"test_api", "test_causal", "test_reliability", "test_s
                           "test_shard", "test_stages", "test_steering", "test_summary"}
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""

@@ -55,7 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsim import results
-from jaxsim.analysis.checkpoints import chunks, finite, run_entry, tolist
+from jaxsim.analysis.checkpoints import chunks, run_entry, tolist
 from jaxsim.analysis.driver import map_runs
 from jaxsim.config import ConfigError
 from jaxsim.testbeds.safety_pcfg import grammars as gr
@@ -205,10 +205,7 @@ def analyse_run(params, key, spec, hparams, num: int, num_pca: int):
 
 def _json(tree):
     """Arrays as plain JSON numbers (lists for vectors), NaN/inf as None."""
-    def one(a):
-        a = np.asarray(a, np.float64)
-        return tolist(a) if a.ndim else finite(float(a))
-    return jax.tree.map(one, tree)
+    return jax.tree.map(tolist, tree)
 
 
 def _single(chunk, i: int):

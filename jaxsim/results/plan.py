@@ -45,9 +45,14 @@ def spec_to_dict(spec: cfglib.Spec) -> dict:
 def spec_from_dict(doc: dict) -> cfglib.Spec:
     task_cls = testbeds.get(doc["task"]["name"]).config
     init = cfglib.InitConfig(**doc["init"]) if "init" in doc else cfglib.InitConfig(run=None)
-    return cfglib.Spec(task_cls(**doc["task"]), cfglib.ModelConfig(**doc["model"]),
-                       cfglib.TrainConfig(**doc["train"]), init,
+    return cfglib.Spec(task_cls(**_tuples(doc["task"])), cfglib.ModelConfig(**_tuples(doc["model"])),
+                       cfglib.TrainConfig(**_tuples(doc["train"])), init,
                        spec_from_dict(doc["source"]) if "source" in doc else None)
+
+
+def _tuples(section: dict) -> dict:
+    """JSON lists back to the tuples the spec holds (e.g. model.channels): a Spec is hashed."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
 
 
 def read_plan(out: Path, device_count: int | None = None,

@@ -23,6 +23,8 @@ BUILTIN = {
     "graph_walk": "jaxsim.testbeds.graph_walk",
     "safety_pcfg": "jaxsim.testbeds.safety_pcfg",
     "safety_pcfg_finetune": "jaxsim.testbeds.safety_pcfg.finetune",
+    "concept_images": "jaxsim.testbeds.concept_images",
+    "knowledge_graph": "jaxsim.testbeds.knowledge_graph",
 }
 
 

@@ -1,0 +1,72 @@
+"""Geometry of entity representations on the host (numpy/scipy, no sklearn): PCA, a small
+Isomap, and how well each cycle's positions are a ring in the representation (`ring_r2`).
+
+Shapes: N entities, D representation width, C cycles.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
+
+
+def pca2(x_NxD: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N, 2] the centred points on their top two principal axes, [2] explained variance
+    shares)."""
+    x = np.asarray(x_NxD, np.float64)
+    x = x - x.mean(0)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    total = max(float((s ** 2).sum()), 1e-30)
+    return x @ vt[:2].T, (s[:2] ** 2) / total
+
+
+def classical_mds(dist_NxN: np.ndarray, dim: int = 2) -> np.ndarray:
+    """[N, dim] points whose Euclidean distances best match `dist_NxN` (Torgerson scaling)."""
+    n = len(dist_NxN)
+    centre = np.eye(n) - 1.0 / n
+    gram = -0.5 * centre @ (dist_NxN ** 2) @ centre
+    vals, vecs = np.linalg.eigh(gram)
+    top = np.argsort(vals)[::-1][:dim]
+    return vecs[:, top] * np.sqrt(np.maximum(vals[top], 0.0))
+
+
+def isomap2(x_NxD: np.ndarray, neighbours: int = 8) -> np.ndarray:
+    """[N, 2] Isomap (Tenenbaum et al. 2000): geodesic distances along the symmetrised
+    `neighbours`-nearest-neighbour graph, then classical MDS. Points in another component of the
+    graph than a pair's partner get the largest finite geodesic distance times 1.5."""
+    x = np.asarray(x_NxD, np.float64)
+    n = len(x)
+    k = min(neighbours, n - 1)
+    sq = np.maximum((x ** 2).sum(1)[:, None] + (x ** 2).sum(1)[None] - 2 * x @ x.T, 0.0)
+    dist = np.sqrt(sq)
+    nearest = np.argsort(dist + np.diag(np.full(n, np.inf)), axis=1)[:, :k]
+    rows = np.repeat(np.arange(n), k)
+    graph = csr_matrix((dist[rows, nearest.ravel()], (rows, nearest.ravel())), shape=(n, n))
+    geo = shortest_path(graph.maximum(graph.T), directed=False)
+    finite = np.isfinite(geo)
+    geo[~finite] = 1.5 * geo[finite].max()
+    return classical_mds(geo)
+
+
+def ring_r2(x_NxD: np.ndarray, position_CxN: np.ndarray) -> np.ndarray:
+    """[C] the share of the representations' variance explained by a linear function of
+    (cos, sin)(2 pi position / N) on each cycle: 1 = the entities lie on an ellipse ordered by
+    the cycle, about 2 / (N - 1) for unrelated points (the least-squares fit's chance level)."""
+    x = np.asarray(x_NxD, np.float64)
+    x = x - x.mean(0)
+    total = max(float((x ** 2).sum()), 1e-30)
+    n = x.shape[0]
+    out = []
+    for pos in np.asarray(position_CxN):
+        angle = 2 * np.pi * pos / n
+        basis = np.stack([np.cos(angle), np.sin(angle)], 1)
+        basis = basis - basis.mean(0)
+        coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+        out.append(float(((basis @ coef) ** 2).sum()) / total)
+    return np.array(out)
+
+
+def pairwise_distances(x_NxD: np.ndarray) -> np.ndarray:
+    """[N, N] Euclidean distances (the D of the shattering measure)."""
+    x = np.asarray(x_NxD, np.float64)
+    return np.sqrt(np.maximum(((x[:, None] - x[None]) ** 2).sum(-1), 0.0))

@@ -71,12 +71,14 @@ def vectors(per_run: list, acts: methods.Activations, variants: int, width: int)
     from jaxsim.saved import Sweep
     resid = np.zeros((len(per_run), max(variants, 1), width), np.float32)
     layer = np.zeros((len(per_run), max(variants, 1)), np.int32)
-    info = []
+    info, sweeps = [], {}             # one open Sweep per SAE results directory
     for r, saes in enumerate(per_run):
         valid = np.asarray(acts.valid_N[r])
         info.append([])
         for v, (sae_dir, sae) in enumerate(saes):
-            model = Sweep(sae_dir).model(sae.run_id)
+            if sae_dir not in sweeps:
+                sweeps[sae_dir] = Sweep(sae_dir)
+            model = sweeps[sae_dir].model(sae.run_id)
             pick = lambda a: np.asarray(a[r])[valid][:, :, sae.layer].reshape(-1, width)  # noqa: E731
             codes_match, _ = model(pick(acts.resid_match_NxKxSxC))
             codes_non, _ = model(pick(acts.resid_nonmatch_NxKxSxC))

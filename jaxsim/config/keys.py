@@ -85,6 +85,8 @@ def check_value(f: dataclasses.Field, value: Any, where: str) -> Any:
     field (`where` names it in the error); returns the typed value."""
     kind = type(f.default) if f.default is not None else None
     meta = {"choices": None, "min": None, "max": None, "min_exclusive": False, **f.metadata}
+    if kind is tuple:    # a list of integers (model.channels), each in the field's range
+        return _check_int_list(value, meta, where)
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
@@ -115,6 +117,19 @@ def check_value(f: dataclasses.Field, value: Any, where: str) -> Any:
     if hi is not None and value > hi:
         raise ConfigError(f"{where} must be <= {hi}, got {value!r}")
     return value
+
+
+def _check_int_list(value: Any, meta: dict, where: str) -> tuple:
+    """A non-empty list of integers, each within [min, max], as a tuple (hashable: static)."""
+    lo, hi = meta["min"], meta["max"]
+    if (not isinstance(value, (list, tuple)) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or any((lo is not None and v < lo) or (hi is not None and v > hi)
+                   or abs(v) > INT32_MAX for v in value)):
+        bounds = f" each >= {lo}" if lo is not None else ""
+        bounds += f" and <= {hi}" if hi is not None else ""
+        raise ConfigError(f"{where} must be a non-empty list of integers{bounds}, got {value!r}")
+    return tuple(value)
 
 
 def _check_budget(value: Any, where: str) -> Any:

@@ -34,7 +34,7 @@ def check_consistency(cfg: Config, where: str = "") -> None:
     _check_sizes(cfg, where)
     _check_heads(cfg, where)
     _check_pairing(cfg, testbed, where)
-    for rule in (_check_causal_coef, _check_sae_k, _check_gpt_input):
+    for rule in (_check_causal_coef, _check_sae_k, _check_gpt_input, _check_unet):
         rule(cfg, where)
     for rule in testbed.rules:
         rule(cfg, where)
@@ -128,6 +128,25 @@ def _check_gpt_input(cfg: Config, where: str) -> None:
                           f"pre-LN on tokens (got norm={m.norm!r}, input={m.input!r})")
 
 
+def _check_unet(cfg: Config, where: str) -> None:
+    """The diffusion keys agree with each other (the image side is the testbed's rule)."""
+    m = cfg.model
+    if m.name != "unet":
+        return
+    if m.time_dim % 2:
+        raise ConfigError(f"{where}model.time_dim ({m.time_dim}) must be even (sin and cos "
+                          f"halves of the time embedding)")
+    if m.sample_steps > m.timesteps:
+        raise ConfigError(f"{where}model.sample_steps ({m.sample_steps}) must be <= "
+                          f"model.timesteps ({m.timesteps})")
+    if m.schedule == "linear" and m.beta_start >= m.beta_end:
+        raise ConfigError(f"{where}model.beta_start ({m.beta_start}) must be < model.beta_end "
+                          f"({m.beta_end}) (the linear schedule's betas rise)")
+    if len(m.channels) > 8:
+        raise ConfigError(f"{where}model.channels has {len(m.channels)} levels; at most 8 "
+                          f"(the image halves between levels)")
+
+
 def param_estimate(cfg: Config) -> int:
     """A rough parameter count of one run's model from the static keys (embeddings of the
     task's vocab and positions where the task section names them; biases and norms ignored)."""
@@ -140,6 +159,8 @@ def param_estimate(cfg: Config) -> int:
         return 2 * dim * m.d_sae
     if m.name == "mlp":
         return m.num_layers * m.d_mlp * max(m.d_mlp, dim)
+    if m.name == "unet":   # 3x3 convs of the res blocks (2 down + 3 up per block, widths ~ch)
+        return sum(9 * 5 * (m.blocks_per_level + 1) * ch * ch for ch in m.channels)
     return dim * m.d_mlp   # symmetric: U is d x d_mlp
 
 
@@ -156,7 +177,8 @@ def _check_sizes(cfg: Config, where: str) -> None:
         m = cfg.model
         transformer = ("num_layers", "d_model", "d_mlp")
         keys = {"gpt": transformer, "encoder": transformer, "sae": ("d_sae",),
-                "mlp": ("num_layers", "d_mlp")}.get(m.name, ("d_mlp",))
+                "mlp": ("num_layers", "d_mlp"), "unet": ("channels", "blocks_per_level")
+                }.get(m.name, ("d_mlp",))
         sizes = [f"model.{k}={getattr(m, k)}" for k in keys]
         if m.name in ("sae", "mlp", "symmetric") and hasattr(cfg.task, "dim"):
             sizes.append(f"task.dim={cfg.task.dim}")

@@ -38,10 +38,11 @@ def field(default: Any, *, dynamic: bool | str = False, choices: tuple | None = 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = field("gpt", choices=("gpt", "encoder", "sae", "mlp", "symmetric"),
+    name: str = field("gpt", choices=("gpt", "encoder", "sae", "mlp", "symmetric", "unet"),
                    doc="gpt: causal decoder (next token); encoder: BERT-style, one scalar per "
                        "position; sae: sparse autoencoder; mlp (sim): num_layers bias-free "
-                       "dense layers of width d_mlp; symmetric (sim): f(x) = U U^T x, U is d x d_mlp")
+                       "dense layers of width d_mlp; symmetric (sim): f(x) = U U^T x, U is d x "
+                       "d_mlp; unet: conditional diffusion model (epsilon prediction)")
     num_layers: int = field(2, min=1, max=1024,
                          doc="transformer blocks (gpt, encoder); dense layers (mlp); a model of "
                              "more than 2**31 parameters (estimated from the size keys) is "
@@ -91,6 +92,29 @@ class ModelConfig:
                                 "interpolate each point's code toward its nearest neighbour's, "
                                 "splice the decoded activations into the source model, MSE of "
                                 "its logits to the interpolated clean logits; 0 = off")
+    channels: tuple = field((32, 64), min=1,
+                            doc="unet: channels per resolution level, a list of positive "
+                                "integers (the image halves between levels: its side must be "
+                                "divisible by 2**(levels - 1))")
+    blocks_per_level: int = field(1, min=1, max=16, doc="unet: residual blocks per level "
+                                  "on the way down (one more on the way up)")
+    attention: bool = field(False, doc="unet: single-head self-attention in the middle (at the "
+                            "lowest resolution)")
+    time_dim: int = field(64, min=2, doc="unet: width of the time and condition embeddings "
+                          "(even: sin and cos halves)")
+    timesteps: int = field(1000, min=2, doc="diffusion (unet): noise levels T; timesteps are "
+                           "indices 0..T-1")
+    schedule: str = field("linear", choices=("linear", "cosine"),
+                          doc="diffusion (unet): betas linear in beta_start..beta_end (DDPM), or "
+                              "the cosine schedule of alpha-bar (Nichol & Dhariwal; betas capped "
+                              "at 0.999)")
+    beta_start: float = field(1e-4, min=0.0, min_exclusive=True, max=1.0,
+                              doc="diffusion (unet), linear schedule: beta of the first step")
+    beta_end: float = field(0.02, min=0.0, min_exclusive=True, max=1.0,
+                            doc="diffusion (unet), linear schedule: beta of the last step "
+                                "(> beta_start)")
+    sample_steps: int = field(50, min=1, doc="diffusion (unet): DDIM sampling steps (at most "
+                              "model.timesteps)")
 
 
 @dataclass(frozen=True)

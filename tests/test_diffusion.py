@@ -124,11 +124,13 @@ def test_gaussian_data_optimum_samples_unit_variance():
     assert not np.allclose(a, b)          # ancestral sampling is stochastic
 
 
-def perturbed(params, key, scale=0.1):
-    """Parameters with noise on every leaf (zero-initialised output layers would hide inputs)."""
-    leaves, tree = jax.tree.flatten(params)
+def random_params(key, m: ModelConfig, side: int, cond_dim: int, scale: float = 0.2) -> dict:
+    """U-Net parameters of the right tree and shapes, every leaf N(0, scale^2) (no init
+    compile; a fresh init's zero output layers would hide what the inputs do)."""
+    shapes = jax.eval_shape(lambda: diffusion.init(jax.random.key(0), m, side, cond_dim))
+    leaves, tree = jax.tree.flatten(shapes)
     keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape)
+    return jax.tree.unflatten(tree, [scale * jax.random.normal(k, p.shape)
                                      for p, k in zip(leaves, keys)])
 
 
@@ -153,7 +155,7 @@ def test_unet_refuses_an_indivisible_side():
 
 
 def test_unet_uses_condition_and_time():
-    params = perturbed(diffusion.init(jax.random.key(0), TINY, 8, 3), jax.random.key(1))
+    params = random_params(jax.random.key(1), TINY, 8, 3)
     x = jnp.tile(jax.random.normal(jax.random.key(2), (1, 8, 8, 3)), (2, 1, 1, 1))
     fn = jax.jit(lambda c, t, shift: diffusion.apply(
         params, TINY, x, t, c, edit=lambda site, e: e + shift[:, None] if site == "cond0" else e))
@@ -170,7 +172,7 @@ def test_unet_uses_condition_and_time():
 def test_vmapped_runs_equal_runs_alone():
     """Three runs' parameters stacked: the vmapped sampler (U-Net inside) equals each alone."""
     keys = jax.random.split(jax.random.key(0), 3)
-    stacked = jax.vmap(lambda k: perturbed(diffusion.init(k, TINY, 8, 2), k, 0.05))(keys)
+    stacked = jax.vmap(lambda k: random_params(k, TINY, 8, 2, 0.1))(keys)
     c = jax.random.normal(jax.random.key(2), (4, 2))
     apply_fn = lambda p, x, t, c: diffusion.apply(p, TINY, x, t, c)  # noqa: E731
     sample = jax.jit(lambda p: diffusion.sample(apply_fn, p, TINY, c, jax.random.key(3), "ddpm",
@@ -183,20 +185,23 @@ def test_vmapped_runs_equal_runs_alone():
 
 
 def test_training_step_lowers_eps_loss():
-    params = diffusion.init(jax.random.key(0), TINY, 8, 2)
     x0 = jnp.tile(jnp.linspace(-1, 1, 8)[None, :, None, None], (8, 1, 8, 3))
     cond = jnp.ones((8, 2))
     opt = optax.adam(3e-3)
     loss = lambda p: diffusion.denoising_loss(p, TINY, jax.random.key(5), x0, cond)  # noqa: E731
 
-    @jax.jit
     def step(carry, _):
         p, s = carry
         value, g = jax.value_and_grad(loss)(p)
         updates, s = opt.update(g, s, p)
         return (optax.apply_updates(p, updates), s), value
 
-    _, losses = jax.lax.scan(step, (params, opt.init(params)), None, length=40)
+    @jax.jit
+    def train(key):      # init and 40 steps in one program (one compile)
+        params = diffusion.init(key, TINY, 8, 2)
+        return jax.lax.scan(step, (params, opt.init(params)), None, length=40)[1]
+
+    losses = train(jax.random.key(0))
     assert float(losses[-1]) < 0.5 * float(losses[0]), losses
 
 

@@ -132,8 +132,13 @@ def constants(run_key: jax.Array, spec, hparams: dict) -> Graph:
 
 
 def graph(consts: Graph) -> Graph:
-    """The run's Graph from the testbed's constants (they are the Graph)."""
-    return consts
+    """The run's Graph from the testbed's constants (they are the Graph), as JAX arrays (numpy
+    ones, e.g. a Graph fetched to the host, are converted)."""
+    return _jnp(consts)
+
+
+def _jnp(g: Graph) -> Graph:
+    return Graph(*(jnp.asarray(a) for a in g))
 
 
 def tokens_of_relation(graph: Graph, relation: jax.Array) -> jax.Array:
@@ -149,6 +154,7 @@ def walk(key: jax.Array, graph: Graph, start_B: jax.Array, num_facts: int
          ) -> tuple[jax.Array, jax.Array]:
     """Forward walks of trained, non-backtracking facts: ([B, L + 1] entities, [B, L]
     relations), entities[:, 0] = start_B."""
+    graph = _jnp(graph)
     num_rel = graph.step_R.shape[0]
     trained_NxR = graph.kind_NxR == TRAINED
 
@@ -171,6 +177,7 @@ def walk_into(key: jax.Array, graph: Graph, end_B: jax.Array, next_relation_B: j
     """Walks of `num_facts` trained, non-backtracking facts that end at `end_B` and may be
     followed by `next_relation_B` without stepping back, drawn backwards: ([B, L + 1] entities
     ending with end_B, [B, L] relations)."""
+    graph = _jnp(graph)
     num_rel = graph.step_R.shape[0]
     pred_NxR = graph.object_NxR[:, graph.inverse_R]            # x with (x, r) -> e, per (e, r)
     into_NxR = graph.kind_NxR[pred_NxR, jnp.arange(num_rel)[None]] == TRAINED
@@ -214,6 +221,7 @@ def edit_target(graph: Graph, subject: jax.Array, relation: jax.Array, distance:
                 ) -> jax.Array:
     """The entity `distance` steps beyond the true object of (subject, relation) along the
     relation's cycle, in the relation's direction (negative: back towards the subject)."""
+    graph = _jnp(graph)
     n = graph.order_CxN.shape[1]
     c = graph.cycle_R[relation]
     sign = jnp.sign(graph.step_R[relation])
@@ -224,6 +232,7 @@ def edit_target(graph: Graph, subject: jax.Array, relation: jax.Array, distance:
 def moved(graph: Graph, cycle: jax.Array, entity: jax.Array, new_position: jax.Array) -> Graph:
     """The graph with `entity` moved to `new_position` of `cycle` (entities strictly between its
     old and new positions shift one place towards the old one); every fact recomputed."""
+    graph = _jnp(graph)
     n = graph.order_CxN.shape[1]
     old = graph.position_CxN[cycle, entity]
     pos_N = graph.position_CxN[cycle]

@@ -1,0 +1,199 @@
+"""Knowledge editing (`jaxsim edit`): ROME, MEMIT, AlphaEdit and the shattering metric against
+closed forms computed in numpy, the value optimisation and the edits on a tiny random gpt."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsim.editing import edits, methods, sites, values
+from jaxsim.models.transformer import GPT
+
+
+def _spd(rng, k, rank=None):
+    a = rng.normal(size=(k, rank or 2 * k))
+    return (a @ a.T / a.shape[1]).astype(np.float32)
+
+
+def test_rome_update_is_the_closed_form_and_maps_the_key_to_its_value():
+    rng = np.random.default_rng(0)
+    k_dim, o_dim = 12, 5
+    w, b = rng.normal(size=(k_dim, o_dim)), rng.normal(size=o_dim)
+    cov, key, value = _spd(rng, k_dim), rng.normal(size=k_dim), rng.normal(size=o_dim)
+    delta = np.asarray(methods.rome_delta(jnp.asarray(key, jnp.float32),
+                                          jnp.asarray(key, jnp.float32),
+                                          jnp.asarray(value - key @ w - b, jnp.float32),
+                                          jnp.asarray(cov)), np.float64)
+    c_inv_k = np.linalg.solve(cov, key)
+    closed = np.outer(c_inv_k, value - key @ w - b) / (key @ c_inv_k)   # [K, O] convention
+    np.testing.assert_allclose(delta, closed, rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(key @ (w + delta) + b, value, atol=1e-4)
+    # keys orthogonal to k* under C^-1 (k^T C^-1 k* = 0) map exactly as before
+    others = rng.normal(size=(6, k_dim))
+    others -= np.outer(others @ c_inv_k, c_inv_k) / (c_inv_k @ c_inv_k)
+    np.testing.assert_allclose(others @ delta, 0.0, atol=1e-5)
+
+
+def test_memit_with_one_edit_is_the_rank_one_least_squares_solution():
+    """One edit, one layer: (λC + kkᵀ)⁻¹k rᵀ = C⁻¹k rᵀ / (λ + kᵀC⁻¹k) (Sherman-Morrison), and
+    ROME's update as λ -> 0."""
+    rng = np.random.default_rng(1)
+    cov, key, resid = _spd(rng, 10), rng.normal(size=10), rng.normal(size=4)
+    c_inv_k = np.linalg.solve(cov, key)
+    for lam in (3.0, 1e-2):
+        delta = np.asarray(methods.memit_delta(jnp.asarray(key[None], jnp.float32),
+                                               jnp.asarray(resid[None], jnp.float32),
+                                               jnp.asarray(cov), lam))
+        np.testing.assert_allclose(delta, np.outer(c_inv_k, resid) / (lam + key @ c_inv_k),
+                                   rtol=3e-3, atol=1e-5)
+    rome = np.asarray(methods.rome_delta(*(jnp.asarray(a, jnp.float32) for a in
+                                           (key, key, resid, cov))))
+    shrink = lam / (lam + key @ c_inv_k)        # MEMIT's update is ROME's times (1 - shrink)
+    assert 0 < shrink < 1e-3
+    np.testing.assert_allclose(delta, rome * (1 - shrink), rtol=1e-3, atol=5e-5)
+
+
+def test_batch_memit_writes_every_key_to_its_value():
+    rng = np.random.default_rng(2)
+    e, k_dim, o_dim = 6, 16, 5
+    keys, resid = rng.normal(size=(e, k_dim)), rng.normal(size=(e, o_dim))
+    cov = _spd(rng, k_dim)
+    delta = np.asarray(methods.memit_delta(jnp.asarray(keys, jnp.float32),
+                                           jnp.asarray(resid, jnp.float32), jnp.asarray(cov), 1e-4))
+    np.testing.assert_allclose(keys @ delta, resid, atol=2e-3)
+    # a large λ keeps the preserved keys: the update shrinks toward zero
+    big = np.asarray(methods.memit_delta(jnp.asarray(keys, jnp.float32),
+                                         jnp.asarray(resid, jnp.float32), jnp.asarray(cov), 1e6))
+    assert np.abs(big).max() < 1e-3 * np.abs(delta).max()
+
+
+def test_alphaedit_update_leaves_the_preserved_keys_untouched():
+    rng = np.random.default_rng(3)
+    k_dim, rank = 12, 7
+    basis = np.linalg.qr(rng.normal(size=(k_dim, k_dim)))[0]
+    preserved = rng.normal(size=(200, rank)) @ basis[:, :rank].T        # keys in a 7-dim span
+    cov = (preserved.T @ preserved / 200).astype(np.float32)
+    proj = np.asarray(methods.null_space_projector(jnp.asarray(cov), 1e-4))
+    np.testing.assert_allclose(proj, basis[:, rank:] @ basis[:, rank:].T, atol=1e-4)
+    keys, resid = rng.normal(size=(3, k_dim)), rng.normal(size=(3, 4))
+    delta = np.asarray(methods.alphaedit_delta(jnp.asarray(keys, jnp.float32),
+                                               jnp.asarray(resid, jnp.float32),
+                                               jnp.asarray(proj), 1e-3))
+    assert np.abs(preserved @ delta).max() < 5e-3 * np.abs(keys @ delta).max()
+    # the edited keys' components in the null space are written (least squares there)
+    null_keys = keys @ proj
+    np.testing.assert_allclose(null_keys @ delta, resid, atol=2e-2)
+
+
+def test_shattering_against_numpy():
+    rng = np.random.default_rng(4)
+    reps = rng.normal(size=(9, 5)).astype(np.float32)
+    assert float(methods.shattering(jnp.asarray(reps), jnp.asarray(reps))) == 0.0
+    moved = reps.copy()
+    moved[2] += rng.normal(size=5).astype(np.float32) * 3
+    d0 = np.linalg.norm(reps[:, None] - reps[None], axis=-1)
+    d1 = np.linalg.norm(moved[:, None] - moved[None], axis=-1)
+    expected = np.linalg.norm(d1 - d0) / np.linalg.norm(d0)
+    np.testing.assert_allclose(float(methods.shattering(jnp.asarray(reps), jnp.asarray(moved))),
+                               expected, rtol=1e-5)
+    # an isometry (rotation and shift) does not shatter
+    rot = np.linalg.qr(rng.normal(size=(5, 5)))[0].astype(np.float32)
+    assert float(methods.shattering(jnp.asarray(reps), jnp.asarray(reps @ rot + 2))) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    model = GPT(vocab_size=11, max_length=6, num_layers=2, d_model=16, num_heads=2, d_mlp=32)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 6), jnp.int32))["params"]
+    # larger weights than at init, so that the model can be confident (logits of order 10)
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: a * (40 if "embedding" in str(path) else 5 if "kernel" in str(path)
+                             else 1), params)
+    rng = np.random.default_rng(5)
+    tokens = jnp.asarray(rng.integers(0, 10, size=(4, 6)), jnp.int32)
+    # the subject's token is the answer position: the edit reaches the logits without attention
+    request = sites.Request(tokens, jnp.array([3, 4, 4, 3]), jnp.array([3, 4, 4, 3]),
+                            jnp.int32(10))
+    return model, params, request
+
+
+# the reference's lr and KL factor; its weight decay and clamp are scaled to this model's
+# small MLP outputs (the decay term is relative to ‖v_0‖², not scale-free)
+HP = values.ValueHparams(*(jnp.float32(v) for v in (0.5, 0.0625, 0.01, 100.0)))
+
+
+def test_keys_are_the_mlp_hidden_activation(gpt):
+    model, params, request = gpt
+    reads = sites.read(model, params, request.tokens_PxT, 1)
+    # the MLP output is the proj layer applied to the key
+    proj = params["block1"]["proj"]
+    np.testing.assert_allclose(reads.keys_BxTxK @ proj["kernel"] + proj["bias"][None, None],
+                               reads.mlp_out_BxTxC, atol=1e-5)
+
+
+def test_value_optimisation_raises_the_new_object(gpt):
+    model, params, request = gpt
+    before = jnp.exp(sites.target_log_probs(model.apply({"params": params}, request.tokens_PxT),
+                                            request.answer_P, request.target)).mean()
+    for layer, site in ((0, "mlp"), (1, "resid")):
+        target, prob = jax.jit(lambda r, layer=layer, site=site: values.optimise_value(
+            model, params, r, layer, 20, HP, site))(request)
+        assert float(before) < 1e-3 and float(prob) > 0.9
+        # the probability reported is the model's with v* in place of the value
+        reads = sites.read(model, params, request.tokens_PxT, layer)
+        init = sites.at(reads.mlp_out_BxTxC if site == "mlp" else reads.resid_BxTxC,
+                        request.subject_P[:1])[0]
+        logits = model.apply({"params": params}, request.tokens_PxT,
+                             edit=sites.add_at(layer, request.subject_P, target - init))
+        np.testing.assert_allclose(jnp.exp(sites.target_log_probs(
+            logits, request.answer_P, request.target)).mean(), prob, rtol=1e-4)
+
+
+def test_rome_in_the_model_writes_v_star_and_the_new_object(gpt):
+    model, params, request = gpt
+    edited, target = jax.jit(lambda r: (edits.rome(model, params, r, jnp.eye(32), 0, 20, HP)[0],
+                                        values.optimise_value(model, params, r, 0, 20, HP,
+                                                              "mlp")[0]))(request)
+    after = sites.read(model, edited, request.tokens_PxT[:1], 0).mlp_out_BxTxC
+    np.testing.assert_allclose(sites.at(after, request.subject_P[:1])[0], target, atol=1e-4)
+    logits = model.apply({"params": edited}, request.tokens_PxT)
+    assert float(jnp.exp(sites.target_log_probs(logits, request.answer_P, request.target)[0])) > 0.9
+    # only block 0's projection kernel moved
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params, edited)
+    assert [k for k, v in jax.tree_util.tree_leaves_with_path(moved) if v] and \
+        sum(jax.tree.leaves(moved)) == 1 and bool(moved["block0"]["proj"]["kernel"])
+
+
+def test_batch_edits_vmapped_equal_edits_one_at_a_time(gpt):
+    model, params, request = gpt
+    batch = jax.tree.map(lambda a: jnp.stack([a, a]), request)
+    batch = batch._replace(target=jnp.array([10, 7], jnp.int32))
+    cov = jnp.eye(32)
+    one = jax.jit(lambda r: edits.rome(model, params, r, cov, 1, 8, HP)[0]["block1"]["proj"]["kernel"])
+    many = jax.jit(jax.vmap(lambda r: edits.rome(model, params, r, cov, 1, 8, HP)[0]["block1"]["proj"]["kernel"]))(batch)
+    for i in range(2):
+        np.testing.assert_allclose(many[i], one(jax.tree.map(lambda a: a[i], batch)), atol=1e-5)
+
+
+def test_memit_and_alphaedit_raise_the_new_objects(gpt):
+    model, params, request = gpt
+    batch = jax.tree.map(lambda a: jnp.stack([a, a]), request)
+    batch = batch._replace(target=jnp.array([10, 7], jnp.int32),
+                           tokens_PxT=batch.tokens_PxT.at[1, :, 2:4].set(9))
+    stats = edits.key_stats(model, params, batch.tokens_PxT.reshape(-1, 6), (0, 1), 1e-2)
+    for l2 in (None, 1e-3):
+        edited = jax.jit(lambda b, l2=l2: edits.memit(model, params, b, stats, (0, 1), 20, HP,
+                                                      1e-3, l2)[0])(batch)
+        for i in range(2):
+            r = jax.tree.map(lambda a: a[i], batch)
+            p = jnp.exp(sites.target_log_probs(model.apply({"params": edited}, r.tokens_PxT[:1]),
+                                               r.answer_P[:1], r.target))[0]
+            assert float(p) > 0.3, (l2, i, float(p))
+
+
+def test_finetune_raises_the_new_object(gpt):
+    model, params, request = gpt
+    before = jnp.exp(sites.target_log_probs(model.apply({"params": params}, request.tokens_PxT),
+                                            request.answer_P, request.target)).mean()
+    prob = jax.jit(lambda r: edits.finetune(model, params, r, 1, 20, jnp.float32(5e-2))[1])(
+        request)
+    assert float(before) < 1e-3 and float(prob) > 0.5

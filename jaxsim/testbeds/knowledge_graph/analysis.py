@@ -14,9 +14,9 @@ analysis.json:
      "runs": [{"run_id", "seed", "axes", "steps": [S], "status",
                "accuracy": {kind: [S]} (mean over the facts of that kind; null: no such fact),
                "num_facts": {kind: count},
-               "ring_r2": [S][sites][C] (`geometry.ring_r2`: the share of the representations'
-               variance that (cos, sin) of the position on cycle c explains linearly; chance
-               about 2 / (N - 1))}, ...]}
+               "ring_r2": [S][sites][C] (`geometry.ring_r2`: the cross-validated share of the
+               representations' variance that (cos, sin) of the position on cycle c explains
+               linearly; about 0 for representations unrelated to the cycle)}, ...]}
 analysis_representations.npz (runs padded to the longest: steps -1, values NaN):
     run_id [R], steps [R, S], sites [sites], representations [R, S, sites, N, D],
     fact_accuracy [R, S, N, Rel], kind [R, N, Rel], object [R, N, Rel], order [R, C, N],

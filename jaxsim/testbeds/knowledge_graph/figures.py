@@ -111,10 +111,12 @@ def projection(out: Path, doc: dict, axes: list[str], rows: list[dict], method: 
             ax.set_xticks([])
             ax.set_yticks([])
     title = run_title(rows[[int(r["run_id"]) for r in rows].index(run["run_id"])], axes, LABELS)
-    fig.suptitle(wrap_title(f"{method.upper() if method == 'pca' else 'Isomap'} of entity "
-                            f"representations, step {int(reps['steps'][i, last])}: {title}", 90),
+    fig.suptitle(wrap_title(f"{METHODS[method]} of entity representations, step {int(reps['steps'][i, last])}: {title}", 90),
                  fontsize=10)
     return save(fig, out, f"knowledge_{method}.png", rect=(0, 0, 1, 0.96))
+
+
+METHODS = {"pca": "PCA", "isomap": "Isomap"}
 
 
 def doc_ring(run: dict, site: int, step: int, cycle: int) -> float | None:

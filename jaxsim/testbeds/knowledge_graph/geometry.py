@@ -49,20 +49,25 @@ def isomap2(x_NxD: np.ndarray, neighbours: int = 8) -> np.ndarray:
 
 
 def ring_r2(x_NxD: np.ndarray, position_CxN: np.ndarray) -> np.ndarray:
-    """[C] the share of the representations' variance explained by a linear function of
-    (cos, sin)(2 pi position / N) on each cycle: 1 = the entities lie on an ellipse ordered by
-    the cycle, about 2 / (N - 1) for unrelated points (the least-squares fit's chance level)."""
+    """[C] how well (cos, sin)(2 pi position / N) on each cycle predicts the representations
+    linearly, cross-validated: the least-squares fit on the even entities scores the odd ones
+    and vice versa, R^2 = 1 - residual / total variance of the scored half, averaged over the
+    two halves. 1 = the entities lie on an ellipse ordered by the cycle; about 0 (or below)
+    for representations unrelated to it (an in-sample fit would score ~2 / (N - 1) by chance)."""
     x = np.asarray(x_NxD, np.float64)
-    x = x - x.mean(0)
-    total = max(float((x ** 2).sum()), 1e-30)
     n = x.shape[0]
+    folds = np.arange(n) % 2 == 0
     out = []
     for pos in np.asarray(position_CxN):
         angle = 2 * np.pi * pos / n
-        basis = np.stack([np.cos(angle), np.sin(angle)], 1)
-        basis = basis - basis.mean(0)
-        coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
-        out.append(float(((basis @ coef) ** 2).sum()) / total)
+        basis = np.stack([np.ones(n), np.cos(angle), np.sin(angle)], 1)
+        scores = []
+        for fit in (folds, ~folds):
+            coef, *_ = np.linalg.lstsq(basis[fit], x[fit], rcond=None)
+            rest = x[~fit]
+            resid = ((rest - basis[~fit] @ coef) ** 2).sum()
+            scores.append(1.0 - resid / max(float(((rest - rest.mean(0)) ** 2).sum()), 1e-30))
+        out.append(float(np.mean(scores)))
     return np.array(out)
 
 

@@ -140,7 +140,11 @@ def plot(directory: str | os.PathLike, num_chains: int | None = None) -> list[Pa
         raise ConfigError(f"results directory '{out}' does not exist")
     from jaxsim import results
     results.check_config(out)
-    from jaxsim import steering
+    from jaxsim import editing, steering
+    if (out / editing.CONFIG_FILE).is_file():            # an edit study's directory
+        from jaxsim.editing import figures as edit_figures
+        results.check_writable(out)
+        return edit_figures.draw(out)
     if (out / steering.CONFIG_FILE).is_file():           # a steering study's directory
         from jaxsim import results
         from jaxsim.steering import figures as steering_figures
@@ -188,6 +192,36 @@ def steer(directory: str | os.PathLike, config: str | os.PathLike | dict | None 
     if not Path(directory).is_dir():
         raise ConfigError(f"results directory '{directory}' does not exist")
     done = driver.steer(Path(directory), scfg, Path(out))
+    if figures:
+        for path in plot(done):
+            logs.RESULT.info(f"jaxsim: wrote {path}")
+    return done
+
+
+def edit(directory: str | os.PathLike, config: str | os.PathLike | dict | None = None,
+         overrides: list[str] | dict | None = None, out: str | os.PathLike | None = None,
+         figures: bool = True) -> Path:
+    """Edit facts of every run of the trained knowledge_graph gpt sweep `directory` with each
+    editing method (ROME, MEMIT, fine-tuning, AlphaEdit) at each cycle distance (`jaxsim edit`,
+    docs/editing.md); returns the output directory (its edits.csv has one row per run x method
+    x distance x edit). `config`: an editing YAML path or an {"edit": {...}} dict (None: the
+    defaults); `overrides`: edit.KEY=VALUE strings or an {"edit.KEY": value} dict; `out`:
+    default results/<config file stem> (a dict or None config needs it)."""
+    setup_jax()
+    logs.default_handler()
+    from jaxsim.editing import config as edit_config, driver
+    overrides = _override_strings(overrides)
+    if isinstance(config, dict):
+        ecfg = edit_config.from_dict(edit_config.apply_overrides(config, overrides))
+    else:
+        ecfg = edit_config.load(config, overrides)
+    if out is None:
+        if not isinstance(config, (str, os.PathLike)):
+            raise ConfigError("jaxsim.edit needs out=DIR when the config is not a file")
+        out = Path("results") / Path(config).stem
+    if not Path(directory).is_dir():
+        raise ConfigError(f"results directory '{directory}' does not exist")
+    done = driver.edit(Path(directory), ecfg, Path(out))
     if figures:
         for path in plot(done):
             logs.RESULT.info(f"jaxsim: wrote {path}")

@@ -1,5 +1,5 @@
-"""`jaxsim sweep | resume | merge | analyze | steer | plot | summary | keys`: thin argument parsing;
-no science here.
+"""`jaxsim sweep | resume | merge | analyze | steer | edit | plot | summary | keys`: thin
+argument parsing; no science here.
 
 Bad input (config keys, values, directories) exits with code 2 and one line naming the problem.
 """
@@ -135,8 +135,21 @@ def _parser() -> argparse.ArgumentParser:
     steer.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="override a steering key (steer.layers=[1], steer.multipliers=[1,4])")
     steer.add_argument("--out", help="output directory (default: results/<config name>)")
+    edit = sub.add_parser("edit", parents=both,
+                          help="edit facts of every run of a trained knowledge_graph gpt sweep "
+                               "(ROME, MEMIT, fine-tuning, AlphaEdit) and measure efficacy, "
+                               "untouched facts and shattering; writes edits.csv and figures",
+                          description="Edit the runs of DIR (a trained knowledge_graph gpt "
+                                      "sweep) as the editing CONFIG says (docs/editing.md).")
+    edit.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (a gpt on knowledge_graph); only "
+                      "read")
+    edit.add_argument("config", help="editing YAML config (an `edit` section; e.g. "
+                                     "configs/knowledge_edit.yaml)")
+    edit.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                      help="override an editing key (edit.methods=[rome], edit.num_edits=64)")
+    edit.add_argument("--out", help="output directory (default: results/<config name>)")
     plot = sub.add_parser("plot", parents=both, help="draw the figures of a results directory "
-                                                     "(a sweep's or a steering study's)")
+                                                     "(a sweep's, a steering or an edit study's)")
     plot.add_argument("dir", metavar="DIR", help=f"{DIR_HELP} (figures go to DIR/figures)")
     plot.add_argument("--num-chains", type=int, help="task diversity N of the distance curves "
                                                      "(default: the middle value)")
@@ -254,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "steer":
             out = api.steer(args.dir, args.config, args.overrides, out=args.out)
             logs.RESULT.info(f"jaxsim: wrote {out / 'steering.csv'}")
+        elif args.command == "edit":
+            out = api.edit(args.dir, args.config, args.overrides, out=args.out)
+            logs.RESULT.info(f"jaxsim: wrote {out / 'edits.csv'}")
         elif args.command == "plot":
             _plot(Path(args.dir), args.num_chains)
     except ConfigError as e:

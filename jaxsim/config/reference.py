@@ -39,7 +39,8 @@ def section_table(section: str, cls: type) -> list[str]:
     lines = ["| key | type | default | allowed | varies | doc |", "|---|---|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
-        kind = KINDS[meta.get("dynamic", False)] if section not in ("sweep", "steer") else ""
+        kind = (KINDS[meta.get("dynamic", False)]
+                if section not in ("sweep", "steer", "edit") else "")
         default = _default(f)
         type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", f.type)
         doc = meta.get("doc", "") or ("the testbed (its registry name, or MODULE:OBJECT)"
@@ -82,4 +83,9 @@ def render(only: str | None = None) -> str:
               "A steering config is its own file with one section, `steer` "
               "([docs/steering.md](steering.md)); overrides are `steer.KEY=VALUE`.", ""]
     lines += section_table("steer", SteerConfig) + [""]
+    from jaxsim.editing.config import EditConfig
+    lines += ["## edit (`jaxsim edit DIR CONFIG`)", "",
+              "An editing config is its own file with one section, `edit` "
+              "([docs/editing.md](editing.md)); overrides are `edit.KEY=VALUE`.", ""]
+    lines += section_table("edit", EditConfig) + [""]
     return "\n".join(lines).rstrip() + "\n"

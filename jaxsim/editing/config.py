@@ -1,0 +1,168 @@
+"""The editing config (`jaxsim edit DIR CONFIG`): one `edit` section, validated like a sweep
+config (one line naming the bad key and what is allowed), with edit.KEY=VALUE overrides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jaxsim import config as cfglib
+from jaxsim.config import ConfigError, field
+from jaxsim.config.load import INT32_MAX, missing_file, safe_load_unique, unknown_key
+
+METHODS = ("rome", "memit", "finetune", "alphaedit")
+SCOPES = ("mlp", "all")
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    step: int = field(-1, min=-1, doc="the source checkpoint edited (-1 = each run's last)")
+    runs: list = field([], doc="source run ids to edit (empty: every run)")
+    methods: list = field(["rome", "memit", "finetune"],
+                          doc="rome (rank-one update of one MLP), memit (batch update over "
+                              "edit.memit_layers), finetune (gradient steps on the edited "
+                              "fact), alphaedit (memit's update projected on the null space of "
+                              "the preserved keys)")
+    layer: int = field(0, min=0, doc="the block whose MLP output projection rome and finetune "
+                       "rewrite; below the last block (the answer is read one token after the "
+                       "subject, so the last block's MLP at the subject never reaches it)")
+    memit_layers: list = field([], doc="blocks memit and alphaedit spread the update over, "
+                               "the last one holding z (empty: every block but the last)")
+    distances: list = field([1, 2, 4, 8, 16],
+                            doc="cycle distances d of the counterfactual edits: the new object "
+                                "is d steps beyond the true one along the relation's cycle")
+    num_edits: int = field(128, min=1, max=65536,
+                           doc="edited facts per run (trained facts drawn uniformly; the same "
+                               "facts at every distance and for every method), each edited alone "
+                               "(rome, finetune) or in batches of edit.batch_size (memit, "
+                               "alphaedit)")
+    batch_size: int = field(16, min=1, max=65536,
+                            doc="memit, alphaedit: edits written at once; divides edit.num_edits")
+    contexts: int = field(4, min=1, max=64,
+                          doc="prompts per edit that the value is optimised on (the edited "
+                              "prompt and contexts - 1 more walks into the subject)")
+    paraphrases: int = field(4, min=1, max=64,
+                             doc="fresh contexts of the edited fact for paraphrase efficacy")
+    value_steps: int = field(20, min=1, max=10000,
+                             doc="gradient steps of the value optimisation (v_num_grad_steps)")
+    value_lr: float = field(0.5, min=0.0, min_exclusive=True, doc="its Adam lr (v_lr)")
+    kl_factor: float = field(0.0625, min=0.0, doc="KL weight of the value loss (kl_factor)")
+    value_weight_decay: float = field(0.5, min=0.0, doc="weight of ‖δ‖ / ‖v_0‖² (v_weight_decay)")
+    rome_clamp: float = field(4.0, min=0.0, min_exclusive=True,
+                              doc="rome: ‖δ‖ <= clamp ‖v_0‖ (clamp_norm_factor)")
+    memit_clamp: float = field(0.75, min=0.0, min_exclusive=True,
+                               doc="memit, alphaedit: the same clamp for z (clamp_norm_factor)")
+    memit_cov_weight: float = field(1.0, min=0.0, min_exclusive=True,
+                                    doc="memit: λ of (λ C + K Kᵀ) (mom2_update_weight)")
+    alphaedit_threshold: float = field(0.01, min=0.0, max=1.0,
+                                       doc="alphaedit: null space = eigenvalues of C below this "
+                                           "share of the largest")
+    alphaedit_l2: float = field(1.0, min=0.0, min_exclusive=True,
+                                doc="alphaedit: the ridge term of its solve (L2)")
+    finetune_steps: int = field(20, min=1, max=10000, doc="finetune: Adam steps")
+    finetune_lr: float = field(1e-2, min=0.0, min_exclusive=True, doc="finetune: Adam lr")
+    finetune_scope: str = field("mlp", choices=SCOPES,
+                                doc="finetune: mlp (edit.layer's MLP output projection) or all "
+                                    "weights")
+    cov_sequences: int = field(256, min=1, max=65536,
+                               doc="training walks whose keys (every token) estimate C")
+    eval_facts: int = field(256, min=1, max=65536,
+                            doc="facts (uniform over all N x R, every kind) whose accuracy is "
+                                "measured before and after each edit (the edited one excluded)")
+    repr_layer: int = field(-1, min=-1, doc="block whose output residual stream at the entity "
+                            "token is the entity's representation for R (-1: the last block)")
+    repr_contexts: int = field(4, min=1, max=64,
+                               doc="walks into each entity its representation is averaged over")
+    chunk: int = field(64, min=1, max=65536,
+                       doc="edits (rome, finetune) or batches (memit, alphaedit) vmapped at once "
+                           "(memory), the rest under lax.map")
+    seed: int = field(0, min=0, doc="seed of the edited facts and all prompts")
+
+
+def _int_list(value: Any, where: str, lo: int) -> tuple:
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT32_MAX
+            for v in value):
+        raise ConfigError(f"{where} must be a list of integers >= {lo}, got {value!r}")
+    return tuple(sorted(set(value)))
+
+
+def _check(name: str, value: Any) -> Any:
+    where = f"edit.{name}"
+    if name in ("runs", "memit_layers"):
+        return _int_list(value, where, 0)
+    if name == "distances":
+        out = _int_list(value, where, 1)
+        if not out:
+            raise ConfigError(f"{where} must be a non-empty list of integers >= 1, got {value!r}")
+        return out
+    if name == "methods":
+        if not isinstance(value, list) or not value or any(v not in METHODS for v in value):
+            raise ConfigError(f"{where} must be a non-empty list of {', '.join(METHODS)}; "
+                              f"got {value!r}")
+        return tuple(dict.fromkeys(value))
+    f = next(f for f in dataclasses.fields(EditConfig) if f.name == name)
+    return cfglib.check_value(f, value, where)
+
+
+def from_dict(raw: Any) -> EditConfig:
+    """A validated EditConfig from {"edit": {...}}."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict) or set(raw) - {"edit"}:
+        raise ConfigError(f"an editing config is a mapping with one section, edit; got "
+                          f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+    body = raw.get("edit") or {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"section 'edit' must be a mapping, got {body!r}")
+    names = [f.name for f in dataclasses.fields(EditConfig)]
+    for key in body:
+        if key not in names:
+            raise unknown_key(f"edit.{key}", [f"edit.{n}" for n in names], "key")
+    defaults = {f.name: getattr(EditConfig(), f.name) for f in dataclasses.fields(EditConfig)}
+    cfg = EditConfig(**{k: _check(k, body.get(k, defaults[k])) for k in names})
+    if cfg.num_edits % cfg.batch_size:
+        raise ConfigError(f"edit.batch_size ({cfg.batch_size}) must divide edit.num_edits "
+                          f"({cfg.num_edits})")
+    return cfg
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> EditConfig:
+    """The editing config at `path` (None: every default) with KEY=VALUE overrides."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise missing_file(path)
+        try:
+            raw = safe_load_unique(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"editing config '{path}' is not valid YAML: "
+                              f"{str(e).splitlines()[0]}") from None
+    return from_dict(apply_overrides(raw or {}, list(overrides)))
+
+
+def apply_overrides(raw: Any, overrides: list[str]) -> Any:
+    """`edit.KEY=VALUE` overrides on a raw editing config."""
+    if not isinstance(raw, dict):
+        return raw                                  # from_dict names the problem
+    body, seen = dict(raw.get("edit") or {}), set()
+    for text in overrides:
+        parts, value = cfglib.parse_override(text)
+        key = ".".join(parts)
+        if key in seen:
+            raise ConfigError(f"override {key} is given twice; give each key once")
+        seen.add(key)
+        if len(parts) != 2 or parts[0] != "edit":
+            names = [f"edit.{f.name}" for f in dataclasses.fields(EditConfig)]
+            raise unknown_key(key, names, "key")
+        body[parts[1]] = value
+    return {**raw, "edit": body}
+
+
+def to_dict(cfg: EditConfig) -> dict:
+    return {"edit": {k: list(v) if isinstance(v, tuple) else v
+                     for k, v in dataclasses.asdict(cfg).items()}}

@@ -69,10 +69,11 @@ def query_batch(key: jax.Array, g: facts.Graph, spec, hparams, subject_B: jax.Ar
 
 def sample(key: jax.Array, consts: facts.Graph, spec, hparams: dict, batch_size: int,
            split: str = "train") -> Batch:
-    """`batch_size` training walks (split "train") or queries of a held-out split."""
+    """`batch_size` training walks (split "train", or "id" as the activations source and
+    other testbeds call the training distribution) or queries of a held-out split."""
     g = facts.graph(consts)
     length = spec.task.walk_length
-    if split == "train":
+    if split in ("train", "id"):
         return training_walks(key, g, batch_size, length)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: train, {', '.join(SPLITS)}")

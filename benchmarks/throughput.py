@@ -1,6 +1,6 @@
 """Training throughput: jaxsim's sweep path vs PyTorch, same model, task, optimiser and batch.
 
-    python benchmarks/throughput.py [--workload quickstart|d64|mc_encoder|sae_topk]
+    python benchmarks/throughput.py [--workload quickstart|d64|mc_encoder|sae_topk|unet_cpu]
                                     [--runs 1,8,64] [--steps 20] [--vmap-size 0]
                                     [--microbatch-size 0] [--repeats 3] [--dtype float32]
                                     [--backends jaxsim,torch_eager,torch_func,torch_compile]
@@ -9,7 +9,9 @@
 Workloads: `quickstart` and `d64`, a GPT on markov_mixture (torch twin: torch_gpt.py);
 `mc_encoder`, the BERT-style encoder on matrix_completion at CPU size (torch_encoder.py);
 `sae_topk`, a TopK SAE on concept_geometry subspaces (torch_sae.py; AuxK on both sides, no
-Multi-TopK term on either: its weight is 0, and a group whose largest weight is 0 skips it).
+Multi-TopK term on either: its weight is 0, and a group whose largest weight is 0 skips it);
+`unet_cpu`, the conditional diffusion U-Net with the DDPM ε-objective on random 16 x 16 images
+and conditions (its jaxsim side and FLOP count: unet_workload.py; torch twin: torch_unet.py).
 
 Prints one JSON object (and writes it, with a plot, under --out). Every side includes data
 generation in the timed step (Markov rollouts from each run's chain bank; fresh low-rank
@@ -48,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from jaxsim import config, training  # noqa: E402
+import unet_workload  # noqa: E402
 
 WORKLOADS = {
     # the quickstart model and task
@@ -61,6 +64,8 @@ WORKLOADS = {
     "sae_topk": dict(d=64, expansion=8, k=8, batch=1024, concepts=8, max_concept_dim=8,
                      offset=4.0, noise=0.05, auxk_coef=1 / 32, dead_steps=1000,
                      lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0),
+    # the conditional U-Net of concept_images at the CPU shape (unet_workload.UNET_CPU)
+    "unet_cpu": unet_workload.UNET_CPU,
 }
 
 
@@ -147,8 +152,13 @@ FAMILIES = {
     "sae": Family(sae_config, sae_flops, sae_tokens, "torch_sae",
                   "generated in every timed step on both sides (points from each run's "
                   "subspaces; tokens = input vectors); AuxK on both sides; no Multi-TopK term"),
+    "unet": Family(unet_workload.model_config, unet_workload.unet_flops,
+                   unet_workload.unet_tokens, "torch_unet",
+                   "random images in [-1, 1] and conditions drawn in every timed step on both "
+                   "sides, DDPM-corrupted (tokens = images); not the concept_images renderer"),
 }
-FAMILY_OF = {"quickstart": "gpt", "d64": "gpt", "mc_encoder": "encoder", "sae_topk": "sae"}
+FAMILY_OF = {"quickstart": "gpt", "d64": "gpt", "mc_encoder": "encoder", "sae_topk": "sae",
+             "unet_cpu": "unet"}
 
 
 def flops_per_step(w: dict, family: str = "gpt") -> float:
@@ -183,6 +193,8 @@ def bench_jaxsim(w: dict, runs: int, steps: int, vmap_size: int = 0, family: str
     from jaxsim.sweeps import engine
     from jaxsim import testbeds
 
+    if family == "unet":    # random data: its own program (unet_workload.py)
+        return unet_workload.bench_jaxsim(w, runs, steps, vmap_size, repeats)
     cfg = jaxsim_config(w, steps, family, microbatch_size, dtype)
     spec = config.spec_of(cfg)
     sharding = engine.run_sharding()
@@ -261,7 +273,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workload", choices=list(WORKLOADS), default="quickstart",
                    help="quickstart, d64: GPT on markov_mixture; mc_encoder: encoder on "
-                        "matrix_completion; sae_topk: TopK SAE on concept_geometry")
+                        "matrix_completion; sae_topk: TopK SAE on concept_geometry; "
+                        "unet_cpu: diffusion U-Net on random images")
     p.add_argument("--runs", default="1,8,64")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--backends", default="jaxsim,torch_eager,torch_func,torch_compile")

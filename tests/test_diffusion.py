@@ -5,6 +5,7 @@ exactly, the Gaussian-data optimum whose samples must be N(0, 1), and the U-Net'
 conditioning, run-vmapping and one training step."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from jaxsim.config import ConfigError, ModelConfig, keys, rules
 from jaxsim.config.schema import Config
+from jaxsim.models import unet
 from jaxsim.testbeds.concept_images import diffusion
 
 LINEAR = ModelConfig(name="unet", timesteps=50, beta_start=1e-3, beta_end=0.2, sample_steps=10)
@@ -146,6 +148,17 @@ def test_unet_output_shape(side, channels, blocks, attention):
     assert ("mid_attn" in params) == attention
     assert {f"cond{i}_fc1" for i in range(len(channels))} <= set(params)
     assert f"down0_{blocks - 1}" in params and f"up0_{blocks}" in params
+
+
+@pytest.mark.parametrize("side,k,stride", [(8, 3, 1), (8, 3, 2), (7, 3, 2), (6, 1, 1)])
+def test_patch_conv_equals_flax_conv(side, k, stride):
+    """unet.Conv (a matmul over patches) against nn.Conv (lax.conv), same parameters."""
+    x = jax.random.normal(jax.random.key(0), (2, side, side, 5))
+    ours = unet.Conv(4, k, stride)
+    params = ours.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+    theirs = nn.Conv(4, (k, k), strides=(stride, stride), padding="SAME")
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), atol=1e-5)
 
 
 def test_unet_refuses_an_indivisible_side():

@@ -19,7 +19,8 @@ SiLU, Dense); the condition through its *own* MLP per resolution level (the offi
 `sep_mlp`: `cond{i}`), added to the time embedding; the middle uses the last level's. The
 per-level condition embeddings [B, time_dim] are the sites of `edit(site, x) -> x` (sites
 "cond0", "cond1", ...): latent interventions (embedding arithmetic) replace them there.
-GroupNorm keeps >= 4 channels per group (`groups`).
+GroupNorm keeps >= 4 channels per group (`groups`). Convolutions are matmuls over patches
+(`Conv`: XLA:CPU's convolutions are slow inside loops and under vmap).
 """
 from __future__ import annotations
 
@@ -48,6 +49,34 @@ def sinusoidal(t_B: jax.Array, dim: int) -> jax.Array:
     return jnp.concatenate([jnp.sin(args_BxF), jnp.cos(args_BxF)], axis=-1)
 
 
+class Conv(nn.Module):
+    """A k x k convolution (SAME padding as nn.Conv, stride s) as one matmul over im2col patches,
+    with nn.Conv's parameters (kernel [k, k, C_in, C_out], lecun-normal; bias [C_out]).
+
+    Why not nn.Conv: XLA:CPU runs lax.conv inside a loop (the lax.scan over training steps)
+    ~30x slower than outside it, and vmapped over runs (a grouped convolution) slower still;
+    matmuls suffer neither (measured on the 2-core machine: docs/testbeds/concept_images.md).
+    """
+    features: int
+    kernel_size: int = 3
+    stride: int = 1
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+        _, height, width, c = x_BxHxWxC.shape
+        k, s = self.kernel_size, self.stride
+        kernel = self.param("kernel", self.kernel_init, (k, k, c, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        out_h, out_w = -(-height // s), -(-width // s)
+        pad_h, pad_w = max((out_h - 1) * s + k - height, 0), max((out_w - 1) * s + k - width, 0)
+        xp = jnp.pad(x_BxHxWxC, ((0, 0), (pad_h // 2, pad_h - pad_h // 2),
+                                 (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+        patches = jnp.concatenate([xp[:, i:i + (out_h - 1) * s + 1:s, j:j + (out_w - 1) * s + 1:s]
+                                   for i in range(k) for j in range(k)], axis=-1)
+        return patches @ kernel.reshape(k * k * c, self.features) + bias[None, None, None, :]
+
+
 def embed_mlp(x_BxD: jax.Array, width: int, name: str) -> jax.Array:
     """Dense, SiLU, Dense (call inside a compact method: `{name}_fc1`, `{name}_fc2`)."""
     h = nn.silu(nn.Dense(width, name=f"{name}_fc1")(x_BxD))
@@ -61,14 +90,14 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x_BxHxWxC: jax.Array, emb_BxD: jax.Array) -> jax.Array:
-        h = nn.Conv(self.channels, (3, 3), name="conv1")(
+        h = Conv(self.channels, name="conv1")(
             nn.silu(nn.GroupNorm(groups(x_BxHxWxC.shape[-1]), name="norm1")(x_BxHxWxC)))
         film = nn.Dense(2 * self.channels, name="emb")(nn.silu(emb_BxD))[:, None, None, :]
         scale, shift = jnp.split(film, 2, axis=-1)
         h = nn.GroupNorm(groups(self.channels), name="norm2")(h) * (1 + scale) + shift
-        h = nn.Conv(self.channels, (3, 3), kernel_init=ZERO, name="conv2")(nn.silu(h))
+        h = Conv(self.channels, kernel_init=ZERO, name="conv2")(nn.silu(h))
         if x_BxHxWxC.shape[-1] != self.channels:
-            x_BxHxWxC = nn.Conv(self.channels, (1, 1), name="skip")(x_BxHxWxC)
+            x_BxHxWxC = Conv(self.channels, 1, name="skip")(x_BxHxWxC)
         return x_BxHxWxC + h
 
 
@@ -108,14 +137,14 @@ class UNet(nn.Module):
         cond_BxK = cond_BxK.astype(jnp.float32)
         emb = [t_emb + edit(f"cond{i}", embed_mlp(cond_BxK, self.time_dim, f"cond{i}"))
                for i in range(levels)]
-        h = nn.Conv(self.channels[0], (3, 3), name="conv_in")(x_BxHxWxC)
+        h = Conv(self.channels[0], name="conv_in")(x_BxHxWxC)
         skips = [h]
         for i, ch in enumerate(self.channels):
             for j in range(self.blocks_per_level):
                 h = ResBlock(ch, name=f"down{i}_{j}")(h, emb[i])
                 skips.append(h)
             if i < levels - 1:
-                h = nn.Conv(ch, (3, 3), strides=(2, 2), name=f"downsample{i}")(h)
+                h = Conv(ch, stride=2, name=f"downsample{i}")(h)
                 skips.append(h)
         h = ResBlock(self.channels[-1], name="mid1")(h, emb[-1])
         if self.attention:
@@ -126,11 +155,10 @@ class UNet(nn.Module):
                 h = ResBlock(self.channels[i], name=f"up{i}_{j}")(
                     jnp.concatenate([h, skips.pop()], axis=-1), emb[i])
             if i > 0:
-                b, height, width, c = h.shape
-                h = jax.image.resize(h, (b, 2 * height, 2 * width, c), "nearest")
-                h = nn.Conv(self.channels[i], (3, 3), name=f"upsample{i}")(h)
+                h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)    # nearest, 2x
+                h = Conv(self.channels[i], name=f"upsample{i}")(h)
         h = nn.silu(nn.GroupNorm(groups(h.shape[-1]), name="norm_out")(h))
-        return nn.Conv(self.out_channels, (3, 3), kernel_init=ZERO, name="conv_out")(h)
+        return Conv(self.out_channels, kernel_init=ZERO, name="conv_out")(h)
 
 
 def build(model: ModelConfig, vocab_size: int, max_length: int) -> UNet:

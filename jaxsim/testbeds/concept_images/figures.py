@@ -148,6 +148,7 @@ def learning_time(out, doc) -> Path:
                      if np.isfinite(y[x == v]).any() else np.nan for v in values]
             ax.plot(values, means, lw=1, alpha=0.6)
         ax.axhline(last * 1.15, color="0.8", lw=0.6)
+        ax.set_ylim(0, last * 1.25)
         ax.text(0.02, 0.97, "top line: never learned", transform=ax.transAxes, fontsize=7,
                 va="top")
         ax.set_xlabel(LABELS[f"task.{key}"])
@@ -165,15 +166,16 @@ def elicitation(out, doc, rows, axes) -> Path:
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(runs) + 1.8))
     marks = (("naive", "o", "C3"), ("intervention", "s", "C0"), ("overprompt", "^", "C2"))
     for y, r in enumerate(runs):
-        for name, marker, colour in marks:
+        for k, (name, marker, colour) in enumerate(marks):
             step = r["elicited_step"][name]
-            ax.scatter([last * 1.1 if step is None else step], [y], marker=marker,
+            ax.scatter([last * 1.1 if step is None else step], [y + 0.15 * (k - 1)], marker=marker,
                        facecolor=colour if step is not None else "none", edgecolor=colour,
                        label=name if y == 0 else None, zorder=3)
         if r["turn"]["step"] is not None:
             ax.scatter([r["turn"]["step"]], [y], marker="|", s=200, color="k",
                        label="trajectory turn" if y == 0 else None)
     ax.axvline(last * 1.1, color="0.8", lw=0.6)
+    ax.set_xlim(0, last * 1.18)
     ax.set_yticks(range(len(runs)), [run_title(by_id[r["run_id"]], axes, LABELS) for r in runs],
                   fontsize=6)
     ax.set_xlabel(f"first step blue-small is elicited (accuracy >= {doc['success']}); "

@@ -66,7 +66,7 @@ def exact(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
         p.set_ylim(-0.02, 1.02)
     panels[0].set_ylabel("accuracy")
     panels[-1].set_title(f"ring score at {doc['sites'][-1]} (mean over cycles)", fontsize=10)
-    panels[-1].set_ylabel("variance explained by (cos, sin) of position")
+    panels[-1].set_ylabel("ring score (cross-validated R², 0 = none)")
     for p in panels:
         p.set_xlabel("training step")
         p.grid(alpha=0.3)

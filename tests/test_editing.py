@@ -112,7 +112,7 @@ def gpt():
     tokens = jnp.asarray(rng.integers(0, 10, size=(4, 6)), jnp.int32)
     # the subject's token is the answer position: the edit reaches the logits without attention
     request = sites.Request(tokens, jnp.array([3, 4, 4, 3]), jnp.array([3, 4, 4, 3]),
-                            jnp.int32(10))
+                            jnp.int32(10), tokens[0].at[3].set(9), jnp.int32(3))
     return model, params, request
 
 
@@ -141,9 +141,9 @@ def test_value_optimisation_raises_the_new_object(gpt):
         # the probability reported is the model's with v* in place of the value
         reads = sites.read(model, params, request.tokens_PxT, layer)
         init = sites.at(reads.mlp_out_BxTxC if site == "mlp" else reads.resid_BxTxC,
-                        request.subject_P[:1])[0]
+                        request.lookup_P[:1])[0]
         logits = model.apply({"params": params}, request.tokens_PxT,
-                             edit=sites.add_at(layer, request.subject_P, target - init))
+                             edit=sites.add_at(layer, request.lookup_P, target - init))
         np.testing.assert_allclose(jnp.exp(sites.target_log_probs(
             logits, request.answer_P, request.target)).mean(), prob, rtol=1e-4)
 
@@ -154,7 +154,7 @@ def test_rome_in_the_model_writes_v_star_and_the_new_object(gpt):
                                         values.optimise_value(model, params, r, 0, 20, HP,
                                                               "mlp")[0]))(request)
     after = sites.read(model, edited, request.tokens_PxT[:1], 0).mlp_out_BxTxC
-    np.testing.assert_allclose(sites.at(after, request.subject_P[:1])[0], target, atol=1e-4)
+    np.testing.assert_allclose(sites.at(after, request.lookup_P[:1])[0], target, atol=1e-4)
     logits = model.apply({"params": edited}, request.tokens_PxT)
     assert float(jnp.exp(sites.target_log_probs(logits, request.answer_P, request.target)[0])) > 0.9
     # only block 0's projection kernel moved
@@ -178,7 +178,8 @@ def test_memit_and_alphaedit_raise_the_new_objects(gpt):
     model, params, request = gpt
     batch = jax.tree.map(lambda a: jnp.stack([a, a]), request)
     batch = batch._replace(target=jnp.array([10, 7], jnp.int32),
-                           tokens_PxT=batch.tokens_PxT.at[1, :, 2:4].set(9))
+                           tokens_PxT=batch.tokens_PxT.at[1, :, 2:4].set(9),
+                           kl_T=batch.kl_T.at[1, 2].set(9))
     stats = edits.key_stats(model, params, batch.tokens_PxT.reshape(-1, 6), (0, 1), 1e-2)
     for l2 in (None, 1e-3):
         edited = jax.jit(lambda b, l2=l2: edits.memit(model, params, b, stats, (0, 1), 20, HP,
@@ -197,3 +198,75 @@ def test_finetune_raises_the_new_object(gpt):
     prob = jax.jit(lambda r: edits.finetune(model, params, r, 1, 20, jnp.float32(5e-2))[1])(
         request)
     assert float(before) < 1e-3 and float(prob) > 0.5
+
+
+def test_edit_config_errors_name_the_key():
+    from jaxsim.config import ConfigError
+    from jaxsim.editing import config as edit_config
+    with pytest.raises(ConfigError, match="edit.methods"):
+        edit_config.load(None, ["edit.methods=[rome,grace]"])
+    with pytest.raises(ConfigError, match="did you mean 'edit.distances'"):
+        edit_config.load(None, ["edit.distance=[1]"])
+    with pytest.raises(ConfigError, match="edit.batch_size"):
+        edit_config.load(None, ["edit.num_edits=10", "edit.batch_size=4"])
+    with pytest.raises(ConfigError, match="edit.distances"):
+        edit_config.load(None, ["edit.distances=[0, 2]"])
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory):
+    """A tiny knowledge_graph sweep (2 runs), edited by ROME and by a fine-tuning that barely
+    moves (lr 1e-9), then redrawn by `jaxsim plot`."""
+    import jaxsim
+    from conftest import tiny_raw
+    root = tmp_path_factory.mktemp("edit")
+    raw = tiny_raw(task={"name": "knowledge_graph", "num_entities": 12, "num_cycles": 2,
+                         "max_hop": 2, "walk_length": 3},
+                   model={"num_layers": 2}, train={"steps": 10, "eval_every": 10},
+                   sweep={"seeds": 2, "checkpoint_every": 10})
+    jaxsim.sweep(raw, out=root / "src", progress=False)
+    cfg = {"edit": {"methods": ["rome", "finetune"], "distances": [1, 3], "num_edits": 3,
+                    "batch_size": 1, "contexts": 2, "paraphrases": 2, "value_steps": 2,
+                    "finetune_steps": 2, "finetune_lr": 1e-9, "cov_sequences": 4,
+                    "eval_facts": 24, "repr_contexts": 1, "chunk": 3}}
+    out = jaxsim.edit(root / "src", cfg, out=root / "edit")
+    return out
+
+
+def test_edit_writes_a_record_per_edit_and_figures(edited):
+    import pandas as pd
+    frame = pd.read_csv(edited / "edits.csv")
+    assert len(frame) == 2 * 2 * 2 * 3            # runs x methods x distances x edits
+    assert set(frame.method) == {"rome", "finetune"} and frame.efficacy.between(0, 1).all()
+    for name in ("edits_shattering", "edits_accuracy", "edits_efficacy", "edits_pca"):
+        assert (edited / "figures" / f"{name}.png").stat().st_size > 0
+    summary = pd.read_csv(edited / "edits_summary.csv")
+    assert len(summary) == 4 and (summary.edits == 6).all()
+
+
+def test_edit_targets_sit_d_steps_beyond_the_object_on_the_cycle(edited):
+    """The new object is d places beyond the old one along the relation's cycle (read from the
+    run's cycles in edits.npz; relation r = cycle * 2h + j, steps +1..+h then -1..-h)."""
+    import pandas as pd
+    frame = pd.read_csv(edited / "edits.csv")
+    arrays = np.load(edited / "edits.npz")
+    h, n = 2, 12
+    for row in frame.itertuples():
+        order = arrays[f"order_{row.run_id}"]
+        cycle, j = divmod(row.relation, 2 * h)
+        sign = 1 if j < h else -1
+        where = {int(e): p for p, e in enumerate(order[cycle])}
+        assert (where[row.new_object] - where[row.old_object]) % n == (sign * row.distance) % n
+        step = sign * (j % h + 1)
+        assert (where[row.old_object] - where[row.subject]) % n == step % n
+
+
+def test_an_edit_that_does_not_move_leaves_accuracy_and_geometry(edited):
+    import pandas as pd
+    frame = pd.read_csv(edited / "edits.csv")
+    still = frame[frame.method == "finetune"]
+    assert (still.shattering < 1e-4).all()
+    for col in [c for c in frame.columns if c.startswith("acc_before_")]:
+        after = col.replace("before", "after")
+        both = still[[col, after]].dropna()
+        np.testing.assert_array_equal(both[col], both[after])

@@ -15,6 +15,7 @@ from jaxsim.config.load import INT32_MAX, missing_file, safe_load_unique, unknow
 
 METHODS = ("rome", "memit", "finetune", "alphaedit")
 SCOPES = ("mlp", "all")
+FACT_TOKENS = ("subject_last", "last")
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,13 @@ class EditConfig:
                               "edit.memit_layers), finetune (gradient steps on the edited "
                               "fact), alphaedit (memit's update projected on the null space of "
                               "the preserved keys)")
+    fact_token: str = field("last", choices=FACT_TOKENS,
+                            doc="where keys are read and values written (the reference's "
+                                "fact_token): subject_last (the subject's token) or last (the "
+                                "prompt's last token, the relation, where the answer is read)")
     layer: int = field(0, min=0, doc="the block whose MLP output projection rome and finetune "
-                       "rewrite; below the last block (the answer is read one token after the "
-                       "subject, so the last block's MLP at the subject never reaches it)")
+                       "rewrite (subject_last: below the last block, whose MLP at the subject "
+                       "never reaches the answer)")
     memit_layers: list = field([], doc="blocks memit and alphaedit spread the update over, "
                                "the last one holding z (empty: every block but the last)")
     distances: list = field([1, 2, 4, 8, 16],

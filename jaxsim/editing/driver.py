@@ -60,12 +60,14 @@ def _layout(spec, ecfg: EditConfig) -> programs.Layout:
     if layers < 2:
         raise ConfigError("jaxsim edit needs a source model with at least 2 blocks (the edited "
                           "MLP must sit below the last block)")
-    if ecfg.layer >= layers - 1:
-        raise ConfigError(f"edit.layer={ecfg.layer}: must be below the last block, 0.."
-                          f"{layers - 2} (the source model has {layers} blocks)")
-    if ecfg.memit_layers and max(ecfg.memit_layers) >= layers - 1:
-        raise ConfigError(f"edit.memit_layers {list(ecfg.memit_layers)}: must be below the last "
-                          f"block, 0..{layers - 2} (the source model has {layers} blocks)")
+    top = layers - 1 if ecfg.fact_token == "subject_last" else layers
+    why = " with edit.fact_token=subject_last" if top < layers else ""
+    if ecfg.layer >= top:
+        raise ConfigError(f"edit.layer={ecfg.layer}: must be 0..{top - 1}{why} (the source "
+                          f"model has {layers} blocks)")
+    if ecfg.memit_layers and max(ecfg.memit_layers) >= top:
+        raise ConfigError(f"edit.memit_layers {list(ecfg.memit_layers)}: must be 0..{top - 1}"
+                          f"{why} (the source model has {layers} blocks)")
     if ecfg.repr_layer >= layers:
         raise ConfigError(f"edit.repr_layer={ecfg.repr_layer}: the source model has {layers} "
                           f"blocks (0..{layers - 1}, or -1 for the last)")
@@ -74,7 +76,7 @@ def _layout(spec, ecfg: EditConfig) -> programs.Layout:
         raise ConfigError(f"edit.distances {list(ecfg.distances)}: must be below the number of "
                           f"entities on a cycle, task.num_entities={n}")
     return programs.Layout(
-        ecfg.methods, ecfg.layer, ecfg.memit_layers, ecfg.distances, ecfg.num_edits,
+        ecfg.methods, ecfg.fact_token, ecfg.layer, ecfg.memit_layers, ecfg.distances, ecfg.num_edits,
         ecfg.batch_size, ecfg.contexts, ecfg.paraphrases, ecfg.value_steps,
         (ecfg.value_lr, ecfg.kl_factor, ecfg.value_weight_decay), ecfg.rome_clamp,
         ecfg.memit_clamp, ecfg.memit_cov_weight, ecfg.alphaedit_threshold, ecfg.alphaedit_l2,

@@ -40,16 +40,17 @@ def key_stats(model, params: dict, tokens_BxT: jax.Array, layers: tuple, thresho
 
 def _subject_keys(model, params, request: Request, layer: int):
     reads = sites.read(model, params, request.tokens_PxT, layer)
-    return reads, sites.at(reads.keys_BxTxK, request.subject_P)
+    return reads, sites.at(reads.keys_BxTxK, request.lookup_P)
 
 
 def rome(model, params: dict, request: Request, cov_KxK: jax.Array, layer: int, steps: int,
          hp: values.ValueHparams) -> tuple[dict, jax.Array]:
-    """(edited params, the new object's probability while optimising v*)."""
+    """(edited params, the new object's probability while optimising v*). The key is read at
+    the fact token (`Request.lookup_P`): ROME's `fact_token` subject_last or last."""
     target_C, prob = values.optimise_value(model, params, request, layer, steps, hp, "mlp")
     reads, keys_PxK = _subject_keys(model, params, request, layer)
     key_K = keys_PxK[0]
-    out_C = sites.at(reads.mlp_out_BxTxC, request.subject_P[:1])[0]
+    out_C = sites.at(reads.mlp_out_BxTxC, request.lookup_P)[0]
     delta = methods.rome_delta(keys_PxK.mean(0), key_K, target_C - out_C, cov_KxK)
     return sites.with_kernel_delta(params, layer, delta), prob
 
@@ -70,7 +71,7 @@ def memit(model, params: dict, requests: Request, stats: Stats, layers: tuple, s
         def current(r, p=params, layer=layer):
             keys = _subject_keys(model, p, r, layer)[1]
             z_now = sites.at(sites.read(model, p, r.tokens_PxT[:1], z_layer).resid_BxTxC,
-                             r.subject_P[:1])[0]
+                             r.lookup_P[:1])[0]
             return _context_key(keys), z_now
         keys_ExK, z_now_ExC = jax.vmap(current)(requests)
         resid_ExC = (zs_ExC - z_now_ExC) / (len(layers) - i)

@@ -31,6 +31,7 @@ BINS = (("d0", 0, 0), ("d1_2", 1, 2), ("d3_8", 3, 8), ("d9plus", 9, 1 << 30))
 class Layout(NamedTuple):
     """What a group's program computes (static, hashable): the edit config's values."""
     methods: tuple
+    fact_token: str              # subject_last or last
     layer: int
     memit_layers: tuple
     distances: tuple
@@ -99,6 +100,17 @@ def _setup(spec: Spec, layout: Layout, params, hparams, seed):
     return setup, layers, stats
 
 
+def _request(layout: Layout, g, it: dict) -> sites.Request:
+    """An edit's Request: its prompts (answer at the last token, the subject just before), the
+    fact token, and the KL prompt: the edited prompt asking the subject's next relation."""
+    length = it["rewrite"].shape[-1]
+    answer = jnp.full((layout.contexts,), length - 1)
+    lookup = answer if layout.fact_token == "last" else answer - 1
+    other = (it["relation"] + 1) % g.object_NxR.shape[1]
+    kl = it["rewrite"][0].at[-1].set(facts.tokens_of_relation(g, other).astype(jnp.int32))
+    return sites.Request(it["rewrite"], lookup, answer, it["new"], kl, lookup[0])
+
+
 def _memit_layers(spec: Spec, layout: Layout) -> tuple:
     return layout.memit_layers or tuple(range(spec.model.num_layers - 1))
 
@@ -162,10 +174,7 @@ def study(spec: Spec, layout: Layout, params: dict, hparams: dict, seed) -> dict
                  para=flat(setup["para_ExPxT"]))
     ev = functools.partial(_evaluate, spec, layout, setup, before)
     vhp = lambda clamp: values.ValueHparams(*(jnp.float32(v) for v in (*layout.value, clamp)))  # noqa: E731
-    answer = jnp.full((layout.contexts,), setup["rewrite_ExCxT"].shape[-1] - 1)
-
-    def request(it):
-        return sites.Request(it["rewrite"], answer - 1, answer, it["new"])
+    request = functools.partial(_request, layout, setup["graph"])
 
     def single(method):
         def one(it):
@@ -219,10 +228,10 @@ def _pca_examples(spec, layout, model, params, setup, stats, layers, reps_before
     """[3, N, D]: the representations before, and after ROME's edit 0 at the smallest and at
     the largest distance."""
     out = [reps_before]
-    answer = jnp.full((layout.contexts,), setup["rewrite_ExCxT"].shape[-1] - 1)
     for d in (0, len(layout.distances) - 1):
-        req = sites.Request(setup["rewrite_ExCxT"][0], answer - 1, answer,
-                            setup["targets_DxE"][d, 0])
+        req = _request(layout, setup["graph"], {
+            "rewrite": setup["rewrite_ExCxT"][0], "new": setup["targets_DxE"][d, 0],
+            "relation": setup["relation_E"][0]})
         edited, _ = edits.rome(model, params, req, stats.cov_SxKxK[layers.index(layout.layer)],
                                layout.layer, layout.value_steps, vhp(layout.rome_clamp))
         out.append(_forward(spec, layout, edited, setup, req.tokens_PxT[0],

@@ -17,11 +17,17 @@ import jax.numpy as jnp
 
 class Request(NamedTuple):
     """One edit: the same fact in P prompts (row 0 the edited prompt itself, the others in other
-    contexts: ROME's context templates), each of length T."""
+    contexts: ROME's context templates), each of length T, and the KL prompt (the reference's
+    "{} is a": the subject in another fact), whose next-token distribution at its lookup
+    position the value optimisation keeps."""
     tokens_PxT: jax.Array        # int32 prompts
-    subject_P: jax.Array         # int32 position of the subject's (last) token
+    lookup_P: jax.Array          # int32 the fact token (the reference's `fact_token`: the
+    #                              subject's last token, or the prompt's last) where keys are
+    #                              read and the value is written
     answer_P: jax.Array          # int32 position whose next-token logits name the object
     target: jax.Array            # int32 the new object's token
+    kl_T: jax.Array              # int32 the KL prompt
+    kl_lookup: jax.Array         # int32 its lookup position
 
 
 class Reads(NamedTuple):

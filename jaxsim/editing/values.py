@@ -1,14 +1,15 @@
 """The target value v* of an edit, found by gradient steps (rome/compute_v.py, memit/compute_z.py),
 and the fine-tuning baseline; both optax Adam under `lax.scan`, pure and vmappable over edits.
 
-A vector δ is added at block l's output at the subject's last token of every rewriting prompt
-(for ROME this is the MLP output there; for MEMIT the residual stream) and optimised so that
-the model names the new object at each prompt's answer position:
+A vector δ is added at block l's output at the fact token (`Request.lookup_P`) of every
+rewriting prompt and of the KL prompt (for ROME this is the MLP output there; for MEMIT the
+residual stream) and optimised so that the model names the new object at each prompt's answer
+position:
 
   loss(δ) = NLL(new object) + kl_factor · KL(p_δ ‖ p_0) + weight_decay · ‖δ‖ / ‖v_0‖²
 
-(p at the edited prompt's subject position, the reference's "{} is a" prompt; v_0 the initial
-value there), with Adam at `lr`, δ clamped to norm clamp · ‖v_0‖ after each step, and no further
+(p the next-token distribution of the KL prompt at its lookup position, the reference's
+"{} is a"; v_0 the initial value at the edited prompt's lookup position), with Adam at `lr`, δ clamped to norm clamp · ‖v_0‖ after each step, and no further
 step once the loss is below 0.05 or at the last of `steps` iterations, as the reference does
 (its early `break`s are a `done` flag here). v* = v_0 + δ.
 """
@@ -44,17 +45,20 @@ def optimise_value(model, params: dict, request: Request, layer: int, steps: int
                    hp: ValueHparams, site: str = "mlp") -> tuple[jax.Array, jax.Array]:
     """(v* [C], the new object's mean probability over the rewriting prompts with δ added).
     `site`: "mlp" (ROME: v_0 is the MLP output) or "resid" (MEMIT: the block's output)."""
-    reads = sites.read(model, params, request.tokens_PxT[:1], layer)
+    num = request.tokens_PxT.shape[0]
+    tokens = jnp.concatenate([request.tokens_PxT, request.kl_T[None]])
+    lookup = jnp.concatenate([request.lookup_P, request.kl_lookup[None]])
+    reads = sites.read(model, params, tokens, layer)
     source = reads.mlp_out_BxTxC if site == "mlp" else reads.resid_BxTxC
-    init_C = sites.at(source, request.subject_P[:1])[0]
-    kl_init_V = jax.nn.log_softmax(sites.at(reads.logits_BxTxV, request.subject_P[:1])[0])
+    init_C = sites.at(source[:1], request.lookup_P[:1])[0]
+    kl_init_V = jax.nn.log_softmax(sites.at(reads.logits_BxTxV[num:], lookup[num:])[0])
     max_norm = hp.clamp * jnp.linalg.norm(init_C)
 
     def loss_fn(delta_C):
-        logits = model.apply({"params": params}, request.tokens_PxT,
-                             edit=sites.add_at(layer, request.subject_P, delta_C))
-        logp_P = sites.target_log_probs(logits, request.answer_P, request.target)
-        kl_V = jax.nn.log_softmax(sites.at(logits, request.subject_P[:1])[0])
+        logits = model.apply({"params": params}, tokens,
+                             edit=sites.add_at(layer, lookup, delta_C))
+        logp_P = sites.target_log_probs(logits[:num], request.answer_P, request.target)
+        kl_V = jax.nn.log_softmax(sites.at(logits[num:], lookup[num:])[0])
         kl = jnp.sum(jnp.exp(kl_V) * (kl_V - kl_init_V))
         decay = hp.weight_decay * _norm(delta_C) / jnp.sum(init_C ** 2)
         return -logp_P.mean() + hp.kl_factor * kl + decay, jnp.exp(logp_P).mean()

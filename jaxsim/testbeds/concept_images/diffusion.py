@@ -19,8 +19,18 @@ respaced schedule β'_i = 1 - ᾱ_{τ_i} / ᾱ_{τ_{i-1}} (Nichol & Dhariwal), t
 Both end on the predicted x_0 of the last step (t = 0), so a model that predicts the true noise
 of a fixed x_0 reproduces it exactly (tests/test_diffusion.py).
 
-CPU recommendation (measured on the 2-core machine; see the section of
-docs/testbeds/concept_images.md): see RECOMMENDED below.
+CPU step times (benchmarks/unet_workload.py's training program: U-Net forward + backward +
+AdamW on a batch, random data; the 2-core machine shared by other jobs, load average ~9-10, so
+an idle machine is faster), R runs in one compiled program:
+
+    16x16, channels (8, 16), time_dim 32, batch 16:  R=8, sweep.vmap_size 1:  0.56 s/step
+    16x16, channels (16, 32), time_dim 64, batch 32: R=8, vmap_size 1: 2.50 s; vmap_size 0: 3.33 s
+
+Recommended for the 30-minute CPU sweep: the first (configs/concept_space.yaml's model) with up
+to 8 runs and `sweep.vmap_size: 1` (lax.map over runs: narrower matmuls are faster on CPU):
+800 steps take ~7.5 min of training plus ~2 min of compile, leaving the rest for sampling.
+The U-Net's convolutions are matmuls over patches (jaxsim.models.unet.Conv): with lax.conv the
+same step was ~6x slower inside the training scan on XLA:CPU.
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Edit-study figures, drawn from edits.csv and edits.npz only (no JAX).
 
-edits_shattering.png   R against the edit's cycle distance, one line per method (mean over
-                       every run's edits, bars ± 2 standard errors)
+edits_shattering.png   R against the edit's cycle distance, one line per method, one panel
+                       per value of the source sweep's axes (mean over the runs' edits, bars
+                       ± 2 standard errors)
 edits_accuracy.png     accuracy on untouched facts after the edit against R, per method: each
                        edit a dot, binned means as a line; panels for every untouched fact, those
                        of the edited entity itself (d0), its cycle neighbours (d1_2) and far
@@ -11,7 +12,8 @@ edits_efficacy.png     efficacy (edited prompt) and paraphrase efficacy against 
 edits_pca.png          one run's entity representations in the first two principal components
                        of the unedited model's: before, after ROME's edit 0 at the smallest and
                        at the largest distance; entities joined in the order of the edited
-                       relation's cycle and coloured by their position on it (the rings)
+                       relation's cycle and coloured by their position on it (rings, where the
+                       model has learned them)
 """
 from __future__ import annotations
 
@@ -27,17 +29,34 @@ def _methods(frame) -> list[str]:
     return [m for m in COLOURS if m in set(frame.method)]
 
 
+def _groups(frame) -> list[tuple[str, object]]:
+    """(title, rows) per value of the source sweep's axes (the columns between seed and step)."""
+    cols = list(frame.columns)
+    axes = cols[cols.index("seed") + 1:cols.index("step")]
+    if not axes:
+        return [("all runs", frame)]
+    return [(", ".join(f"{k}={v}" for k, v in zip(axes, key if isinstance(key, tuple)
+                                                  else (key,))), part)
+            for key, part in frame.groupby(axes if len(axes) > 1 else axes[0])]
+
+
 def _shattering(plt, frame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for m in _methods(frame):
-        s = frame[frame.method == m].groupby("distance").shattering.agg(["mean", "std", "count"])
-        ax.errorbar(s.index, s["mean"], yerr=2 * s["std"] / np.sqrt(s["count"]), marker="o",
-                    color=COLOURS[m], capsize=2, label=m)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("edit distance d along the cycle")
-    ax.set_ylabel("shattering R")
-    ax.set_title(f"representation shattering ({frame.run_id.nunique()} runs)", fontsize=9)
-    ax.legend(fontsize=7)
+    groups = _groups(frame)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 3.6), squeeze=False)
+    for ax, (title, part) in zip(axes[0], groups):
+        for m in _methods(part):
+            s = part[part.method == m].groupby("distance").shattering.agg(["mean", "std",
+                                                                           "count"])
+            ax.errorbar(s.index, s["mean"], yerr=2 * s["std"] / np.sqrt(s["count"]),
+                        marker="o", color=COLOURS[m], capsize=2, label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("edit distance d along the cycle")
+        ax.set_title(f"shattering, {title} ({part.run_id.nunique()} runs)\nmean ± 2 s.e. "
+                     f"over edits", fontsize=9)
+    axes[0, 0].set_ylabel("shattering R (linear below 1e-3)")
+    axes[0, 0].legend(fontsize=7)
     _save(fig, path)
 
 
@@ -59,7 +78,9 @@ def _accuracy(plt, frame, path: Path) -> None:
                 ax.plot(means.shattering, means[col], marker="o", color=COLOURS[m], label=m)
         before = frame[f"acc_before_{name}"].mean()
         ax.axhline(before, color="k", ls="--", lw=0.8, label="before")
-        ax.set_xlabel("shattering R")
+        ax.set_xscale("symlog", linthresh=1e-3)     # R spans 0 (no move) to order 10
+        ax.set_xlim(left=0)
+        ax.set_xlabel("shattering R (linear below 1e-3)")
         ax.set_title(f"accuracy after the edit:\n{title}", fontsize=9)
     axes[0].set_ylabel("accuracy (top-1)")
     axes[0].legend(fontsize=7)

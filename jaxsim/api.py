@@ -177,25 +177,9 @@ def steer(directory: str | os.PathLike, config: str | os.PathLike | dict | None 
     direction x multiplier). `config`: a steering YAML path or a {"steer": {...}} dict (None:
     the defaults); `overrides`: steer.KEY=VALUE strings or a {"steer.KEY": value} dict; `out`:
     default results/<config file stem> (a dict or None config needs it)."""
-    setup_jax()
-    logs.default_handler()
     from jaxsim.steering import config as steer_config, driver
-    overrides = _override_strings(overrides)
-    if isinstance(config, dict):
-        scfg = steer_config.from_dict(steer_config.apply_overrides(config, overrides))
-    else:
-        scfg = steer_config.load(config, overrides)
-    if out is None:
-        if not isinstance(config, (str, os.PathLike)):
-            raise ConfigError("jaxsim.steer needs out=DIR when the config is not a file")
-        out = Path("results") / Path(config).stem
-    if not Path(directory).is_dir():
-        raise ConfigError(f"results directory '{directory}' does not exist")
-    done = driver.steer(Path(directory), scfg, Path(out))
-    if figures:
-        for path in plot(done):
-            logs.RESULT.info(f"jaxsim: wrote {path}")
-    return done
+    return _study("steer", directory, config, overrides, out, figures, steer_config,
+                  driver.steer)
 
 
 def edit(directory: str | os.PathLike, config: str | os.PathLike | dict | None = None,
@@ -207,21 +191,28 @@ def edit(directory: str | os.PathLike, config: str | os.PathLike | dict | None =
     x distance x edit). `config`: an editing YAML path or an {"edit": {...}} dict (None: the
     defaults); `overrides`: edit.KEY=VALUE strings or an {"edit.KEY": value} dict; `out`:
     default results/<config file stem> (a dict or None config needs it)."""
+    from jaxsim.editing import config as edit_config, driver
+    return _study("edit", directory, config, overrides, out, figures, edit_config, driver.edit)
+
+
+def _study(command: str, directory, config, overrides, out, figures: bool, section, run) -> Path:
+    """A post-hoc study of the saved sweep `directory` (steer, edit): its one-section config
+    (`section`: the module with from_dict / apply_overrides / load) from a file or a dict with
+    overrides, `run(directory, config, out)`, then its figures."""
     setup_jax()
     logs.default_handler()
-    from jaxsim.editing import config as edit_config, driver
     overrides = _override_strings(overrides)
     if isinstance(config, dict):
-        ecfg = edit_config.from_dict(edit_config.apply_overrides(config, overrides))
+        scfg = section.from_dict(section.apply_overrides(config, overrides))
     else:
-        ecfg = edit_config.load(config, overrides)
+        scfg = section.load(config, overrides)
     if out is None:
         if not isinstance(config, (str, os.PathLike)):
-            raise ConfigError("jaxsim.edit needs out=DIR when the config is not a file")
+            raise ConfigError(f"jaxsim.{command} needs out=DIR when the config is not a file")
         out = Path("results") / Path(config).stem
     if not Path(directory).is_dir():
         raise ConfigError(f"results directory '{directory}' does not exist")
-    done = driver.edit(Path(directory), ecfg, Path(out))
+    done = run(Path(directory), scfg, Path(out))
     if figures:
         for path in plot(done):
             logs.RESULT.info(f"jaxsim: wrote {path}")

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError, field
-from jaxsim.config.load import INT32_MAX, missing_file, safe_load_unique, unknown_key
+from jaxsim.config import section
+from jaxsim.config.load import INT32_MAX
 
 METHODS = ("rome", "memit", "finetune", "alphaedit")
 SCOPES = ("mlp", "all")
@@ -115,20 +115,7 @@ def _check(name: str, value: Any) -> Any:
 
 def from_dict(raw: Any) -> EditConfig:
     """A validated EditConfig from {"edit": {...}}."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict) or set(raw) - {"edit"}:
-        raise ConfigError(f"an editing config is a mapping with one section, edit; got "
-                          f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
-    body = raw.get("edit") or {}
-    if not isinstance(body, dict):
-        raise ConfigError(f"section 'edit' must be a mapping, got {body!r}")
-    names = [f.name for f in dataclasses.fields(EditConfig)]
-    for key in body:
-        if key not in names:
-            raise unknown_key(f"edit.{key}", [f"edit.{n}" for n in names], "key")
-    defaults = {f.name: getattr(EditConfig(), f.name) for f in dataclasses.fields(EditConfig)}
-    cfg = EditConfig(**{k: _check(k, body.get(k, defaults[k])) for k in names})
+    cfg = section.parse(raw, "edit", EditConfig, _check, "an editing config")
     if cfg.num_edits % cfg.batch_size:
         raise ConfigError(f"edit.batch_size ({cfg.batch_size}) must divide edit.num_edits "
                           f"({cfg.num_edits})")
@@ -136,38 +123,14 @@ def from_dict(raw: Any) -> EditConfig:
 
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> EditConfig:
-    """The editing config at `path` (None: every default) with KEY=VALUE overrides."""
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise missing_file(path)
-        try:
-            raw = safe_load_unique(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"editing config '{path}' is not valid YAML: "
-                              f"{str(e).splitlines()[0]}") from None
-    return from_dict(apply_overrides(raw or {}, list(overrides)))
+    """The editing config at `path` (None: every default) with edit.KEY=VALUE overrides."""
+    return section.load(path, overrides, "edit", EditConfig, from_dict, "editing config")
 
 
 def apply_overrides(raw: Any, overrides: list[str]) -> Any:
     """`edit.KEY=VALUE` overrides on a raw editing config."""
-    if not isinstance(raw, dict):
-        return raw                                  # from_dict names the problem
-    body, seen = dict(raw.get("edit") or {}), set()
-    for text in overrides:
-        parts, value = cfglib.parse_override(text)
-        key = ".".join(parts)
-        if key in seen:
-            raise ConfigError(f"override {key} is given twice; give each key once")
-        seen.add(key)
-        if len(parts) != 2 or parts[0] != "edit":
-            names = [f"edit.{f.name}" for f in dataclasses.fields(EditConfig)]
-            raise unknown_key(key, names, "key")
-        body[parts[1]] = value
-    return {**raw, "edit": body}
+    return section.apply_overrides(raw, overrides, "edit", EditConfig)
 
 
 def to_dict(cfg: EditConfig) -> dict:
-    return {"edit": {k: list(v) if isinstance(v, tuple) else v
-                     for k, v in dataclasses.asdict(cfg).items()}}
+    return section.to_dict(cfg, "edit")

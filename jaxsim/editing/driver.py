@@ -12,17 +12,16 @@ Output directory (plain files):
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-import yaml
 
 from jaxsim import config as cfglib
 from jaxsim import results, stages
+from jaxsim.results import studies
 from jaxsim.config import ConfigError
 from jaxsim.editing import ARRAYS, CONFIG_FILE, RECORDS, programs, summary
 from jaxsim.editing.config import EditConfig, to_dict
@@ -32,11 +31,7 @@ TESTBED = "knowledge_graph"
 
 
 def _source_config(source: Path) -> cfglib.Config:
-    for name in (results.CONFIG, results.RUNS):
-        if not (source / name).is_file():
-            raise ConfigError(f"'{source}' is not a jaxsim results directory (no {name}); "
-                              f"jaxsim edit reads a trained sweep")
-    cfg = cfglib.load(source / results.CONFIG)
+    cfg = studies.source_config(source, "edit")
     if cfg.task.name != TESTBED:
         raise ConfigError(f"jaxsim edit edits facts of the {TESTBED} testbed; '{source}' has "
                           f"task.name={cfg.task.name}")
@@ -44,15 +39,6 @@ def _source_config(source: Path) -> cfglib.Config:
         raise ConfigError(f"jaxsim edit edits gpt models; '{source}' has model.name="
                           f"{cfg.model.name}")
     return cfg
-
-
-def _prepare_out(out: Path) -> None:
-    """A new or empty directory, or an edit study's (rerun into: its results are replaced)."""
-    if out.is_dir() and not results.is_empty(out) and not (out / CONFIG_FILE).is_file():
-        raise ConfigError(f"--out '{out}' is not empty and holds no editing results; choose "
-                          f"an empty or new directory")
-    results.make_output_dir(out)
-    results.check_writable(out)
 
 
 def _layout(spec, ecfg: EditConfig) -> programs.Layout:
@@ -128,12 +114,12 @@ def edit(source: Path, ecfg: EditConfig, out: Path) -> Path:
     cfg = _source_config(source)
     plan = _plan(source, ecfg)
     out = Path(out)
-    _prepare_out(out)
+    studies.prepare_out(out, CONFIG_FILE, "editing")
     rows = {int(r["run_id"]): r for r in results.read_runs(source)}
     axes = cfglib.axis_keys(cfg)
     records, arrays = [], {}
     with results.writer_lock(out, "edit"):
-        _write_config(out, ecfg, source)
+        studies.write_config(out, CONFIG_FILE, {**to_dict(ecfg), "source": str(source)})
         for g, runs, steps, layout in plan:
             ids = [r.run_id for r in runs]
             log.info(f"jaxsim: editing {len(ids)} runs of shape group {g.index}: "
@@ -155,32 +141,9 @@ def edit(source: Path, ecfg: EditConfig, out: Path) -> Path:
                     [ed["subject"][r, 0], ed["relation"][r, 0], ed["new"][r, 0, 0],
                      ed["new"][r, -1, 0], ed["cycle"][r, 0]])
             arrays["distances"] = np.array(layout.distances)
-        _write(out, records, arrays)
+        studies.write_records(out / RECORDS, records)
+        studies.write_arrays(out / ARRAYS, arrays)
         import pandas as pd
         for line in summary.write(out, pd.DataFrame(records)):
             log.info(f"jaxsim: {line}")
     return out
-
-
-def _write_config(out: Path, ecfg: EditConfig, source: Path) -> None:
-    """edit.yaml, first: it marks the directory as an edit study's, so an interrupted study
-    reruns into it (its results are replaced)."""
-    doc = {**to_dict(ecfg), "source": str(source)}
-    results.atomic_write(out / CONFIG_FILE,
-                         lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
-
-
-def _write(out: Path, records: list, arrays: dict) -> None:
-    def write_csv(path: Path) -> None:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-
-    results.atomic_write(out / RECORDS, write_csv)
-
-    def write_npz(path: Path) -> None:
-        with path.open("wb") as f:
-            np.savez(f, **arrays)
-
-    results.atomic_write(out / ARRAYS, write_npz)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError, field
-from jaxsim.config.load import INT32_MAX, missing_file, safe_load_unique, unknown_key
+from jaxsim.config import section
+from jaxsim.config.load import INT32_MAX
 
 METHODS = ("caa", "iti", "sae", "random")
 MAX_PROMPTS = 65536
@@ -79,20 +79,7 @@ def _check(name: str, value: Any) -> Any:
 
 def from_dict(raw: Any) -> SteerConfig:
     """A validated SteerConfig from {"steer": {...}}."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict) or set(raw) - {"steer"}:
-        raise ConfigError(f"a steering config is a mapping with one section, steer; got "
-                          f"{sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
-    body = raw.get("steer") or {}
-    if not isinstance(body, dict):
-        raise ConfigError(f"section 'steer' must be a mapping, got {body!r}")
-    names = [f.name for f in dataclasses.fields(SteerConfig)]
-    for key in body:
-        if key not in names:
-            raise unknown_key(f"steer.{key}", [f"steer.{n}" for n in names], "key")
-    defaults = {f.name: getattr(SteerConfig(), f.name) for f in dataclasses.fields(SteerConfig)}
-    cfg = SteerConfig(**{k: _check(k, body.get(k, defaults[k])) for k in names})
+    cfg = section.parse(raw, "steer", SteerConfig, _check, "a steering config")
     if "sae" in cfg.methods and not cfg.sae:
         raise ConfigError("steer.methods has sae: set steer.sae to a results directory of SAEs "
                           "trained on the steered sweep's activations")
@@ -100,38 +87,14 @@ def from_dict(raw: Any) -> SteerConfig:
 
 
 def load(path: str | Path | None, overrides: list[str] = ()) -> SteerConfig:
-    """The steering config at `path` (None: every default) with KEY=VALUE overrides."""
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise missing_file(path)
-        try:
-            raw = safe_load_unique(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"steering config '{path}' is not valid YAML: "
-                              f"{str(e).splitlines()[0]}") from None
-    return from_dict(apply_overrides(raw or {}, list(overrides)))
+    """The steering config at `path` (None: every default) with steer.KEY=VALUE overrides."""
+    return section.load(path, overrides, "steer", SteerConfig, from_dict, "steering config")
 
 
 def apply_overrides(raw: Any, overrides: list[str]) -> Any:
     """`steer.KEY=VALUE` overrides on a raw steering config."""
-    if not isinstance(raw, dict):
-        return raw                                  # from_dict names the problem
-    body, seen = dict(raw.get("steer") or {}), set()
-    for text in overrides:
-        parts, value = cfglib.parse_override(text)
-        key = ".".join(parts)
-        if key in seen:
-            raise ConfigError(f"override {key} is given twice; give each key once")
-        seen.add(key)
-        if len(parts) != 2 or parts[0] != "steer":
-            names = [f"steer.{f.name}" for f in dataclasses.fields(SteerConfig)]
-            raise unknown_key(key, names, "key")
-        body[parts[1]] = value
-    return {**raw, "steer": body}
+    return section.apply_overrides(raw, overrides, "steer", SteerConfig)
 
 
 def to_dict(cfg: SteerConfig) -> dict:
-    return {"steer": {k: list(v) if isinstance(v, tuple) else v
-                      for k, v in dataclasses.asdict(cfg).items()}}
+    return section.to_dict(cfg, "steer")

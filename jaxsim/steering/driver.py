@@ -9,7 +9,6 @@ Output directory (plain files):
 """
 from __future__ import annotations
 
-import csv
 import logging
 import time
 from pathlib import Path
@@ -17,10 +16,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 
 from jaxsim import config as cfglib
 from jaxsim import results, stages, testbeds
+from jaxsim.results import studies
 from jaxsim.config import ConfigError
 from jaxsim.steering import CONFIG_FILE, RECORDS, VECTORS, programs, sae_source, summary
 from jaxsim.steering.config import SteerConfig, to_dict
@@ -30,11 +29,7 @@ METRICS = ("delta", "delta_se", "shift", "shift_se", "toward", "log_odds", "side
 
 
 def _source_config(source: Path) -> cfglib.Config:
-    for name in (results.CONFIG, results.RUNS):
-        if not (source / name).is_file():
-            raise ConfigError(f"'{source}' is not a jaxsim results directory (no {name}); "
-                              f"jaxsim steer reads a trained sweep")
-    cfg = cfglib.load(source / results.CONFIG)
+    cfg = studies.source_config(source, "steer")
     testbed = testbeds.of(cfg)
     if cfg.model.name != "gpt":
         raise ConfigError(f"jaxsim steer steers gpt models; '{source}' has model.name="
@@ -52,15 +47,6 @@ def _behaviour(testbed, scfg: SteerConfig) -> str:
         raise ConfigError(f"steer.behaviour={name!r} is not a behaviour of task.name="
                           f"{testbed.name}; its behaviours: {', '.join(testbed.behaviours)}")
     return name
-
-
-def _prepare_out(out: Path) -> None:
-    """A new or empty directory, or a steering study's (rerun into: its results are replaced)."""
-    if out.is_dir() and not results.is_empty(out) and not (out / CONFIG_FILE).is_file():
-        raise ConfigError(f"--out '{out}' is not empty and holds no steering results; choose "
-                          f"an empty or new directory")
-    results.make_output_dir(out)
-    results.check_writable(out)
 
 
 def _selected(groups: list, scfg: SteerConfig) -> dict[int, list]:
@@ -157,12 +143,12 @@ def steer(source: Path, scfg: SteerConfig, out: Path) -> Path:
     name = _behaviour(testbed, scfg)
     plan = _plan(source, scfg, testbed, name)
     out = Path(out)
-    _prepare_out(out)
+    studies.prepare_out(out, CONFIG_FILE, "steering")
     rows = {int(r["run_id"]): r for r in results.read_runs(source)}
     axes = cfglib.axis_keys(cfg)
     records, vectors = [], {}
     with results.writer_lock(out, "steer"):
-        _write_config(out, scfg, source)
+        studies.write_config(out, CONFIG_FILE, {**to_dict(scfg), "source": str(source)})
         for g, runs, steps, per_run_saes, layout in plan:
             ids = [r.run_id for r in runs]
             log.info(f"jaxsim: steering {len(ids)} runs of shape group {g.index}: "
@@ -183,32 +169,9 @@ def steer(source: Path, scfg: SteerConfig, out: Path) -> Path:
             vectors.update({f"run_ids_g{g.index}": np.array(ids),
                             f"caa_g{g.index}": per["caa"], f"iti_g{g.index}": per["iti"],
                             f"iti_accuracy_g{g.index}": per["iti_accuracy"]})
-        _write(out, records, vectors)
+        studies.write_records(out / RECORDS, records)
+        studies.write_arrays(out / VECTORS, vectors)
         import pandas as pd
         for line in summary.write(out, pd.DataFrame(records), axes):
             log.info(f"jaxsim: {line}")
     return out
-
-
-def _write_config(out: Path, scfg: SteerConfig, source: Path) -> None:
-    """steer.yaml, first: it marks the directory as a steering study's, so an interrupted study
-    reruns into it (its results are replaced)."""
-    doc = {**to_dict(scfg), "source": str(source)}
-    results.atomic_write(out / CONFIG_FILE,
-                         lambda p: p.write_text(yaml.safe_dump(doc, sort_keys=False)))
-
-
-def _write(out: Path, records: list, vectors: dict) -> None:
-    def write_csv(path: Path) -> None:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
-
-    results.atomic_write(out / RECORDS, write_csv)
-
-    def write_npz(path: Path) -> None:
-        with path.open("wb") as f:
-            np.savez(f, **vectors)
-
-    results.atomic_write(out / VECTORS, write_npz)

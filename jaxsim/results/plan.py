@@ -45,7 +45,8 @@ def spec_to_dict(spec: cfglib.Spec) -> dict:
 def spec_from_dict(doc: dict) -> cfglib.Spec:
     task_cls = testbeds.get(doc["task"]["name"]).config
     init = cfglib.InitConfig(**doc["init"]) if "init" in doc else cfglib.InitConfig(run=None)
-    return cfglib.Spec(task_cls(**_tuples(doc["task"])), cfglib.ModelConfig(**_tuples(doc["model"])),
+    return cfglib.Spec(task_cls(**_tuples(doc["task"])),
+                       cfglib.ModelConfig(**_tuples(doc["model"])),
                        cfglib.TrainConfig(**_tuples(doc["train"])), init,
                        spec_from_dict(doc["source"]) if "source" in doc else None)
 

@@ -12,7 +12,8 @@ the classifier, (P(blue), P(small)). Red-big is (0, 0), blue-small (1, 1); 0.5 i
 between the class means.
 
 RULES names every decision; analysis.json:
-    {"task", "rules", "prompts": [P], "num_samples", "sampler", "readouts": ["pixels", "classifier"],
+    {"task", "rules", "prompts": [P], "num_samples", "sampler", "success", "overprompt",
+     "readouts": ["pixels", "classifier"],
      "runs": [{"run_id", "seed", "axes", "status", "steps": [S], "sep_col", "sep_size",
                "trajectory": {readout: [P][S][2]} (mean coordinates per prompt, checkpoint),
                "accuracy": {readout: [P][S]} (share of samples in the prompt's target quadrant),

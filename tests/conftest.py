@@ -48,8 +48,9 @@ def tiny_raw(**sections) -> dict:
 
 # modules whose tests share module-scoped fixtures that train sweeps: each runs on one xdist
 # worker (pyproject: --dist loadgroup), so the fixture is built once, not once per worker
-SHARED_FIXTURE_MODULES = {"test_api", "test_causal", "test_reliability", "test_safety_analysis",
-                          "test_shard", "test_stages", "test_steering", "test_summary"}
+SHARED_FIXTURE_MODULES = {"test_api", "test_causal", "test_editing", "test_reliability",
+                          "test_safety_analysis", "test_shard", "test_stages", "test_steering",
+                          "test_summary"}
 
 
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups

@@ -9,12 +9,23 @@ from typing import Any, Callable
 
 import yaml
 
-from jaxsim.config.load import missing_file, parse_override, safe_load_unique, unknown_key
+from jaxsim.config.load import (INT32_MAX, missing_file, parse_override, safe_load_unique,
+                                unknown_key)
 from jaxsim.errors import ConfigError
 
 
 def _names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
+
+
+def int_list(value: Any, where: str, lo: int) -> tuple:
+    """A list of integers in [lo, INT32_MAX] as a sorted tuple without repeats (one line naming
+    `where` otherwise)."""
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT32_MAX
+            for v in value):
+        raise ConfigError(f"{where} must be a list of integers >= {lo}, got {value!r}")
+    return tuple(sorted(set(value)))
 
 
 def parse(raw: Any, section: str, cls, check: Callable[[str, Any], Any], what: str):

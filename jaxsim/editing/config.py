@@ -11,7 +11,6 @@ from typing import Any
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError, field
 from jaxsim.config import section
-from jaxsim.config.load import INT32_MAX
 
 METHODS = ("rome", "memit", "finetune", "alphaedit")
 SCOPES = ("mlp", "all")
@@ -87,20 +86,12 @@ class EditConfig:
     seed: int = field(0, min=0, doc="seed of the edited facts and all prompts")
 
 
-def _int_list(value: Any, where: str, lo: int) -> tuple:
-    if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT32_MAX
-            for v in value):
-        raise ConfigError(f"{where} must be a list of integers >= {lo}, got {value!r}")
-    return tuple(sorted(set(value)))
-
-
 def _check(name: str, value: Any) -> Any:
     where = f"edit.{name}"
     if name in ("runs", "memit_layers"):
-        return _int_list(value, where, 0)
+        return section.int_list(value, where, 0)
     if name == "distances":
-        out = _int_list(value, where, 1)
+        out = section.int_list(value, where, 1)
         if not out:
             raise ConfigError(f"{where} must be a non-empty list of integers >= 1, got {value!r}")
         return out

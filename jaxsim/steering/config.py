@@ -12,7 +12,6 @@ from typing import Any
 from jaxsim import config as cfglib
 from jaxsim.config import ConfigError, field
 from jaxsim.config import section
-from jaxsim.config.load import INT32_MAX
 
 METHODS = ("caa", "iti", "sae", "random")
 MAX_PROMPTS = 65536
@@ -48,18 +47,10 @@ class SteerConfig:
     seed: int = field(0, min=0, doc="seed of the prompts and the random directions")
 
 
-def _int_list(value: Any, where: str, lo: int) -> tuple:
-    if not isinstance(value, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= INT32_MAX
-            for v in value):
-        raise ConfigError(f"{where} must be a list of integers >= {lo}, got {value!r}")
-    return tuple(sorted(set(value)))
-
-
 def _check(name: str, value: Any) -> Any:
     where = f"steer.{name}"
     if name in ("runs", "layers"):
-        return _int_list(value, where, 0)
+        return section.int_list(value, where, 0)
     if name == "methods":
         if not isinstance(value, list) or not value or any(v not in METHODS for v in value):
             raise ConfigError(f"{where} must be a non-empty list of {', '.join(METHODS)}; "

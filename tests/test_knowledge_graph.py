@@ -187,6 +187,32 @@ def test_geometry_on_planted_rings():
     assert np.allclose(d, np.linalg.norm(x[:, None] - x[None], axis=-1))
 
 
+def test_ring_neighbours_on_a_curve_hidden_by_other_variance():
+    """A closed curve in cycle order (frequencies 1 and 3, not an ellipse) beside 30 directions
+    of small per-entity noise: every entity's 4 nearest neighbours are its cycle neighbours
+    within 2 (score 1) although a linear ring explains little of the variance; for the other
+    cycle and for Gaussian points the score is near chance 4 / (n - 1)."""
+    rng = np.random.default_rng(1)
+    n = 60
+    position = np.stack([rng.permutation(n), rng.permutation(n)])
+    angle = 2 * np.pi * position[0] / n
+    curve = np.stack([np.cos(angle), np.sin(angle), np.cos(3 * angle), np.sin(3 * angle)], 1)
+    x = np.concatenate([3 * curve, 0.02 * rng.normal(size=(n, 30))], 1)
+    score = geometry.ring_neighbours(x, position)
+    chance = geometry.ring_neighbours_chance(n)
+    assert chance == pytest.approx(4 / 59)
+    assert score[0] == 1.0 and score[1] < 3 * chance
+    # brute force: the share of 4 nearest (by a python sort) within 2 positions on cycle 1
+    near = [sorted((float(np.linalg.norm(x[i] - x[j])), j) for j in range(n) if j != i)[:4]
+            for i in range(n)]
+    gaps = [min(abs(position[1][i] - position[1][j]), n - abs(position[1][i] - position[1][j]))
+            for i in range(n) for _, j in near[i]]
+    assert score[1] == pytest.approx(np.mean(np.array(gaps) <= 2))
+    noise = np.mean([geometry.ring_neighbours(rng.normal(size=(n, 16)), position).mean()
+                     for _ in range(20)])
+    assert abs(noise - chance) < 0.03
+
+
 def test_bad_configs_name_the_key():
     with pytest.raises(cfglib.ConfigError, match="task.max_hop"):
         _setup(num_entities=8, max_hop=4)
@@ -214,8 +240,10 @@ def test_cli_sweep_analyze_plot(tmp_path):
     assert cli.main(["plot", str(out)]) == 0
     doc = json.loads((out / "analysis.json").read_text())
     assert doc["sites"] == ["embed", "block0"] and doc["contexts"] == 2
+    assert doc["query_sites"] == ["query0"]
     with np.load(out / "analysis_representations.npz") as f:
         assert f["representations"].shape == (2, 2, 2, 12, 16)
+        assert f["query_representations"].shape == (2, 2, 1, 2, 12, 16)
         assert f["fact_accuracy"].shape == (2, 2, 12, 8)
         for i, run in enumerate(doc["runs"]):
             kind, acc = f["kind"][i], f["fact_accuracy"][i]
@@ -225,6 +253,42 @@ def test_cli_sweep_analyze_plot(tmp_path):
             for k, split in enumerate(task.SPLITS):
                 assert run["num_facts"][split] == (kind == k).sum()
                 assert np.allclose(run["accuracy"][split], acc[:, kind == k].mean(1))
+            query = f["query_representations"][i]
+            for s in range(2):
+                for c in range(2):
+                    assert run["ring_neighbours_query"][s][0][c] == pytest.approx(
+                        geometry.ring_neighbours(query[s, 0, c], g.position_CxN[c:c + 1])[0])
+                    assert run["ring_neighbours"][s][1][c] == pytest.approx(
+                        geometry.ring_neighbours(f["representations"][i, s, 1],
+                                                 g.position_CxN)[c])
     for name in ("knowledge_accuracy.png", "knowledge_exact.png", "knowledge_pca.png",
                  "knowledge_isomap.png"):
         assert (out / "figures" / name).stat().st_size > 0
+
+
+def test_query_representations_average_the_relation_token_over_the_cycle():
+    """analyze_run's query representation of entity e on cycle c equals, by python loops, the
+    residual after each block at the last (relation) token of the prompts whose subject is e and
+    whose relation lies on cycle c, averaged; the subject site is the subject token's."""
+    from jaxsim.testbeds.knowledge_graph import analysis
+    from jaxsim.training import loop
+    _, spec, hp = _setup()
+    model = loop.model_of(spec)
+    params = model.init(jax.random.key(3), jnp.zeros((1, 10), jnp.int32))["params"]
+    key = jax.random.key(0)
+    out = analysis.analyze_run(jax.tree.map(lambda a: a[None], params), key, spec, hp, 2)
+    g = facts.constants(key, spec, hp)
+    tokens = analysis.all_fact_prompts(key, g, spec, hp, 2)
+    _, acts = model.apply({"params": params}, tokens, return_activations=True)
+    n, num_rel = g.object_NxR.shape
+    cycle = np.asarray(g.cycle_R)
+    act = np.asarray(acts["block0"])
+    for e in (0, 5, 11):
+        rows = [q * n * num_rel + e * num_rel + r for q in range(2) for r in range(num_rel)]
+        assert all(int(tokens[i, -2]) == e for i in rows)
+        assert np.allclose(out["representations"][0, 1, e], act[rows, -2].mean(0), atol=1e-5)
+        for c in range(2):
+            on_c = [i for i in rows if cycle[int(tokens[i, -1]) - n] == c]
+            assert len(on_c) == 2 * 2 * 2    # contexts x 2h relations
+            assert np.allclose(out["query_representations"][0, 0, c, e],
+                               act[on_c, -1].mean(0), atol=1e-5)

@@ -5,12 +5,14 @@
   per run (colour, line style, marker: one swept axis each; the key beside the panels).
 After `jaxsim analyze`:
 - figures/knowledge_exact.png: exact accuracy over every fact of each kind at every saved
-  checkpoint, and the ring score (`geometry.ring_r2`, mean over cycles) of the last site.
+  checkpoint, and the ring neighbour score (`geometry.ring_neighbours`, mean over cycles) of
+  the last subject site and the last query site, with its chance level.
 - figures/knowledge_pca.png, figures/knowledge_isomap.png: one run's entity representations
   at its final checkpoint (the run with the best final logical + direct accuracy), one row per
-  site, one column per cycle: the same 2-D projection (PCA, or Isomap on an 8-nearest-neighbour
-  graph) coloured by each entity's position on that cycle (a cyclic colour map), consecutive
-  positions joined: a cycle the model has learnt as a ring shows as a closed loop in order.
+  site, one column per cycle: a subject site's one 2-D projection (PCA, or Isomap on an
+  8-nearest-neighbour graph) coloured by each entity's position on that cycle (a cyclic colour
+  map), consecutive positions joined; a query site's row projects each cycle's own query
+  representations. A cycle the model holds as a ring shows as a closed loop in order.
 
 A diverged run (runs.csv status) is not drawn and each figure's title names it.
 """
@@ -59,14 +61,24 @@ def exact(out: Path, doc: dict, axes: list[str], rows: list[dict]) -> Path:
         for p, kind in zip(panels, SPLITS):
             if run["accuracy"][kind] is not None:
                 p.plot(steps, np.array(run["accuracy"][kind], float), **look)
-        ring = np.array(run["ring_r2"], float)[:, -1].mean(-1)
-        panels[-1].plot(steps, ring, **look)
+        ring = np.array(run["ring_neighbours"], float)[:, -1].mean(-1)
+        panels[-1].plot(steps, ring, **{**look, "alpha": 0.5})
+        if run.get("ring_neighbours_query"):
+            query = np.array(run["ring_neighbours_query"], float)[:, -1].mean(-1)
+            panels[-1].plot(steps, query, **look)
     for p, kind in zip(panels, SPLITS):
         p.set_title(f"{kind}: every fact, exact", fontsize=10)
         p.set_ylim(-0.02, 1.02)
     panels[0].set_ylabel("accuracy")
-    panels[-1].set_title(f"ring score at {doc['sites'][-1]} (mean over cycles)", fontsize=10)
-    panels[-1].set_ylabel("ring score (cross-validated R², 0 = none)")
+    chance = doc["runs"][0].get("ring_neighbours_chance")
+    if chance is not None:
+        panels[-1].axhline(chance, color="0.5", ls=":", lw=1)
+    query = doc.get("query_sites") or []
+    panels[-1].set_title(wrap_title(f"ring neighbours at {query[-1] if query else ''} (solid), "
+                                    f"{doc['sites'][-1]} (faint); dotted: chance", 48),
+                         fontsize=9)
+    panels[-1].set_ylabel("4 nearest neighbours within ±2 on the cycle")
+    panels[-1].set_ylim(-0.02, 1.02)
     for p in panels:
         p.set_xlabel("training step")
         p.grid(alpha=0.3)
@@ -93,21 +105,34 @@ def projection(out: Path, doc: dict, axes: list[str], rows: list[dict], method: 
     last = int(np.flatnonzero(reps["steps"][i] >= 0)[-1])
     order_CxN = reps["order"][i]
     names = [s for s in doc["sites"] if s in list(reps["sites"])]
+    queries = [s for s in doc.get("query_sites") or []
+               if "query_sites" in reps.files and s in list(reps["query_sites"])]
     num_cycles, n = order_CxN.shape
-    fig, grid = plt.subplots(len(names), num_cycles, figsize=(3.2 * num_cycles, 3.0 * len(names)),
+    rows_n = len(names) + len(queries)
+    fig, grid = plt.subplots(rows_n, num_cycles, figsize=(3.2 * num_cycles, 3.0 * rows_n),
                              squeeze=False)
-    for s, site in enumerate(names):
-        x = reps["representations"][i, last, list(reps["sites"]).index(site)]
+
+    def project(x):
         x = x[:, np.isfinite(x).all(0)]
-        xy = geometry.pca2(x)[0] if method == "pca" else geometry.isomap2(x)
+        return geometry.pca2(x)[0] if method == "pca" else geometry.isomap2(x)
+
+    for s, site in enumerate(names + queries):
+        is_query = s >= len(names)
+        if not is_query:
+            xy = project(reps["representations"][i, last, list(reps["sites"]).index(site)])
         for c in range(num_cycles):
+            if is_query:
+                xy = project(reps["query_representations"][
+                    i, last, list(reps["query_sites"]).index(site), c])
             ax = grid[s, c]
             ring = xy[order_CxN[c]]
             ax.plot(*np.vstack([ring, ring[:1]]).T, color="0.7", lw=0.6, zorder=1)
-            ax.scatter(ring[:, 0], ring[:, 1], c=np.arange(n), cmap="twilight", s=14, zorder=2)
-            r2 = doc_ring(run, s, last, c)
-            ax.set_title(f"{site}, cycle {c}" + (f" (ring R² {r2:.2f})" if r2 is not None
-                                                  else ""), fontsize=9)
+            ax.scatter(ring[:, 0], ring[:, 1], c=np.arange(len(ring)), cmap="twilight", s=14,
+                       zorder=2)
+            key = "ring_neighbours_query" if is_query else "ring_neighbours"
+            score = doc_score(run, key, s - len(names) if is_query else s, last, c)
+            ax.set_title(f"{site}, cycle {c}" + (f" (neighbours {score:.2f})"
+                                                  if score is not None else ""), fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
     title = run_title(rows[[int(r["run_id"]) for r in rows].index(run["run_id"])], axes, LABELS)
@@ -119,8 +144,10 @@ def projection(out: Path, doc: dict, axes: list[str], rows: list[dict], method: 
 METHODS = {"pca": "PCA", "isomap": "Isomap"}
 
 
-def doc_ring(run: dict, site: int, step: int, cycle: int) -> float | None:
-    return run["ring_r2"][step][site][cycle]
+def doc_score(run: dict, key: str, site: int, step: int, cycle: int) -> float | None:
+    """A per-site, per-cycle score of analysis.json (None where absent)."""
+    values = run.get(key)
+    return None if not values else values[step][site][cycle]
 
 
 def draw(request) -> list[Path]:

@@ -1,5 +1,6 @@
 """Geometry of entity representations on the host (numpy/scipy, no sklearn): PCA, a small
-Isomap, and how well each cycle's positions are a ring in the representation (`ring_r2`).
+Isomap, and how well each cycle's positions are a ring in the representation: linearly
+(`ring_r2`, an ellipse) and as a neighbourhood graph (`ring_neighbours`, what Isomap sees).
 
 Shapes: N entities, D representation width, C cycles.
 """
@@ -69,6 +70,30 @@ def ring_r2(x_NxD: np.ndarray, position_CxN: np.ndarray) -> np.ndarray:
             scores.append(1.0 - resid / max(float(((rest - rest.mean(0)) ** 2).sum()), 1e-30))
         out.append(float(np.mean(scores)))
     return np.array(out)
+
+
+def ring_neighbours(x_NxD: np.ndarray, position_CxN: np.ndarray, k: int = 4, within: int = 2
+                    ) -> np.ndarray:
+    """[C] the share of each entity's `k` nearest neighbours in the representation (Euclidean)
+    that sit within `within` positions of it on cycle c (cyclically), averaged over entities.
+    1 = every entity's nearest neighbours are its cycle neighbours (the neighbourhood graph
+    Isomap draws is the cycle, whatever the curve's shape or the variance of other directions);
+    unrelated points score about 2 within / (N - 1) (`ring_neighbours_chance`)."""
+    x = np.asarray(x_NxD, np.float64)
+    n = x.shape[0]
+    k = min(k, n - 1)
+    dist = pairwise_distances(x) + np.diag(np.full(n, np.inf))
+    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    out = []
+    for pos in np.asarray(position_CxN):
+        gap = np.abs(pos[nearest] - pos[:, None])
+        out.append(float((np.minimum(gap, n - gap) <= within).mean()))
+    return np.array(out)
+
+
+def ring_neighbours_chance(n: int, within: int = 2) -> float:
+    """The expected `ring_neighbours` of points unrelated to the cycle."""
+    return min(2 * within, n - 1) / (n - 1)
 
 
 def pairwise_distances(x_NxD: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from jaxsim.testbeds.concept_images import analysis, readout, render, task
 
 TINY = {"task": {"name": "concept_images", "resolution": 8},
         "model": {"name": "unet", "channels": [8, 16], "time_dim": 16, "timesteps": 20,
-                  "sample_steps": 2},
+                  "schedule": "cosine", "sample_steps": 2},
         "train": {"steps": 20, "batch_size": 8, "eval_every": 10, "eval_batch_size": 8},
         "sweep": {"seeds": 1, "checkpoint_every": 10, "plot": False}}
 
@@ -143,6 +143,8 @@ def test_official_layout_places_rgb_and_size():
     ("task", {"cond_layout": "eleven"}, "task.cond_layout"),
     ("task", {"resolution": 9}, "task.resolution"),      # 2 levels: must be even
     ("model", {"name": "gpt"}, "model.name"),
+    # DDPM's betas 1e-4..0.02 over 20 levels leave ᾱ_{T-1} = 0.82: pure noise is off-distribution
+    ("model", {"schedule": "linear"}, "model.beta_end"),
 ])
 def test_bad_config_is_one_error_naming_the_key(section, body, key):
     with pytest.raises(cfglib.ConfigError) as e:
@@ -171,6 +173,26 @@ def test_analysis_rules_on_hand_made_trajectories():
     first, best = analysis.elicited([10, 20], np.array([[0, 0]] * 3 + [[0.2, 0.6], [0.5, 0.9],
                                                         [0, 0], [0.1, 0.7], [0, 0]]))
     assert first == {"naive": 20, "intervention": 10, "overprompt": 20} and best == 2.0
+
+
+def test_trajectories_are_medians_robust_to_one_blank_sample():
+    """Each checkpoint's trajectory point is the median of its samples: one sample read at
+    colour -18 (a near-blank generation) cannot pull a prompt across 0.5."""
+    ref_rgb = np.array([[0.9, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.1, 0.9], [0.1, 0.1, 0.9]])
+    ref_rad = np.array([0.6, 0.2, 0.6, 0.2])
+    steps, prompts, n = [10, 20, 30], 8, 5
+    colour = np.tile(analysis.TARGETS[:, 0][None, :, None], (3, 1, n)) * 0.8 + 0.1
+    size = np.tile(analysis.TARGETS[:, 1][None, :, None], (3, 1, n)) * 0.8 + 0.1
+    colour[1, 2, 0] = -18.0                  # one blue-big sample at step 20 reads far red
+    d = colour * 1.6 - 0.8                   # b - r: red -0.8 at 0, blue 0.8 at 1
+    rgb = np.stack([-d / 2 + 0.5, np.full_like(d, 0.1), d / 2 + 0.5], -1)
+    m = {"rgb": rgb, "radius": 0.6 - 0.4 * size, "probs": np.zeros((3, prompts, n, 2)),
+         "references": {"rgb": ref_rgb, "radius": ref_rad}}
+    entry, pix = analysis.run_report(steps, m)
+    np.testing.assert_allclose(pix[1, 2, 0], [-18.0, 0.1], atol=1e-9)
+    np.testing.assert_allclose(entry["trajectory"]["pixels"][2][1], [0.9, 0.1], atol=1e-9)
+    assert entry["learned_step"] == {"colour": 10, "size": 10}
+    assert pix[1, 2, :, 0].mean() < 0.5      # the mean would have lost colour at step 20
 
 
 def test_coordinates_place_references_at_the_corners():

@@ -126,6 +126,36 @@ def test_gaussian_data_optimum_samples_unit_variance():
     assert not np.allclose(a, b)          # ancestral sampling is stochastic
 
 
+def test_sampling_from_pure_noise_needs_alpha_bar_near_zero_at_the_last_level():
+    """For x0 ~ N(mu, s^2) the optimal ε(x_t) = sqrt(1 - ᾱ)(x_t - sqrt(ᾱ) mu)/(ᾱ s^2 + 1 - ᾱ).
+    The samplers start from N(0, I): with ᾱ_{T-1} ~ 0 (the linear betas rescaled to 100 levels,
+    or the cosine schedule) both return mean mu; with DDPM's 1e-4..0.02 over only 100 levels
+    (ᾱ_{T-1} = 0.36, numpy) the start is off-distribution and DDIM lands where the exact flow
+    map x0 = mu + s (x_T - sqrt(ᾱ) mu)/sqrt(ᾱ s^2 + 1 - ᾱ) sends N(0, 1): mean 0.32, not 0.5."""
+    mu, s = 0.5, 0.5
+    cond = jnp.zeros((4096, 1))
+    short = ModelConfig(name="unet", timesteps=100, sample_steps=10)
+    end = numpy_alpha_bar(short)[-1]
+    assert abs(end - 0.3636) < 1e-3
+    for m in (dataclasses.replace(short, beta_start=1e-3, beta_end=0.2),
+              dataclasses.replace(short, schedule="cosine"), short):
+        ab = jnp.asarray(numpy_alpha_bar(m), jnp.float32)
+
+        def eps_fn(p, x, t, c):
+            a = ab[t][:, None, None, None]
+            return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * mu) / (a * s ** 2 + 1 - a)
+
+        means = {method: float(diffusion.sample(eps_fn, None, m, cond, jax.random.key(3), method,
+                                                resolution=1, clip_x0=False).mean())
+                 for method in ("ddpm", "ddim")}
+        if m is short:
+            flow = mu - s * np.sqrt(end) * mu / np.sqrt(end * s ** 2 + 1 - end)
+            assert abs(means["ddim"] - flow) < 0.03 and means["ddim"] < mu - 0.1, means
+        else:
+            assert numpy_alpha_bar(m)[-1] < 1e-3
+            assert all(abs(v - mu) < 0.03 for v in means.values()), (m.schedule, means)
+
+
 def random_params(key, m: ModelConfig, side: int, cond_dim: int, scale: float = 0.2) -> dict:
     """U-Net parameters of the right tree and shapes, every leaf N(0, scale^2) (no init
     compile; a fresh init's zero output layers would hide what the inputs do)."""

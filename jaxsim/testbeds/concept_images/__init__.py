@@ -54,6 +54,29 @@ def check_resolution(cfg, where: str = "") -> None:
                           f"levels)")
 
 
+ALPHA_BAR_END_MAX = 1e-3    # the samplers start from N(0, I): ᾱ at the last level must be ~0
+
+
+def check_schedule(cfg, where: str = "") -> None:
+    """The samplers (`diffusion.sample`) start from x_T ~ N(0, I), the marginal of the last
+    noise level only if ᾱ_{T-1} ~ 0. DDPM's linear betas 1e-4..0.02 reach ᾱ = 4e-5 over 1000
+    levels but 0.36 over 100, where x_T still carries 0.6 x0: pure noise is then off the
+    training distribution and the samples are noisy blobs whatever the model learned."""
+    from jaxsim.testbeds.concept_images import diffusion
+    m = cfg.model
+    if m.name != "unet":
+        return
+    end = float(diffusion._alpha_bar64(m)[-1])
+    if end > ALPHA_BAR_END_MAX:
+        raise ConfigError(
+            f"{where}model.beta_end ({m.beta_end}) with model.beta_start ({m.beta_start}) "
+            f"and model.timesteps ({m.timesteps}) leaves ᾱ = {end:.3g} at the last level; "
+            f"sampling starts from N(0, I), which needs ᾱ <= {ALPHA_BAR_END_MAX:g}: raise "
+            f"model.beta_end (the 1000-level schedule rescaled: beta_start "
+            f"{0.1 / m.timesteps:.3g}, beta_end {min(20 / m.timesteps, 0.999):.3g}), add "
+            f"model.timesteps, or use model.schedule: cosine")
+
+
 def _analyze(request):
     from jaxsim.testbeds.concept_images import analysis
     return analysis.analyze(request.out, request.cfg, request.rows, request.num_sequences)
@@ -84,7 +107,7 @@ TESTBED = Testbed(
     name="concept_images", config=ConceptImagesConfig, models=("unet",), splits=task.SPLITS,
     constants=task.constants, train_batch=task.train_batch, eval_batch=task.eval_batch,
     vocab_size=task.vocab_size, seq_len=task.seq_len, objective=OBJECTIVE,
-    rules=(check_resolution,), analysis=Analysis(_analyze), figures=_figures, labels=LABELS,
+    rules=(check_resolution, check_schedule), analysis=Analysis(_analyze), figures=_figures, labels=LABELS,
     unit="images", summary_metrics=("loss_train_classes", "loss_heldout"),
     summary_analysis=_summary_of_analysis,
     doc="concept space: conditional diffusion on rendered circles, hidden capabilities")

@@ -15,7 +15,9 @@ RULES names every decision; analysis.json:
     {"task", "rules", "prompts": [P], "num_samples", "sampler", "success", "overprompt",
      "readouts": ["pixels", "classifier"],
      "runs": [{"run_id", "seed", "axes", "status", "steps": [S], "sep_col", "sep_size",
-               "trajectory": {readout: [P][S][2]} (mean coordinates per prompt, checkpoint),
+               "trajectory": {readout: [P][S][2]} (median coordinates over the samples of each
+                   prompt and checkpoint: one near-blank sample, whose pixel read-out divides by
+                   a vanishing contrast, cannot move it),
                "accuracy": {readout: [P][S]} (share of samples in the prompt's target quadrant),
                "learned_step": {"colour", "size"} (pixels), "learned_step_classifier",
                "elicited_step": {"naive", "intervention", "overprompt"} (pixels),
@@ -48,8 +50,10 @@ RULES = {
                    "P(small)) of an MLP trained on labelled renders of all four classes",
     "accuracy": "share of a prompt's samples in its class's quadrant (colour and size on the "
                 "class's side of 0.5)",
+    "trajectory": "per prompt and checkpoint the median of the samples' coordinates (each "
+                  "concept separately)",
     "learned": "a concept is learned at the first checkpoint from which on every training "
-               "class's mean coordinate of that concept stays on its class's side of 0.5",
+               "class's median coordinate of that concept stays on its class's side of 0.5",
     "elicited": f"blue-small is elicited at the first checkpoint where accuracy >= {SUCCESS} "
                 "(naive: its class-mean prompt; intervention: embedding arithmetic; overprompt: "
                 "the best of the over-prompts)",
@@ -128,15 +132,15 @@ def run_report(steps: list, m: dict) -> dict:
     pix = coordinates(m["rgb"], m["radius"], refs["rgb"], refs["radius"])        # [S, P, N, 2]
     clf = m["probs"]
     entry = {"trajectory": {}, "accuracy": {}}
-    for name, coords in (("pixels", pix), ("classifier", clf)):
-        entry["trajectory"][name] = tolist(coords.mean(2).transpose(1, 0, 2))
+    mid_pix, mid_clf = (np.median(c, axis=2).transpose(1, 0, 2) for c in (pix, clf))
+    for name, coords, mid in (("pixels", pix, mid_pix), ("classifier", clf, mid_clf)):
+        entry["trajectory"][name] = tolist(mid)
         entry["accuracy"][name] = tolist(accuracy(coords))
-    mean_pix, mean_clf = pix.mean(2).transpose(1, 0, 2), clf.mean(2).transpose(1, 0, 2)
-    entry["learned_step"] = learned_steps(steps, mean_pix)
-    entry["learned_step_classifier"] = learned_steps(steps, mean_clf)
+    entry["learned_step"] = learned_steps(steps, mid_pix)
+    entry["learned_step_classifier"] = learned_steps(steps, mid_clf)
     entry["elicited_step"], entry["best_overprompt"] = elicited(steps, accuracy(pix))
     entry["elicited_step_classifier"], _ = elicited(steps, accuracy(clf))
-    entry["turn"] = turn(steps, mean_pix[3])
+    entry["turn"] = turn(steps, mid_pix[3])
     agree = ((pix > 0.5) == (clf > 0.5)).all(-1)
     entry["readout_agreement"] = float(agree.mean())
     entry["reference_rgb"], entry["reference_radius"] = tolist(refs["rgb"]), tolist(refs["radius"])

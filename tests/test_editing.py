@@ -211,6 +211,14 @@ def test_edit_config_errors_name_the_key():
         edit_config.load(None, ["edit.num_edits=10", "edit.batch_size=4"])
     with pytest.raises(ConfigError, match="edit.distances"):
         edit_config.load(None, ["edit.distances=[0, 2]"])
+    with pytest.raises(ConfigError, match="edit.repr_site.*subject.*query"):
+        edit_config.load(None, ["edit.repr_site=object"])
+
+
+TINY_EDIT = {"edit": {"methods": ["rome", "finetune"], "distances": [1, 3], "num_edits": 3,
+                      "batch_size": 1, "contexts": 2, "paraphrases": 2, "value_steps": 2,
+                      "finetune_steps": 2, "finetune_lr": 1e-9, "cov_sequences": 4,
+                      "eval_facts": 24, "repr_contexts": 1, "chunk": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -225,11 +233,7 @@ def edited(tmp_path_factory):
                    model={"num_layers": 2}, train={"steps": 10, "eval_every": 10},
                    sweep={"seeds": 2, "checkpoint_every": 10})
     jaxsim.sweep(raw, out=root / "src", progress=False)
-    cfg = {"edit": {"methods": ["rome", "finetune"], "distances": [1, 3], "num_edits": 3,
-                    "batch_size": 1, "contexts": 2, "paraphrases": 2, "value_steps": 2,
-                    "finetune_steps": 2, "finetune_lr": 1e-9, "cov_sequences": 4,
-                    "eval_facts": 24, "repr_contexts": 1, "chunk": 3}}
-    out = jaxsim.edit(root / "src", cfg, out=root / "edit")
+    out = jaxsim.edit(root / "src", TINY_EDIT, out=root / "edit")
     return out
 
 
@@ -270,3 +274,50 @@ def test_an_edit_that_does_not_move_leaves_accuracy_and_geometry(edited):
         after = col.replace("before", "after")
         both = still[[col, after]].dropna()
         np.testing.assert_array_equal(both[col], both[after])
+
+
+def test_query_representations_and_their_shattering(edited):
+    """edit.repr_site=query: the representation of entity e is, per cycle c, the residual after
+    the last block at the relation token of e's prompts whose relation lies on c, averaged
+    (checked by python loops over the prompts), the C cycles side by side; an edit that does
+    not move leaves R = 0 there too, and ROME's edits move it."""
+    import pandas as pd
+    import yaml
+    import jaxsim
+    from jaxsim import stages
+    from jaxsim.editing import driver, programs
+    from jaxsim.training.loop import model_of
+    from pathlib import Path
+    from jaxsim import results
+    from jaxsim.editing.config import from_dict
+    source = yaml.safe_load((edited / "edit.yaml").read_text())["source"]
+    cfg = from_dict({"edit": {**TINY_EDIT["edit"], "repr_site": "query", "repr_contexts": 2}})
+    _, groups = results.read_plan(Path(source))
+    spec = groups[0].spec
+    layout = driver._layout(spec, cfg)
+    frozen = stages.frozen_runs(source, [0], -1)
+    params = jax.tree.map(lambda a: a[0], frozen["params"])
+    hparams = jax.tree.map(lambda a: a[0], frozen["hparams"])
+    setup, _, _ = programs._setup(spec, layout, params, hparams, frozen["seed"][0])
+    edited_T, para = setup["rewrite_ExCxT"][0, 0], setup["para_ExPxT"][0]
+    _, reps = programs._forward(spec, layout, params, setup, edited_T, para)
+    n, width = 12, spec.model.d_model
+    assert reps.shape == (n, 2 * width)
+    _, acts = model_of(spec).apply({"params": params}, setup["repr_MxT"],
+                                   return_activations=True)
+    last = np.asarray(acts["block1"][:, -1])
+    tokens = np.asarray(setup["repr_MxT"])
+    cycle_of = np.asarray(setup["graph"].cycle_R)
+    for e in range(n):
+        for c in range(2):
+            rows = [i for i in range(len(tokens)) if tokens[i, -2] == e
+                    and cycle_of[tokens[i, -1] - n] == c]
+            assert len(rows) == 2 * 4          # repr_contexts x 2h relations of the cycle
+            assert np.allclose(reps[e, c * width:(c + 1) * width], last[rows].mean(0),
+                               atol=1e-5)
+    out = jaxsim.edit(source, TINY_EDIT, {"edit.repr_site": "query"},
+                      out=edited.parent / "edit_query")
+    frame = pd.read_csv(out / "edits.csv")
+    assert (frame[frame.method == "finetune"].shattering < 1e-4).all()
+    assert (frame[frame.method == "rome"].shattering > 1e-4).all()
+    assert np.load(out / "edits.npz")["representations_0"].shape == (3, n, 2 * width)

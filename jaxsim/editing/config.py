@@ -15,6 +15,7 @@ from jaxsim.config import section
 METHODS = ("rome", "memit", "finetune", "alphaedit")
 SCOPES = ("mlp", "all")
 FACT_TOKENS = ("subject_last", "last")
+REPR_SITES = ("subject", "query")
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,17 @@ class EditConfig:
                                 "measured before and after each edit (the edited one excluded)")
     repr_layer: int = field(-1, min=-1, doc="block whose output residual stream at the entity "
                             "token is the entity's representation for R (-1: the last block)")
+    repr_site: str = field("subject", choices=REPR_SITES,
+                           doc="the entity representations R is computed on: subject (the "
+                               "residual after edit.repr_layer at the entity token, in "
+                               "edit.repr_contexts walks into it, with random relations) or "
+                               "query (the testbed's query site: the residual at the relation "
+                               "token of every fact of the entity, averaged per cycle over the "
+                               "cycle's relations and edit.repr_contexts walks, the C cycles "
+                               "concatenated)")
     repr_contexts: int = field(4, min=1, max=64,
-                               doc="walks into each entity its representation is averaged over")
+                               doc="walks into each entity its representation is averaged over "
+                                   "(query: walks per fact)")
     chunk: int = field(64, min=1, max=65536,
                        doc="edits (rome, finetune) or batches (memit, alphaedit) vmapped at once "
                            "(memory), the rest under lax.map")

@@ -5,7 +5,9 @@ Output directory (plain files):
   edits.csv          one row per run x method x distance x edit
   edits_summary.csv  means per method x distance (`summary.py`)
   edits.npz          per run r: representations_r [3, N, D] (before; after ROME's edit 0 at the
-                     smallest and at the largest distance), order_r [C, N] (the cycles),
+                     smallest and at the largest distance; edit.repr_site=query: D = C x the
+                     model width, the cycles' query representations side by side), order_r
+                     [C, N] (the cycles), repr_site,
                      pca_edit_r [subject, relation, new object small d, new object large d,
                      the relation's cycle] of that edit
   figures/           `jaxsim.editing.figures`
@@ -67,7 +69,8 @@ def _layout(spec, ecfg: EditConfig) -> programs.Layout:
         (ecfg.value_lr, ecfg.kl_factor, ecfg.value_weight_decay), ecfg.rome_clamp,
         ecfg.memit_clamp, ecfg.memit_cov_weight, ecfg.alphaedit_threshold, ecfg.alphaedit_l2,
         ecfg.finetune_steps, ecfg.finetune_lr, ecfg.finetune_scope, ecfg.cov_sequences,
-        ecfg.eval_facts, ecfg.repr_layer, ecfg.repr_contexts, ecfg.chunk, ecfg.seed)
+        ecfg.eval_facts, ecfg.repr_layer, ecfg.repr_site, ecfg.repr_contexts, ecfg.chunk,
+        ecfg.seed)
 
 
 def _plan(source: Path, ecfg: EditConfig) -> list[tuple]:
@@ -141,6 +144,7 @@ def edit(source: Path, ecfg: EditConfig, out: Path) -> Path:
                     [ed["subject"][r, 0], ed["relation"][r, 0], ed["new"][r, 0, 0],
                      ed["new"][r, -1, 0], ed["cycle"][r, 0]])
             arrays["distances"] = np.array(layout.distances)
+            arrays["repr_site"] = np.array(layout.repr_site)
         studies.write_records(out / RECORDS, records)
         studies.write_arrays(out / ARRAYS, arrays)
         import pandas as pd

@@ -13,7 +13,8 @@ edits_pca.png          one run's entity representations in the first two princip
                        of the unedited model's: before, after ROME's edit 0 at the smallest and
                        at the largest distance; entities joined in the order of the edited
                        relation's cycle and coloured by their position on it (rings, where the
-                       model has learned them)
+                       model has learned them); edit.repr_site=query: that cycle's query
+                       representations
 """
 from __future__ import annotations
 
@@ -108,6 +109,9 @@ def _pca(plt, arrays, frame, path: Path) -> None:
     reps = arrays[f"representations_{run}"]               # [3, N, D]
     order = arrays[f"order_{run}"]                         # [C, N]
     subject, _, new_small, new_large, cycle = (int(v) for v in arrays[f"pca_edit_{run}"])
+    query = "repr_site" in arrays and str(arrays["repr_site"]) == "query"
+    if query:     # the edited relation's cycle's query representations
+        reps = reps.reshape(reps.shape[0], reps.shape[1], order.shape[0], -1)[:, :, cycle]
     distances = arrays["distances"]
     row = frame[(frame.run_id == run) & (frame.method == "rome") & (frame.edit == 0)]
     centre = reps[0].mean(0)
@@ -133,7 +137,8 @@ def _pca(plt, arrays, frame, path: Path) -> None:
         ax.set_yticks([])
     axes[1].legend(fontsize=7)
     fig.colorbar(sc, ax=axes, label=f"position on cycle {cycle}")
-    fig.suptitle(f"entity representations, run {run}: PCA of the unedited model's", fontsize=10)
+    what = (f"query representations on cycle {cycle}" if query else "entity representations")
+    fig.suptitle(f"{what}, run {run}: PCA of the unedited model's", fontsize=10)
     _save(fig, path, tight=False)
 
 

@@ -52,6 +52,7 @@ class Layout(NamedTuple):
     cov_sequences: int
     eval_facts: int
     repr_layer: int
+    repr_site: str               # subject or query
     repr_contexts: int
     chunk: int
     seed: int
@@ -81,8 +82,12 @@ def _setup(spec: Spec, layout: Layout, params, hparams, seed):
     eval_flat = jax.random.choice(stream(EVAL), n * num_rel, (layout.eval_facts,),
                                   replace=layout.eval_facts > n * num_rel)
     eval_s, eval_r = eval_flat // num_rel, eval_flat % num_rel
-    repr_s = jnp.repeat(jnp.arange(n), layout.repr_contexts)
-    repr_r = jax.random.randint(stream(REPR), repr_s.shape, 0, num_rel)
+    if layout.repr_site == "query":     # every fact of every entity, repr_contexts times
+        repr_s = jnp.repeat(jnp.arange(n), layout.repr_contexts * num_rel)
+        repr_r = jnp.tile(jnp.arange(num_rel), n * layout.repr_contexts)
+    else:
+        repr_s = jnp.repeat(jnp.arange(n), layout.repr_contexts)
+        repr_r = jax.random.randint(stream(REPR), repr_s.shape, 0, num_rel)
     setup = dict(
         graph=g, subject_E=subject_E, relation_E=relation_E, targets_DxE=targets_DxE,
         rewrite_ExCxT=_prompts(stream(CONTEXTS), g, spec, hparams, subject_E, relation_E,
@@ -123,8 +128,17 @@ def _forward(spec, layout, params, setup, edited_T, para_PxT):
     site = f"block{layout.repr_layer % spec.model.num_layers}"
     asked = 1 + para_PxT.shape[0] + setup["eval_FxT"].shape[0]
     probs = jax.nn.softmax(logits[:asked, -1])
+    g = setup["graph"]
+    n, num_rel = g.object_NxR.shape
+    if layout.repr_site == "query":
+        # [N, C * D]: per cycle, the relation token's residual averaged over the cycle's
+        # relations and the contexts (the knowledge-graph analysis's query sites)
+        on_cycle_RxC = jax.nn.one_hot(g.cycle_R, g.order_CxN.shape[0])
+        on_cycle_RxC = on_cycle_RxC / on_cycle_RxC.sum(0, keepdims=True)
+        reps = acts[site][asked:, -1].reshape(n, layout.repr_contexts, num_rel, -1)
+        per_cycle = jnp.einsum("nqrd,rc->ncd", reps, on_cycle_RxC) / layout.repr_contexts
+        return probs, per_cycle.reshape(n, -1)
     reps = acts[site][asked:, -2]
-    n = setup["graph"].object_NxR.shape[0]
     return probs, reps.reshape(n, layout.repr_contexts, -1).mean(1)
 
 

@@ -145,6 +145,31 @@ def test_soft_impute_recovers_exactly_low_rank_matrices():
     assert np.median(masked_err) < 1e-4 and masked_err.mean() < 1e-2
 
 
+def test_rank1_minors_complete_rank1_matrices_by_their_2x2_minors():
+    # a hand case: [[2, 3], [4, ?]] has the one minor 3 * 4 / 2 = 6
+    x = jnp.asarray([[[2.0, 3.0], [4.0, 99.0]]])
+    obs = jnp.asarray([[[True, True], [True, False]]])
+    assert np.asarray(completion.rank1_minors(x, obs))[0, 1, 1] == pytest.approx(6.0)
+    # noiseless rank-1 matrices: every masked entry with a minor is recovered; observed entries
+    # are kept; a masked entry with none (its whole row masked) gets the mean 0
+    rng = np.random.default_rng(1)
+    u, v = rng.uniform(0.2, 1, (128, 5, 1)), rng.uniform(-1, 1, (128, 5, 1))
+    x = (u @ v.transpose(0, 2, 1)).astype(np.float64)
+    observed = rng.uniform(size=x.shape) > 0.25
+    observed[:, 0, :] = False                                  # row 0 has no observed entry
+    z = np.asarray(completion.rank1_minors(jnp.asarray(x, jnp.float32), jnp.asarray(observed)))
+    has = np.einsum("bik,blj,blk->bij", observed, observed, observed) > 0
+    masked = ~observed
+    np.testing.assert_allclose(z[observed], x[observed], rtol=1e-6)
+    np.testing.assert_allclose(z[masked & has], x[masked & has], rtol=1e-3, atol=1e-5)
+    assert (masked & has).sum() > 500 and np.all(z[:, 0, :] == 0.0) and not has[:, 0].any()
+    assert np.all(z[masked & ~has] == 0.0)
+    base = completion.rank1_minors_baseline(jnp.asarray(x.reshape(128, 25), jnp.float32),
+                                            jnp.asarray(masked.reshape(128, 25)))
+    expected = (x[masked & ~has] ** 2).sum() / masked.sum()    # unsolved entries count x^2
+    assert float(base["mse_masked"]) == pytest.approx(expected, rel=1e-3)
+
+
 def test_row_column_scores_and_probe_on_known_cases():
     n = 3
     pos = np.arange(n * n)
@@ -177,6 +202,7 @@ def test_cli_sweep_analyze_plot(tmp_path):
         assert set(run["plateau"]) >= {"start", "end", "length", "dropped", "final_loss"}
         assert len(run["diagnostics"]["row_score"]) == len(run["steps"])
         assert run["baselines"]["nuclear_mse"] < run["baselines"]["copy_mse"]
+        assert run["baselines"]["rank1_minors_mse"] is None          # MC is rank 2
     for name in ("loss_curves.png", "plateau_length.png", "attention_maps.png"):
         assert (out / "figures" / name).stat().st_size > 0
     with np.load(out / "analysis_attention.npz") as f:

@@ -10,6 +10,7 @@ analysis.json:
                                "row_score", "col_score": [S][layers][heads],
                                "probe_row_acc", "probe_col_acc": [S][layers + 1]},
                "baselines": {"copy_mse", "copy_mse_masked", "nuclear_mse", "nuclear_mse_masked",
+                             "rank1_minors_mse", "rank1_minors_mse_masked" (null unless rank 1),
                              "model_mse", "model_mse_masked"},
                "attention_steps": [plateau step, final step]}, ...]}
     analysis_attention.npz: run_id [R], steps [R, 2], attention [R, 2, layers, heads, P, P],
@@ -34,9 +35,15 @@ from jaxsim.config import Spec
 
 
 def _nuclear(spec: Spec, seed: int, hparams: dict, num_matrices: int) -> dict:
+    """Nuclear-norm minimisation, and for a rank-1 run the 2x2-minor completion, on the run's
+    analysis matrices."""
     batch = completion.analysis_batch(jax.random.key(seed), spec, hparams, num_matrices)
-    return {k: float(v) for k, v in
-            completion.nuclear_norm_baseline(batch.values_BxP, batch.masked_BxP).items()}
+    out = {k: float(v) for k, v in
+           completion.nuclear_norm_baseline(batch.values_BxP, batch.masked_BxP).items()}
+    if int(hparams["task"]["rank"]) == 1:
+        out.update({f"rank1_{k}": float(v) for k, v in
+                    completion.rank1_minors_baseline(batch.values_BxP, batch.masked_BxP).items()})
+    return out
 
 
 def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
@@ -65,6 +72,8 @@ def analyze_completion(out: Path, cfg, rows, num_matrices: int) -> dict:
                                   "copy_mse_masked": found["copy_masked_loss"],
                                   "nuclear_mse": nuclear["mse"],
                                   "nuclear_mse_masked": nuclear["mse_masked"],
+                                  "rank1_minors_mse": nuclear.get("rank1_mse"),
+                                  "rank1_minors_mse_masked": nuclear.get("rank1_mse_masked"),
                                   "model_mse": float(diag["mse"][i][-1]),
                                   "model_mse_masked": float(diag["masked_error"][i][-1])}
             entry["attention_steps"] = [int(steps[p]) for p in picks]

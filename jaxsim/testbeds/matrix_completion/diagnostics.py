@@ -11,8 +11,9 @@ checkpoints), on `num_matrices` fixed analysis matrices of the run:
   column index of a position: ridge regression onto one-hot targets (solved by conjugate
   gradients: no LAPACK call inside the vmapped program), trained on the first half of the
   matrices, accuracy on the second half.
-Baselines: the copy solution (analytic plateau) and nuclear-norm minimisation by soft-impute
-(singular value thresholding, Mazumder et al. 2010) in jax, both on the same analysis matrices.
+Baselines: the copy solution (analytic plateau), nuclear-norm minimisation by soft-impute
+(singular value thresholding, Mazumder et al. 2010) in jax, and for rank 1 the completion from
+observed 2x2 minors (`rank1_minors`), all on the same analysis matrices.
 """
 from __future__ import annotations
 
@@ -125,5 +126,33 @@ def nuclear_norm_baseline(values_BxP: jax.Array, masked_BxP: jax.Array) -> dict[
     x = values_BxP.reshape(b, n, n)
     obs = ~masked_BxP.reshape(b, n, n)
     z = soft_impute(x, obs, shrink=1e-3).reshape(b, p)
+    return {"mse": jnp.mean((z - values_BxP) ** 2),
+            "mse_masked": objectives.masked_mse(z, values_BxP, masked_BxP)}
+
+
+def rank1_minors(values_BxNxN: jax.Array, observed_BxNxN: jax.Array) -> jax.Array:
+    """Rank-1 completion of each entry from the observed 2x2 minors through it.
+
+    For X = u v^T, X_ij = X_ik X_lj / X_lk whenever X_ik, X_lj and X_lk are observed (k != j,
+    l != i). Every such minor of a masked entry is pooled by least squares weighted by its pivot's
+    square, X_ij = sum X_ik X_lj X_lk / sum X_lk^2 (= A A^T A / O S^T O in matrix form, with
+    A = observed values, S = observed squares, O = the observed indicator: a minor through a masked
+    (i, j) never uses X_ij itself, since k = j or l = i would need it observed); an entry with no
+    such minor gets the mean 0. Exact on noiseless rank-1 matrices where every masked entry has
+    a minor; observed entries are returned as given."""
+    obs = observed_BxNxN.astype(values_BxNxN.dtype)
+    a = values_BxNxN * obs
+    num = a @ jnp.swapaxes(a, 1, 2) @ a
+    den = obs @ jnp.swapaxes(a * values_BxNxN, 1, 2) @ obs
+    pred = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+    return jnp.where(observed_BxNxN, values_BxNxN, pred)
+
+
+@jax.jit
+def rank1_minors_baseline(values_BxP: jax.Array, masked_BxP: jax.Array) -> dict[str, jax.Array]:
+    """MSE (all / masked entries) of `rank1_minors` (meaningful for rank-1 matrices)."""
+    b, p = values_BxP.shape
+    n = int(round(p ** 0.5))
+    z = rank1_minors(values_BxP.reshape(b, n, n), ~masked_BxP.reshape(b, n, n)).reshape(b, p)
     return {"mse": jnp.mean((z - values_BxP) ** 2),
             "mse_masked": objectives.masked_mse(z, values_BxP, masked_BxP)}

@@ -211,6 +211,7 @@ def test_tiny_sweep_analyze_and_plot(tmp_path):
     jaxsim.analyze(out, sequences=2)
     doc = json.loads((out / "analysis.json").read_text())
     assert [r["sep_col"] for r in doc["runs"]] == [0.3, 0.8]
+    assert (doc["sampler"], doc["sample_steps"]) == ("ddpm", 2)
     run = doc["runs"][0]
     assert np.array(run["trajectory"]["pixels"]).shape == (8, 2, 2)
     assert np.array(run["accuracy"]["classifier"]).shape == (8, 2)

@@ -12,7 +12,8 @@ the classifier, (P(blue), P(small)). Red-big is (0, 0), blue-small (1, 1); 0.5 i
 between the class means.
 
 RULES names every decision; analysis.json:
-    {"task", "rules", "prompts": [P], "num_samples", "sampler", "success", "overprompt",
+    {"task", "rules", "prompts": [P], "num_samples", "sampler", "sample_steps", "success",
+     "overprompt",
      "readouts": ["pixels", "classifier"],
      "runs": [{"run_id", "seed", "axes", "status", "steps": [S], "sep_col", "sep_size",
                "trajectory": {readout: [P][S][2]} (median coordinates over the samples of each
@@ -41,7 +42,9 @@ from jaxsim.analysis.driver import map_runs
 from jaxsim.testbeds.concept_images import CONCEPTS, SAMPLES, generate
 
 SUCCESS = 0.5            # a prompt elicits its class when this share of samples lands in it
-SAMPLER = "ddim"
+# DDPM ancestral, respaced to model.sample_steps: on the CPU config's checkpoints DDIM (η = 0)
+# kept the pixel noise of the start in its samples (see docs/testbeds/concept_images.md)
+SAMPLER = "ddpm"
 TARGETS = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [1, 1]] + [[1, 1]] * len(generate.OVERPROMPT))
 RULES = {
     "coordinates": "pixels: colour = (d - d_red)/(d_blue - d_red), d = b - r of the read-out "
@@ -152,7 +155,8 @@ def analyze(out: Path, cfg, rows: list[dict], num_samples: int, steps: int | Non
     --sequences: samples per prompt, run and checkpoint)."""
     report, saved = [], []
     for chunk in chunks(out, rows):
-        m = jax.device_get(map_runs(generate.analyze_run, chunk, num_samples, SAMPLER, steps))
+        m = jax.device_get(map_runs(generate.analyze_run, chunk, num_samples, SAMPLER,
+                                    steps or chunk.spec.model.sample_steps))
         m = jax.tree.map(np.asarray, m)
         for i, run in enumerate(chunk.runs):
             one = jax.tree.map(lambda a: a[i], m)
@@ -170,7 +174,8 @@ def analyze(out: Path, cfg, rows: list[dict], num_samples: int, steps: int | Non
     saved.sort(key=lambda s: s[0])
     _write(out, saved)
     return {"task": cfg.task.name, "rules": RULES, "prompts": generate.prompt_names(),
-            "num_samples": num_samples, "sampler": SAMPLER, "success": SUCCESS,
+            "num_samples": num_samples, "sampler": SAMPLER,
+            "sample_steps": steps or cfg.model.sample_steps, "success": SUCCESS,
             "overprompt": list(generate.OVERPROMPT), "readouts": ["pixels", "classifier"],
             "runs": [_finite(e) for e in report]}
 

@@ -5,8 +5,8 @@ analyze`, analysis.json and analysis_samples.npz:
 - figures/concept_images_samples.png: a generated sample per prompt (rows) and checkpoint
   (columns), for the first seed of each concept-signal pair (at most 3).
 - figures/concept_images_trajectories.png: one panel per concept-signal pair: each class's
-  naive-prompt trajectory through concept space (mean over samples and seeds, pixel read-out),
-  points coloured by step; the intervention's trajectory dashed.
+  naive-prompt trajectory through concept space (median over samples, mean over seeds; pixel
+  read-out), points coloured by step; the intervention's trajectory dashed.
 - figures/concept_images_learning_time.png: the step each concept is learned against its
   concept signal (every run a point, the mean over seeds a line; never learned: at the top).
 - figures/concept_images_elicitation.png: per run, the first step blue-small is elicited by

@@ -26,11 +26,15 @@ an idle machine is faster), R runs in one compiled program:
     16x16, channels (8, 16), time_dim 32, batch 16:  R=8, sweep.vmap_size 1:  0.56 s/step
     16x16, channels (16, 32), time_dim 64, batch 32: R=8, vmap_size 1: 2.50 s; vmap_size 0: 3.33 s
 
-Recommended for the 30-minute CPU sweep: the first (configs/concept_space.yaml's model) with up
-to 8 runs and `sweep.vmap_size: 1` (lax.map over runs: narrower matmuls are faster on CPU):
-800 steps take ~7.5 min of training plus ~2 min of compile, leaving the rest for sampling.
-The U-Net's convolutions are matmuls over patches (jaxsim.models.unet.Conv): with lax.conv the
-same step was ~6x slower inside the training scan on XLA:CPU.
+Recommended for the 30-minute CPU sweep: the first (configs/concept_space.yaml's model) with
+up to 8 runs. The U-Net's convolutions are matmuls over patches (jaxsim.models.unet.Conv): with
+lax.conv the same step was ~6x slower inside the training scan on XLA:CPU.
+
+The samplers start from x_T ~ N(0, I): the schedule must end with ᾱ_{T-1} ~ 0 (the testbed's
+config rule `check_schedule` refuses more than 1e-3). DDPM's linear betas 1e-4..0.02 get there
+over 1000 levels (4e-5) but not over 100 (0.36: x_T keeps 0.6 x0, and samples from pure noise
+are noisy blobs whatever the model learned); the cosine schedule, or the betas rescaled by
+1000/T, do.
 """
 from __future__ import annotations
 

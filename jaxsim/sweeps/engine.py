@@ -34,6 +34,11 @@ def _stacked_init(spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loo
     return jax.vmap(training.init, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
 
 
+def _stacked_fixed(spec: Spec, seeds_R: jax.Array, hparams: dict) -> dict:
+    """Every run's `training.fixed_inputs` (per-run constants, fixed evaluation batches) [R]."""
+    return jax.vmap(training.fixed_inputs, (0, None, 0))(_run_keys(seeds_R), spec, hparams)
+
+
 def over_runs(fn, args, vmap_size: int):
     """Apply `fn` to every run of the stacked pytree `args` (leading run axis R).
 
@@ -73,18 +78,26 @@ def abstract_chunk(spec: Spec, seeds, hparams, metrics: dict[str, np.ndarray]):
     """Shapes, dtypes and shardings of a chunk checkpoint (the orbax restore target)."""
     leaves, treedef = jax.tree.flatten((seeds, hparams))
     shapes = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
-    return {"state": _abstract_state(spec, treedef, shapes), "metrics": metrics}
+    return {"state": _abstract_out(_stacked_init, spec, treedef, shapes), "metrics": metrics}
+
+
+def abstract_fixed(spec: Spec, seeds, hparams) -> dict:
+    """Shapes, dtypes and run-axis sharding of a chunk's fixed inputs (`_stacked_fixed`)."""
+    leaves, treedef = jax.tree.flatten((seeds, hparams))
+    return _abstract_out(_stacked_fixed, spec, treedef,
+                         tuple((leaf.shape, leaf.dtype) for leaf in leaves))
 
 
 @program_cache(maxsize=256)
-def _abstract_state(spec: Spec, treedef, shapes: tuple):
-    """The stacked state's shapes for a chunk's input shapes: traced once per shape group and
-    chunk size (the memory fit and every chunk of the group ask; each trace of init takes
-    ~0.2-0.4 s, a sweep of many chunks paid it once per chunk)."""
+def _abstract_out(fn, spec: Spec, treedef, shapes: tuple):
+    """The sharded output shapes of `fn(spec, seeds, hparams)` for a chunk's input shapes:
+    traced once per function, shape group and chunk size (the memory fit and every chunk of the
+    group ask; each trace of init takes ~0.2-0.4 s, a sweep of many chunks paid it once per
+    chunk)."""
     seeds, hparams = jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in shapes])
-    state = jax.eval_shape(functools.partial(_stacked_init, spec), seeds, hparams)
+    out = jax.eval_shape(functools.partial(fn, spec), seeds, hparams)
     sharding = run_sharding()
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), out)
 
 
 def restore_latest(checkpoints: results.ChunkCheckpoints, target) -> dict | None:
@@ -121,16 +134,18 @@ class _TraceLog:
 
 
 def _init_chunk(log: _TraceLog, spec: Spec, seeds_R: jax.Array, hparams: dict):
+    """The chunk's initial state and its fixed inputs (`_stacked_fixed`): what runs once per
+    chunk, so one program compiled at -O0 (`init_compiler_options`)."""
     log.counts["init", spec] += 1
-    return _stacked_init(spec, seeds_R, hparams)
+    return _stacked_init(spec, seeds_R, hparams), _stacked_fixed(spec, seeds_R, hparams)
 
 
-def _interval_chunk(log: _TraceLog, spec: Spec, vmap_size: int, state, seeds_R: jax.Array,
-                    hparams: dict):
+def _interval_chunk(log: _TraceLog, spec: Spec, vmap_size: int, state, fixed,
+                    seeds_R: jax.Array, hparams: dict):
     """`eval_every` steps of every run in the chunk, then their evaluation metrics [R]."""
     log.counts["interval", spec] += 1
-    return over_runs(lambda a: training.train_interval(a[0], a[1], spec, a[2]),
-                     (state, _run_keys(seeds_R), hparams), vmap_size)
+    return over_runs(lambda a: training.train_interval(a[0], a[1], spec, a[2], a[3]),
+                     (state, _run_keys(seeds_R), hparams, fixed), vmap_size)
 
 
 class CompileCache:
@@ -184,6 +199,12 @@ class Programs:
 
     def init_chunk(self, spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
         """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
+        return self.start_chunk(spec, seeds_R, hparams)[0]
+
+    def start_chunk(self, spec: Spec, seeds_R: jax.Array, hparams: dict) -> tuple:
+        """(initial state, fixed inputs) of a chunk, stacked [C, ...] and sharded over the run
+        axis; the fixed inputs (per-run constants, evaluation batches) go to every
+        `interval_chunk`."""
         key = ("init", spec, seeds_R.shape[0])
         if key not in self.cache.executables:
             t0 = time.perf_counter()
@@ -195,18 +216,25 @@ class Programs:
         return self.cache.executables[key](seeds_R, hparams)
 
     def interval_chunk(self, spec: Spec, state, seeds_R: jax.Array, hparams: dict,
-                       vmap_size: int = 0):
-        """`eval_every` steps of every run in the chunk, then their evaluation metrics [C]."""
-        return self.cache.interval(self._log, spec, vmap_size, state, seeds_R, hparams)
+                       vmap_size: int = 0, fixed=None):
+        """`eval_every` steps of every run in the chunk, then their evaluation metrics [C].
+        `fixed`: the chunk's fixed inputs (`start_chunk`), else computed here."""
+        if fixed is None:
+            fixed = self.start_chunk(spec, seeds_R, hparams)[1]
+        return self.cache.interval(self._log, spec, vmap_size, state, fixed, seeds_R, hparams)
 
-    def compiled_interval(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
+    def compiled_interval(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0,
+                          fixed=None):
         """The compiled `interval_chunk` for a shape group and chunk size (compiled once per
-        process, timed here when compiled here)."""
+        process, timed here when compiled here); `state` and `fixed` may be abstract (fixed
+        None: its shapes from `_stacked_fixed`)."""
         key = ("interval", spec, seeds_R.shape[0], vmap_size)
         if key not in self.cache.executables:
+            if fixed is None:
+                fixed = abstract_fixed(spec, seeds_R, hparams)
             t0 = time.perf_counter()
             self.cache.executables[key] = self.cache.interval.lower(
-                self._log, spec, vmap_size, state, seeds_R, hparams).compile()
+                self._log, spec, vmap_size, state, fixed, seeds_R, hparams).compile()
             self.compile_seconds[key] = time.perf_counter() - t0
             log.debug(f"jaxsim: compiled the interval program of {spec.task.name} for chunks "
                       f"of {key[2]} runs (vmap_size {vmap_size}) in "
@@ -230,11 +258,11 @@ class Programs:
                    for n in training.metric_names(spec)}
         checkpoints.clean_partial()
         restored = restore_latest(checkpoints, abstract_chunk(spec, seeds, hparams, metrics))
+        state, fixed = self.start_chunk(spec, seeds, hparams)   # fixed: needed on resume too
+        start = 0
         if restored is not None:
             state, metrics, start = restored["state"], dict(restored["metrics"]), restored["step"]
             log.debug(f"jaxsim: restored {checkpoints.path(start)}")
-        else:
-            state, start = self.init_chunk(spec, seeds, hparams), 0
 
         pending = None  # metrics of the previous interval, fetched after the next one is dispatched
 
@@ -254,9 +282,9 @@ class Programs:
             log.debug(f"jaxsim: saving {checkpoints.path(step)} (async)")
 
         last_saved = start
-        step_fn = self.compiled_interval(spec, state, seeds, hparams, vmap_size)
+        step_fn = self.compiled_interval(spec, state, seeds, hparams, vmap_size, fixed)
         for step in range(start + every, total + 1, every):
-            state, row = step_fn(state, seeds, hparams)
+            state, row = step_fn(state, fixed, seeds, hparams)
             if pending is not None:
                 flush()
             pending = (step, row)

@@ -8,7 +8,7 @@ import jax
 
 from jaxsim.config import Spec
 from jaxsim.training import loop, sae_loop, schedules
-from jaxsim.training.loop import as_arrays, num_intervals
+from jaxsim.training.loop import as_arrays, fixed_inputs, num_intervals
 from jaxsim.training.schedules import learning_rate
 
 
@@ -20,8 +20,8 @@ def init(key, spec: Spec, hparams: dict):
     return _impl(spec).init(key, spec, hparams)
 
 
-def train_interval(state, key, spec: Spec, hparams: dict):
-    return _impl(spec).train_interval(state, key, spec, hparams)
+def train_interval(state, key, spec: Spec, hparams: dict, fixed: dict | None = None):
+    return _impl(spec).train_interval(state, key, spec, hparams, fixed)
 
 
 def metric_names(spec: Spec) -> list[str]:
@@ -40,5 +40,5 @@ def train_step(state, consts, key, spec: Spec, hparams: dict):
     return _impl(spec).train_step(state, consts, key, spec, hparams)
 
 
-__all__ = ["as_arrays", "init", "learning_rate", "loop", "metric_names", "num_intervals",
+__all__ = ["as_arrays", "fixed_inputs", "init", "learning_rate", "loop", "metric_names", "num_intervals",
            "sae_loop", "schedules", "train", "train_interval", "train_step"]

@@ -164,40 +164,67 @@ def train_step(state: State, consts, key: jax.Array, spec: Spec, hparams: dict
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, loss
 
 
-def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict[str, jax.Array]:
-    """The objective's metrics on each held-out split (fixed batches per run)."""
+def fixed_inputs(key: jax.Array, spec: Spec, hparams: dict) -> dict:
+    """What a run's intervals share: the testbed's per-run constants and its fixed evaluation
+    batches, {"consts", "eval": {split: batch}} — pure functions of (key, spec, hparams), so the
+    sweep engine computes them once per chunk, in a program compiled at LLVM -O0, and passes
+    them to every interval (`train_interval(..., fixed)`): sampling them inside the interval
+    program was ~40 % of its compile time (docs/performance.md)."""
+    testbed = testbeds.of(spec)
+    consts = testbed.constants(key, spec, hparams)
+    return {"consts": consts,
+            "eval": {split: testbed.eval_batch(consts, key, spec, hparams, split)
+                     for split in testbed.splits}}
+
+
+def eval_batch(consts, key: jax.Array, spec: Spec, hparams: dict, split: str, batches=None):
+    """The fixed evaluation batch of `split`: from `batches` (`fixed_inputs(...)["eval"]`) when
+    given, else sampled."""
+    if batches is not None:
+        return batches[split]
+    return testbeds.of(spec).eval_batch(consts, key, spec, hparams, split)
+
+
+def evaluate(params, consts, key: jax.Array, spec: Spec, hparams: dict, batches=None
+             ) -> dict[str, jax.Array]:
+    """The objective's metrics on each held-out split (fixed batches per run; `batches` =
+    `fixed_inputs(...)["eval"]`, else sampled here)."""
     testbed = testbeds.of(spec)
     objective = testbed.objective
     out = {}
     for split in testbed.splits:
-        batch = testbed.eval_batch(consts, key, spec, hparams, split)
+        batch = eval_batch(consts, key, spec, hparams, split, batches)
         args = _objective_args(spec, outputs(params, spec, batch), batch, hparams)
         for name, value in objective.evaluate(*args).items():
             out[f"{name}_{split}"] = value
     return out
 
 
-def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn
-                  ) -> tuple[dict, dict[str, jax.Array]]:
+def scan_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict, step_fn, eval_fn,
+                  fixed: dict | None = None) -> tuple[dict, dict[str, jax.Array]]:
     """`eval_every` calls of `step_fn(state, consts, key, spec, hparams)` under lax.scan, then
-    `eval_fn(state, consts, key, spec, hparams)`; returns (state, metrics row with train_loss).
-    `consts` are the testbed's per-run constants."""
-    consts = testbeds.of(spec).constants(key, spec, hparams)
+    `eval_fn(state, consts, key, spec, hparams, eval_batches)`; returns (state, metrics row
+    with train_loss). `consts` are the testbed's per-run constants and `eval_batches` its fixed
+    evaluation batches: from `fixed` (`fixed_inputs`) when given, else computed here."""
+    consts = (fixed["consts"] if fixed is not None
+              else testbeds.of(spec).constants(key, spec, hparams))
 
     def body(carry, _):
         return step_fn(carry, consts, key, spec, hparams)
 
     state, losses = jax.lax.scan(body, state, None, length=spec.train.eval_every)
-    metrics = eval_fn(state, consts, key, spec, hparams)
+    metrics = eval_fn(state, consts, key, spec, hparams,
+                      fixed["eval"] if fixed is not None else None)
     metrics["train_loss"] = losses.mean()
     return state, metrics
 
 
-def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict
-                   ) -> tuple[State, dict[str, jax.Array]]:
-    """`eval_every` steps under lax.scan, then one evaluation; returns the metrics row."""
+def train_interval(state: State, key: jax.Array, spec: Spec, hparams: dict,
+                   fixed: dict | None = None) -> tuple[State, dict[str, jax.Array]]:
+    """`eval_every` steps under lax.scan, then one evaluation; returns the metrics row.
+    `fixed`: the run's `fixed_inputs`, if already computed."""
     return scan_interval(state, key, spec, hparams, train_step,
-                         lambda st, *args: evaluate(st["params"], *args))
+                         lambda st, *args: evaluate(st["params"], *args), fixed)
 
 
 def metric_names(spec: Spec) -> list[str]:

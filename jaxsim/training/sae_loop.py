@@ -24,7 +24,8 @@ from jaxsim.models import sae
 from jaxsim.testbed import SAEView
 from jaxsim.training import sae_metrics
 from jaxsim.training import schedules
-from jaxsim.training.loop import INIT_STREAM, optimizer, scan_interval, start_params
+from jaxsim.training.loop import (INIT_STREAM, eval_batch, optimizer, scan_interval,
+                                  start_params)
 
 METRICS = ("mse", "fvu", "l0", "dead_fraction", "dense_fraction", "f1")
 CAUSAL_STREAM = 3000  # sub-stream of the run key: interpolation weights of the causal term
@@ -156,13 +157,14 @@ def train_step(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict
             "aux": sae.update_aux(state["aux"], z, hp), "input_scale": state["input_scale"]}, loss
 
 
-def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> dict:
+def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict, batches=None
+             ) -> dict:
     """METRICS and the testbed's own metrics on each fixed held-out batch, suffixed with the
-    split."""
+    split (`batches`: `fixed_inputs(...)["eval"]`, else sampled here)."""
     testbed, data = testbeds.of(spec), _data(spec)
     out = {}
     for split in testbed.splits:
-        batch = testbed.eval_batch(consts, key, spec, hparams, split)
+        batch = eval_batch(consts, key, spec, hparams, split, batches)
         z, x_hat = forward(state, batch.x_BxD, spec, hparams)
         f1_C, _ = sae_metrics.best_latent_f1(z, batch.concept_B, data.num_concepts(spec))
         values = {"mse": sae_metrics.mse(batch.x_BxD, x_hat),
@@ -177,9 +179,9 @@ def evaluate(state: dict, consts, key: jax.Array, spec: Spec, hparams: dict) -> 
     return out
 
 
-def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict
-                   ) -> tuple[dict, dict[str, jax.Array]]:
-    return scan_interval(state, key, spec, hparams, train_step, evaluate)
+def train_interval(state: dict, key: jax.Array, spec: Spec, hparams: dict,
+                   fixed: dict | None = None) -> tuple[dict, dict[str, jax.Array]]:
+    return scan_interval(state, key, spec, hparams, train_step, evaluate, fixed)
 
 
 def metric_names(spec: Spec) -> list[str]:

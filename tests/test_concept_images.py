@@ -13,7 +13,7 @@ import scipy.ndimage as ndi
 import jaxsim
 from jaxsim import config as cfglib
 from jaxsim import training
-from jaxsim.testbeds.concept_images import analysis, readout, render, task
+from jaxsim.testbeds.concept_images import analysis, diffusion, generate, readout, render, task
 
 TINY = {"task": {"name": "concept_images", "resolution": 8},
         "model": {"name": "unet", "channels": [8, 16], "time_dim": 16, "timesteps": 20,
@@ -187,12 +187,34 @@ def test_trajectories_are_medians_robust_to_one_blank_sample():
     d = colour * 1.6 - 0.8                   # b - r: red -0.8 at 0, blue 0.8 at 1
     rgb = np.stack([-d / 2 + 0.5, np.full_like(d, 0.1), d / 2 + 0.5], -1)
     m = {"rgb": rgb, "radius": 0.6 - 0.4 * size, "probs": np.zeros((3, prompts, n, 2)),
-         "references": {"rgb": ref_rgb, "radius": ref_rad}}
+         "references": {"rgb": ref_rgb, "radius": ref_rad},
+         "concept_use": np.array([[1.0, 1.05], [1.2, 1.0], [1.3, 1.5]])}
     entry, pix = analysis.run_report(steps, m)
     np.testing.assert_allclose(pix[1, 2, 0], [-18.0, 0.1], atol=1e-9)
     np.testing.assert_allclose(entry["trajectory"]["pixels"][2][1], [0.9, 0.1], atol=1e-9)
     assert entry["learned_step"] == {"colour": 10, "size": 10}
     assert pix[1, 2, :, 0].mean() < 0.5      # the mean would have lost colour at step 20
+    assert entry["used_step"] == {"colour": 20, "size": 30}
+
+
+def test_concept_use_is_one_for_a_denoiser_that_ignores_the_condition():
+    """concept_use = ε MSE with a wrong colour (size) / with the true condition: exactly 1 when
+    the U-Net's condition embeddings are zeroed; not 1 once they are not."""
+    cfg, spec, hp = setup()
+    shapes = jax.eval_shape(lambda: diffusion.init(jax.random.key(0), spec, 8, 4))
+    leaves, tree = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, p.shape)
+                                       for p, k in zip(leaves, keys)])
+    probe = generate.probe_batch(jax.random.key(2), spec, hp)
+    x_t, t_B, eps, conds = probe
+    assert conds.shape == (3, 3 * generate.PROBE_PER_CLASS, 4)
+    levels = spec.model.timesteps
+    assert levels // 20 <= int(t_B.min()) and int(t_B.max()) < levels // 2
+    blind = {**params, **{k: jax.tree.map(jnp.zeros_like, v) for k, v in params.items()
+                          if k.startswith("cond") and k.endswith("_fc2")}}
+    np.testing.assert_allclose(generate.concept_use(blind, spec, probe), [1.0, 1.0], rtol=1e-6)
+    assert np.all(np.abs(np.asarray(generate.concept_use(params, spec, probe)) - 1) > 1e-4)
 
 
 def test_coordinates_place_references_at_the_corners():

@@ -93,7 +93,9 @@ def _summary_of_analysis(doc) -> dict:
     out = {}
     for r in doc["runs"]:
         learned, first = r.get("learned_step", {}), r.get("elicited_step", {})
-        out[r["run_id"]] = {"colour_learned": learned.get("colour"),
+        used = r.get("used_step", {})
+        out[r["run_id"]] = {"colour_used": used.get("colour"), "size_used": used.get("size"),
+                            "colour_learned": learned.get("colour"),
                             "size_learned": learned.get("size"),
                             "naive_elicited": first.get("naive"),
                             "intervention_elicited": first.get("intervention"),

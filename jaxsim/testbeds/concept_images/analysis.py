@@ -24,9 +24,12 @@ RULES names every decision; analysis.json:
                "elicited_step": {"naive", "intervention", "overprompt"} (pixels),
                "elicited_step_classifier", "best_overprompt": alpha of the first success,
                "turn": {"step", "index", "angle_deg", "distance"} (naive blue-small, pixels),
-               "readout_agreement": share of samples whose quadrant both read-outs agree on}]}
+               "readout_agreement": share of samples whose quadrant both read-outs agree on,
+               "concept_use": [S][2] (colour, size) ε-MSE ratios wrong / true condition,
+               "used_step": {"colour", "size"}}]}
 analysis_concepts.npz: run_id [R], steps [R, S], rgb [R, S, P, N, 3], radius [R, S, P, N],
-    probs [R, S, P, N, 2], coords [R, S, P, N, 2] (pixels), ref_rgb [R, 4, 3], ref_radius [R, 4].
+    probs [R, S, P, N, 2], coords [R, S, P, N, 2] (pixels), ref_rgb [R, 4, 3], ref_radius [R, 4],
+    concept_use [R, S, 2].
 analysis_samples.npz: run_id [R], steps [R, S], images [R, S, P, KEPT, H, W, 3] uint8.
 """
 from __future__ import annotations
@@ -42,6 +45,7 @@ from jaxsim.analysis.driver import map_runs
 from jaxsim.testbeds.concept_images import CONCEPTS, SAMPLES, generate
 
 SUCCESS = 0.5            # a prompt elicits its class when this share of samples lands in it
+USED = 1.1               # the denoiser uses a concept when the wrong value costs 10% more ε MSE
 # DDPM ancestral, respaced to model.sample_steps: on the CPU config's checkpoints DDIM (η = 0)
 # kept the pixel noise of the start in its samples (see docs/testbeds/concept_images.md)
 SAMPLER = "ddpm"
@@ -60,6 +64,10 @@ RULES = {
     "elicited": f"blue-small is elicited at the first checkpoint where accuracy >= {SUCCESS} "
                 "(naive: its class-mean prompt; intervention: embedding arithmetic; overprompt: "
                 "the best of the over-prompts)",
+    "concept_use": "the denoiser's use of (colour, size) with no sampling: ε MSE on fixed noised "
+                   "training images (levels T/20..T/2) with the other colour (size) class's mean "
+                   "in the condition over the ε MSE with the true condition; used_step = the "
+                   f"first checkpoint from which it stays >= {USED}",
     "turn": "the checkpoint of the naive blue-small trajectory farthest from the straight line "
             "between its first and last points; angle = change of direction there",
 }
@@ -90,6 +98,15 @@ def learned_steps(steps: list, mean_PxSx2: np.ndarray) -> dict:
             side = mean_PxSx2[c, :, axis] > 0.5
             ok_S &= side if TARGETS[c, axis] else ~side
         stays = np.flip(np.logical_and.accumulate(np.flip(ok_S)))
+        out[name] = int(steps[int(np.argmax(stays))]) if stays.any() else None
+    return out
+
+
+def used_steps(steps: list, use_Sx2: np.ndarray) -> dict:
+    """{"colour", "size"}: first checkpoint from which the concept_use ratio stays >= USED."""
+    out = {}
+    for axis, name in enumerate(("colour", "size")):
+        stays = np.flip(np.logical_and.accumulate(np.flip(use_Sx2[:, axis] >= USED)))
         out[name] = int(steps[int(np.argmax(stays))]) if stays.any() else None
     return out
 
@@ -144,6 +161,8 @@ def run_report(steps: list, m: dict) -> dict:
     entry["elicited_step"], entry["best_overprompt"] = elicited(steps, accuracy(pix))
     entry["elicited_step_classifier"], _ = elicited(steps, accuracy(clf))
     entry["turn"] = turn(steps, mid_pix[3])
+    entry["concept_use"] = tolist(m["concept_use"])
+    entry["used_step"] = used_steps(steps, np.asarray(m["concept_use"]))
     agree = ((pix > 0.5) == (clf > 0.5)).all(-1)
     entry["readout_agreement"] = float(agree.mean())
     entry["reference_rgb"], entry["reference_radius"] = tolist(refs["rgb"]), tolist(refs["radius"])
@@ -193,7 +212,8 @@ def _write(out: Path, saved: list) -> None:
                     rgb=stack(lambda s: s[2]["rgb"]), radius=stack(lambda s: s[2]["radius"]),
                     probs=stack(lambda s: s[2]["probs"]), coords=stack(lambda s: s[3]),
                     ref_rgb=stack(lambda s: s[2]["references"]["rgb"]),
-                    ref_radius=stack(lambda s: s[2]["references"]["radius"]))
+                    ref_radius=stack(lambda s: s[2]["references"]["radius"]),
+                    concept_use=stack(lambda s: s[2]["concept_use"]))
     images = stack(lambda s: np.round(np.clip(s[2]["images"], 0, 1) * 255).astype(np.uint8))
 
     def write_npz(arrays):

@@ -31,7 +31,8 @@ NAIVE, INTERVENTION, FIRST_OVERPROMPT = 0, 4, 5
 NUM_PROMPTS = FIRST_OVERPROMPT + len(OVERPROMPT)
 KEPT = 4                      # sample images kept per prompt and checkpoint (the grids)
 REFERENCE_PER_CLASS = 128
-SAMPLER, CLASSIFIER, REFERENCE = range(3)
+SAMPLER, CLASSIFIER, REFERENCE, PROBE = range(4)
+PROBE_PER_CLASS = 64          # training images per class of the denoiser probe (`concept_use`)
 
 
 def prompt_names() -> list[str]:
@@ -98,16 +99,54 @@ def references(key: jax.Array, spec, hparams: dict, clf_params: dict) -> dict:
     return {"rgb": per_class(rgb), "radius": per_class(radius), "probs": per_class(probs)}
 
 
+def probe_batch(key: jax.Array, spec, hparams: dict) -> tuple:
+    """The denoiser probe's fixed batch: PROBE_PER_CLASS rendered images of each training class,
+    noised at levels uniform in [T/20, T/2) (the middle levels, where the circle's colour and
+    extent are decided: near t = 0 the condition hardly matters, near T - 1 ε ~ x_t), and three
+    conditions: the true concepts, the other size class's mean radius, the other colour class's
+    mean colour. Returns (x_t, t_B, ε, [3, B, K] conditions)."""
+    t, hp = spec.task, hparams["task"]
+    k_draw, k_t, k_eps = jax.random.split(key, 3)
+    class_B = jnp.repeat(jnp.asarray(render.TRAIN_CLASSES, jnp.int32), PROBE_PER_CLASS)
+    images, c = render.draw(k_draw, class_B, hp["sep_col"], hp["sep_size"], t.resolution,
+                            t.blur_sigma, t.noise_level)
+    x0 = images * 2 - 1
+    levels = spec.model.timesteps
+    t_B = jax.random.randint(k_t, class_B.shape, levels // 20, max(levels // 2, levels // 20 + 1))
+    eps = jax.random.normal(k_eps, x0.shape)
+    ab = diffusion.schedule(spec).alpha_bar_T[t_B][:, None, None, None]
+    x_t = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * eps
+    colour_B, size_B = render.colour_size(class_B)
+    layout = t.cond_layout
+    conds = jnp.stack([
+        task.condition(c.rgb_Bx3, c.radius_B, layout),
+        task.condition(c.rgb_Bx3, render.class_radius(1 - size_B, hp["sep_size"]), layout),
+        task.condition(render.class_rgb(1 - colour_B, hp["sep_col"]), c.radius_B, layout)])
+    return x_t, t_B, eps, conds
+
+
+def concept_use(params, spec, probe: tuple) -> jax.Array:
+    """[2] the denoiser's use of (colour, size), read off the model with no sampling: ε MSE on
+    the probe batch with the wrong colour (resp. size) in the condition over the ε MSE with the
+    true one (1 = the concept is ignored)."""
+    x_t, t_B, eps, conds = probe
+    mse = jnp.stack([diffusion.eps_loss(diffusion.apply(params, spec, x_t, t_B, c), eps)
+                     for c in conds])
+    return jnp.stack([mse[2], mse[1]]) / mse[0]
+
+
 def analyze_run(params_S, key, spec, hparams: dict, num: int, method: str, steps: int | None
                 ) -> dict:
     """One run at every checkpoint: per prompt and sample the pixel read-out (rgb, radius) and
-    the classifier's probabilities, KEPT images per prompt, and the run's references."""
+    the classifier's probabilities, KEPT images per prompt, the denoiser's `concept_use`, and
+    the run's references."""
     t, hp = spec.task, hparams["task"]
     clf = readout.train_classifier(jax.random.fold_in(key, CLASSIFIER), hp["sep_col"],
                                    hp["sep_size"], t.resolution, t.blur_sigma, t.noise_level)
     refs = references(jax.random.fold_in(key, REFERENCE), spec, hparams, clf)
     cond_PxK = prompts(spec, hparams)
     sampler_key = jax.random.fold_in(key, SAMPLER)
+    probe = probe_batch(jax.random.fold_in(key, PROBE), spec, hparams)
 
     def one(params):
         images = generate(params, spec, cond_PxK, sampler_key, num, method, steps)
@@ -116,7 +155,8 @@ def analyze_run(params_S, key, spec, hparams: dict, num: int, method: str, steps
         probs = readout.classify(clf, flat)
         shape = images.shape[:2]
         return {"rgb": rgb.reshape(shape + (3,)), "radius": radius.reshape(shape),
-                "probs": probs.reshape(shape + (2,)), "images": images[:, :KEPT]}
+                "probs": probs.reshape(shape + (2,)), "images": images[:, :KEPT],
+                "concept_use": concept_use(params, spec, probe)}
 
     out = jax.lax.map(one, params_S)
     return {**out, "references": refs}

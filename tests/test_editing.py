@@ -321,3 +321,49 @@ def test_query_representations_and_their_shattering(edited):
     assert (frame[frame.method == "finetune"].shattering < 1e-4).all()
     assert (frame[frame.method == "rome"].shattering > 1e-4).all()
     assert np.load(out / "edits.npz")["representations_0"].shape == (3, n, 2 * width)
+
+
+def test_corrective_edits_fix_held_out_facts_the_model_gets_wrong(edited):
+    """edit.kind=corrective: each edit is a held-out fact whose top-1 under the source model at
+    its edited prompt is wrong (run here, outside the study), its target the true object (list
+    arithmetic on the run's cycles); the records say so (wrong_before, fact_kind, distance 0)."""
+    from pathlib import Path
+    import pandas as pd
+    import yaml
+    import jaxsim
+    from jaxsim import results, stages
+    from jaxsim.config import ConfigError
+    from jaxsim.editing import driver, programs
+    from jaxsim.editing.config import from_dict
+    from jaxsim.training.loop import model_of
+    with pytest.raises(ConfigError, match="edit.kind.*counterfactual.*corrective"):
+        from_dict({"edit": {"kind": "fix"}})
+    source = yaml.safe_load((edited / "edit.yaml").read_text())["source"]
+    cfg = from_dict({"edit": {**TINY_EDIT["edit"], "kind": "corrective"}})
+    spec = results.read_plan(Path(source))[1][0].spec
+    layout = driver._layout(spec, cfg)
+    assert layout.distances == (0,)
+    n, h = 12, 2
+    for run in (0, 1):
+        frozen = stages.frozen_runs(source, [run], -1)
+        params = jax.tree.map(lambda a: a[0], frozen["params"])
+        hparams = jax.tree.map(lambda a: a[0], frozen["hparams"])
+        setup, _, _ = programs._setup(spec, layout, params, hparams, frozen["seed"][0])
+        g = setup["graph"]
+        order = np.asarray(g.order_CxN).tolist()
+        logits = model_of(spec).apply({"params": params}, setup["rewrite_ExCxT"][:, 0])
+        top = np.asarray(logits[:, -1].argmax(-1))
+        for e in range(3):
+            s, r = int(setup["subject_E"][e]), int(setup["relation_E"][e])
+            cycle, j = divmod(r, 2 * h)
+            step = (j % h + 1) * (1 if j < h else -1)
+            truth = order[cycle][(order[cycle].index(s) + step) % n]
+            assert int(setup["targets_DxE"][0, e]) == truth
+            assert int(g.kind_NxR[s, r]) in (1, 2)          # held out
+            assert bool(setup["wrong_before_E"][e]) == (top[e] != truth)
+            assert int(setup["rewrite_ExCxT"][e, 0, -2]) == s
+    out = jaxsim.edit(source, TINY_EDIT, {"edit.kind": "corrective"},
+                      out=edited.parent / "edit_corrective")
+    frame = pd.read_csv(out / "edits.csv")
+    assert (frame.distance == 0).all() and frame.fact_kind.isin([1, 2]).all()
+    assert len(frame) == 2 * 2 * 3 and frame.wrong_before.isin([0, 1]).all()

@@ -16,12 +16,18 @@ METHODS = ("rome", "memit", "finetune", "alphaedit")
 SCOPES = ("mlp", "all")
 FACT_TOKENS = ("subject_last", "last")
 REPR_SITES = ("subject", "query")
+KINDS = ("counterfactual", "corrective")
 
 
 @dataclass(frozen=True)
 class EditConfig:
     step: int = field(-1, min=-1, doc="the source checkpoint edited (-1 = each run's last)")
     runs: list = field([], doc="source run ids to edit (empty: every run)")
+    kind: str = field("counterfactual", choices=KINDS,
+                      doc="counterfactual (trained facts get the entity edit.distances steps "
+                          "beyond their object) or corrective (held-out, logical or "
+                          "compositional, facts the model answers wrongly at the edited prompt "
+                          "get their true object; edit.distances is then ignored, distance 0)")
     methods: list = field(["rome", "memit", "finetune"],
                           doc="rome (rank-one update of one MLP), memit (batch update over "
                               "edit.memit_layers), finetune (gradient steps on the edited "

@@ -60,11 +60,17 @@ def _layout(spec, ecfg: EditConfig) -> programs.Layout:
         raise ConfigError(f"edit.repr_layer={ecfg.repr_layer}: the source model has {layers} "
                           f"blocks (0..{layers - 1}, or -1 for the last)")
     n = spec.task.num_entities
+    if ecfg.kind == "corrective" and spec.task.logical_frac == 0 and (
+            spec.task.compositional_frac == 0):
+        raise ConfigError("edit.kind=corrective edits held-out facts; the source has none "
+                          "(task.logical_frac and task.compositional_frac are 0)")
     if max(ecfg.distances) >= n:
         raise ConfigError(f"edit.distances {list(ecfg.distances)}: must be below the number of "
                           f"entities on a cycle, task.num_entities={n}")
+    distances = (0,) if ecfg.kind == "corrective" else ecfg.distances
     return programs.Layout(
-        ecfg.methods, ecfg.fact_token, ecfg.layer, ecfg.memit_layers, ecfg.distances, ecfg.num_edits,
+        ecfg.kind, ecfg.methods, ecfg.fact_token, ecfg.layer, ecfg.memit_layers, distances,
+        ecfg.num_edits,
         ecfg.batch_size, ecfg.contexts, ecfg.paraphrases, ecfg.value_steps,
         (ecfg.value_lr, ecfg.kl_factor, ecfg.value_weight_decay), ecfg.rome_clamp,
         ecfg.memit_clamp, ecfg.memit_cov_weight, ecfg.alphaedit_threshold, ecfg.alphaedit_l2,
@@ -106,6 +112,8 @@ def _records(layout, runs, rows, axes, steps, per) -> list[dict]:
                                 "subject": int(ed["subject"][r, e]),
                                 "relation": int(ed["relation"][r, e]),
                                 "old_object": int(ed["old"][r, e]),
+                                "fact_kind": int(ed["kind"][r, e]),
+                                "wrong_before": int(ed["wrong_before"][r, e]),
                                 "new_object": int(ed["new"][r, d, e]),
                                 **{k: float(v[r, d, e]) for k, v in m.items()}})
     return out

@@ -50,7 +50,8 @@ def _shattering(plt, frame, path: Path) -> None:
                                                                            "count"])
             ax.errorbar(s.index, s["mean"], yerr=2 * s["std"] / np.sqrt(s["count"]),
                         marker="o", color=COLOURS[m], capsize=2, label=m)
-        ax.set_xscale("log", base=2)
+        if (part.distance > 0).all():       # corrective edits sit at distance 0
+            ax.set_xscale("log", base=2)
         ax.set_yscale("symlog", linthresh=1e-3)
         ax.set_ylim(bottom=0)
         ax.set_xlabel("edit distance d along the cycle")
@@ -95,7 +96,8 @@ def _efficacy(plt, frame, path: Path) -> None:
         for m in _methods(frame):
             s = frame[frame.method == m].groupby("distance")[col].mean()
             ax.plot(s.index, s.values, marker="o", color=COLOURS[m], label=m)
-        ax.set_xscale("log", base=2)
+        if (frame.distance > 0).all():
+            ax.set_xscale("log", base=2)
         ax.set_xlabel("edit distance d")
         ax.set_title(title, fontsize=9)
         ax.set_ylim(-0.03, 1.03)

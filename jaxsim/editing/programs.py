@@ -30,6 +30,7 @@ BINS = (("d0", 0, 0), ("d1_2", 1, 2), ("d3_8", 3, 8), ("d9plus", 9, 1 << 30))
 
 class Layout(NamedTuple):
     """What a group's program computes (static, hashable): the edit config's values."""
+    kind: str                    # counterfactual or corrective
     methods: tuple
     fact_token: str              # subject_last or last
     layer: int
@@ -73,10 +74,31 @@ def _setup(spec: Spec, layout: Layout, params, hparams, seed):
     n, num_rel = g.object_NxR.shape
     key = jax.random.fold_in(jax.random.key(layout.seed), seed)
     stream = lambda s: jax.random.fold_in(key, s)  # noqa: E731
-    trained = (g.kind_NxR == facts.TRAINED).reshape(-1)
-    flat = jax.random.choice(stream(EDITS), n * num_rel, (layout.num_edits,),
-                             p=trained / trained.sum())
+    if layout.kind == "corrective":
+        # every fact in its edited prompt (row 0 of its rewriting prompts); the edits are
+        # held-out facts whose top-1 there is wrong, distinct, drawn uniformly (Gumbel top-k);
+        # where the run has fewer, the rest are right held-out facts (wrong_before = 0)
+        all_s = jnp.repeat(jnp.arange(n), num_rel)
+        all_r = jnp.tile(jnp.arange(num_rel), n)
+        rewrite_all = _prompts(stream(CONTEXTS), g, spec, hparams, all_s, all_r, layout.contexts)
+        logits = model_of(spec).apply({"params": params}, rewrite_all[:, 0])
+        wrong_F = (logits[:, -1].argmax(-1) != g.object_NxR.reshape(-1)) & (
+            g.kind_NxR.reshape(-1) != facts.TRAINED)
+        held_F = g.kind_NxR.reshape(-1) != facts.TRAINED
+        score = jnp.where(wrong_F, 1e6, jnp.where(held_F, 0.0, -1e9)) + jax.random.gumbel(
+            stream(EDITS), (n * num_rel,))
+        flat = jax.lax.top_k(score, layout.num_edits)[1]
+        rewrite = rewrite_all[flat]
+        wrong_E = wrong_F[flat]
+    else:
+        trained = (g.kind_NxR == facts.TRAINED).reshape(-1)
+        flat = jax.random.choice(stream(EDITS), n * num_rel, (layout.num_edits,),
+                                 p=trained / trained.sum())
     subject_E, relation_E = flat // num_rel, flat % num_rel
+    if layout.kind != "corrective":
+        rewrite = _prompts(stream(CONTEXTS), g, spec, hparams, subject_E, relation_E,
+                           layout.contexts)
+        wrong_E = jnp.zeros((layout.num_edits,), bool)
     targets_DxE = jnp.stack([facts.edit_target(g, subject_E, relation_E, d)
                              for d in layout.distances])
     eval_flat = jax.random.choice(stream(EVAL), n * num_rel, (layout.eval_facts,),
@@ -90,8 +112,7 @@ def _setup(spec: Spec, layout: Layout, params, hparams, seed):
         repr_r = jax.random.randint(stream(REPR), repr_s.shape, 0, num_rel)
     setup = dict(
         graph=g, subject_E=subject_E, relation_E=relation_E, targets_DxE=targets_DxE,
-        rewrite_ExCxT=_prompts(stream(CONTEXTS), g, spec, hparams, subject_E, relation_E,
-                               layout.contexts),
+        wrong_before_E=wrong_E, rewrite_ExCxT=rewrite,
         para_ExPxT=_prompts(stream(PARAPHRASE), g, spec, hparams, subject_E, relation_E,
                             layout.paraphrases),
         eval_subject_F=eval_s, eval_relation_F=eval_r,
@@ -233,6 +254,7 @@ def study(spec: Spec, layout: Layout, params: dict, hparams: dict, seed) -> dict
                         "old": setup["graph"].object_NxR[setup["subject_E"], setup["relation_E"]],
                         "new": setup["targets_DxE"],
                         "kind": setup["graph"].kind_NxR[setup["subject_E"], setup["relation_E"]],
+                        "wrong_before": setup["wrong_before_E"],
                         "cycle": setup["graph"].cycle_R[setup["relation_E"]]}
     result["order"] = setup["graph"].order_CxN
     return result

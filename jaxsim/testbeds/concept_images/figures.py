@@ -7,8 +7,9 @@ analyze`, analysis.json and analysis_samples.npz:
 - figures/concept_images_trajectories.png: one panel per concept-signal pair: each class's
   naive-prompt trajectory through concept space (median over samples, mean over seeds; pixel
   read-out), points coloured by step; the intervention's trajectory dashed.
-- figures/concept_images_learning_time.png: the step each concept is learned against its
-  concept signal (every run a point, the mean over seeds a line; never learned: at the top).
+- figures/concept_images_learning_time.png: the step each concept is learned (by the samples'
+  two read-outs, and used by the denoiser: `used_step`) against its concept signal (every run
+  a point, the mean over seeds a line; never learned: at the top).
 - figures/concept_images_elicitation.png: per run, the first step blue-small is elicited by
   naive prompting, the intervention and over-prompting, and the trajectory's turn.
 """
@@ -136,9 +137,10 @@ def learning_time(out, doc) -> Path:
     last = max(max(r["steps"]) for r in doc["runs"])
     for ax, concept, key in zip(panels[0], ("colour", "size"), ("sep_col", "sep_size")):
         for readout, field, marker in (("pixels", "learned_step", "o"),
-                                       ("classifier", "learned_step_classifier", "x")):
+                                       ("classifier", "learned_step_classifier", "x"),
+                                       ("denoiser (concept_use)", "used_step", "s")):
             x = np.array([r[key] for r in doc["runs"]])
-            y = np.array([np.nan if r[field][concept] is None else r[field][concept]
+            y = np.array([np.nan if r.get(field, {}).get(concept) is None else r[field][concept]
                           for r in doc["runs"]], float)
             never = ~np.isfinite(y)
             ax.scatter(x[~never], y[~never], marker=marker, label=f"{readout} read-out")

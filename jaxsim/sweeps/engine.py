@@ -170,6 +170,20 @@ def init_compiler_options() -> dict | None:
     return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
 
 
+def interval_compiler_options(spec: Spec) -> dict | None:
+    """The interval program's XLA options: on a CPU, LLVM at -O1 for the transformer and U-Net
+    models. XLA's own (HLO) optimisations are the same at every level and their matmuls are
+    library calls, so LLVM's higher levels bought no speed there: per-interval CPU time at -O1
+    vs the default -O3 (best of 4-8, one device, one thread, interleaved): quickstart 4.12 vs
+    4.12 s, matrix_completion 6.97 vs 7.12 s, concept_space 1.21 vs 1.28 s; and compile CPU time
+    fell 15-25 % (8.0 vs 9.7 s, 34 vs 42 s). The SAE step, mostly element-wise (top-k, ReLU
+    over every latent), ran 3-5 % slower at -O1 for 2 % less compile, so it keeps the default
+    (docs/performance.md)."""
+    if jax.default_backend() != "cpu" or spec.model.name == "sae":
+        return None
+    return {"xla_backend_optimization_level": 1}
+
+
 @program_cache(maxsize=1)
 def compile_cache() -> CompileCache:
     """The process's compile cache (made once the devices exist)."""
@@ -221,7 +235,8 @@ class Programs:
         `fixed`: the chunk's fixed inputs (`start_chunk`), else computed here."""
         if fixed is None:
             fixed = self.start_chunk(spec, seeds_R, hparams)[1]
-        return self.cache.interval(self._log, spec, vmap_size, state, fixed, seeds_R, hparams)
+        return self.compiled_interval(spec, state, seeds_R, hparams, vmap_size, fixed)(
+            state, fixed, seeds_R, hparams)
 
     def compiled_interval(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0,
                           fixed=None):
@@ -234,7 +249,8 @@ class Programs:
                 fixed = abstract_fixed(spec, seeds_R, hparams)
             t0 = time.perf_counter()
             self.cache.executables[key] = self.cache.interval.lower(
-                self._log, spec, vmap_size, state, fixed, seeds_R, hparams).compile()
+                self._log, spec, vmap_size, state, fixed, seeds_R, hparams).compile(
+                    interval_compiler_options(spec))
             self.compile_seconds[key] = time.perf_counter() - t0
             log.debug(f"jaxsim: compiled the interval program of {spec.task.name} for chunks "
                       f"of {key[2]} runs (vmap_size {vmap_size}) in "

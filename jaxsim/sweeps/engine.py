@@ -8,6 +8,7 @@ arrays with a leading run axis.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
 import logging
 import time
@@ -205,11 +206,29 @@ class Programs:
         self.cache = cache or compile_cache()
         self._log = _TraceLog()
         self.compile_seconds: dict[tuple, float] = {}
+        self.compile_spans: dict[tuple, tuple[float, float]] = {}   # key -> (start, end)
         self.host_seconds: collections.Counter = collections.Counter()
 
     @property
     def traces(self) -> collections.Counter:
         return self._log.counts
+
+    def _timed(self, key: tuple, t0: float) -> None:
+        t1 = time.perf_counter()
+        self.compile_seconds[key] = t1 - t0
+        self.compile_spans[key] = (t0, t1)
+
+    def compile_wall(self, keys=None) -> float:
+        """Wall seconds during which at least one of the compiles `keys` (default: all) ran:
+        the init and interval programs of a chunk compile at the same time (`train_chunk`),
+        so their `compile_seconds` overlap."""
+        spans = sorted(self.compile_spans[k] for k in (self.compile_spans if keys is None
+                                                         else keys) if k in self.compile_spans)
+        total, end = 0.0, float("-inf")
+        for a, b in spans:
+            total += max(0.0, b - max(a, end))
+            end = max(end, b)
+        return total
 
     def init_chunk(self, spec: Spec, seeds_R: jax.Array, hparams: dict) -> training.loop.State:
         """The stacked initial state [C, ...] of a chunk, sharded over the run axis."""
@@ -219,15 +238,30 @@ class Programs:
         """(initial state, fixed inputs) of a chunk, stacked [C, ...] and sharded over the run
         axis; the fixed inputs (per-run constants, evaluation batches) go to every
         `interval_chunk`."""
+        return self.compiled_init(spec, seeds_R, hparams)(seeds_R, hparams)
+
+    def compiled_init(self, spec: Spec, seeds_R, hparams):
+        """The compiled `start_chunk` for a shape group and chunk size (once per process)."""
         key = ("init", spec, seeds_R.shape[0])
         if key not in self.cache.executables:
             t0 = time.perf_counter()
             self.cache.executables[key] = self.cache.init.lower(
                 self._log, spec, seeds_R, hparams).compile(init_compiler_options())
-            self.compile_seconds[key] = time.perf_counter() - t0
+            self._timed(key, t0)
             log.debug(f"jaxsim: compiled the init program for chunks of {key[2]} runs in "
                       f"{self.compile_seconds[key]:.2f}s")
-        return self.cache.executables[key](seeds_R, hparams)
+        return self.cache.executables[key]
+
+    def compile_chunk(self, spec: Spec, state, seeds_R, hparams, vmap_size: int = 0):
+        """Both programs of a chunk size, compiled at the same time: the init program in a
+        second thread while the interval program compiles in this one (XLA's compiles release
+        the GIL, so on a 2-core CPU they overlap instead of queueing). Returns the compiled
+        interval; `state` may be abstract."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            init = pool.submit(self.compiled_init, spec, seeds_R, hparams)
+            interval = self.compiled_interval(spec, state, seeds_R, hparams, vmap_size)
+            init.result()
+        return interval
 
     def interval_chunk(self, spec: Spec, state, seeds_R: jax.Array, hparams: dict,
                        vmap_size: int = 0, fixed=None):
@@ -251,7 +285,7 @@ class Programs:
             self.cache.executables[key] = self.cache.interval.lower(
                 self._log, spec, vmap_size, state, fixed, seeds_R, hparams).compile(
                     interval_compiler_options(spec))
-            self.compile_seconds[key] = time.perf_counter() - t0
+            self._timed(key, t0)
             log.debug(f"jaxsim: compiled the interval program of {spec.task.name} for chunks "
                       f"of {key[2]} runs (vmap_size {vmap_size}) in "
                       f"{self.compile_seconds[key]:.2f}s")
@@ -273,7 +307,9 @@ class Programs:
         metrics = {n: np.full((chunk.size, num_evals), np.nan, np.float32)
                    for n in training.metric_names(spec)}
         checkpoints.clean_partial()
-        restored = restore_latest(checkpoints, abstract_chunk(spec, seeds, hparams, metrics))
+        abstract = abstract_chunk(spec, seeds, hparams, metrics)
+        step_fn = self.compile_chunk(spec, abstract["state"], seeds, hparams, vmap_size)
+        restored = restore_latest(checkpoints, abstract)
         state, fixed = self.start_chunk(spec, seeds, hparams)   # fixed: needed on resume too
         start = 0
         if restored is not None:
@@ -298,7 +334,6 @@ class Programs:
             log.debug(f"jaxsim: saving {checkpoints.path(step)} (async)")
 
         last_saved = start
-        step_fn = self.compiled_interval(spec, state, seeds, hparams, vmap_size, fixed)
         for step in range(start + every, total + 1, every):
             state, row = step_fn(state, fixed, seeds, hparams)
             if pending is not None:

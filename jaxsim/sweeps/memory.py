@@ -66,11 +66,11 @@ def human(num_bytes: float) -> str:
 def measure(programs: engine.Programs, spec: Spec, runs: list[Run], size: int,
              vmap_size: int) -> int:
     """Compile the interval program for a chunk of `size` runs (kept by `programs` for
-    training)."""
+    training, with the init program of that size, compiled alongside)."""
     chunk = Chunk(0, runs[:size], size)
     seeds, hparams = engine.chunk_inputs(spec, chunk)
     state = engine.abstract_chunk(spec, seeds, hparams, {})["state"]
-    return program_bytes(programs.compiled_interval(spec, state, seeds, hparams, vmap_size))
+    return program_bytes(programs.compile_chunk(spec, state, seeds, hparams, vmap_size))
 
 
 def fit_chunk_size(programs: engine.Programs, spec: Spec, runs: list[Run], requested: int,

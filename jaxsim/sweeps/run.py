@@ -211,13 +211,13 @@ def _train(cfg: Config, out: Path, runs: list[grid.Run], groups: list[grid.Group
 def _log_totals(cfg: Config, out: Path, groups: list[grid.Group], programs: engine.Programs,
                 status: dict[int, str], run_steps: int, elapsed: float) -> None:
     """The compile and wall times; the last line (kept by --quiet) names the directory."""
-    compile_s = sum(programs.compile_seconds.values())
+    compile_s = programs.compile_wall()
     for group in groups:
         size = group.chunks[0].size
         keys = [("init", group.spec, size), ("interval", group.spec, size, cfg.sweep.vmap_size)]
         if any(k in programs.compile_seconds for k in keys):
             log.info(f"jaxsim: shape group {group.index} compiled in "
-                     f"{sum(programs.compile_seconds.get(k, 0.0) for k in keys):.1f}s")
+                     f"{programs.compile_wall(keys):.1f}s")
     diverged = [r for r, s in status.items() if s == "diverged"]
     host = dict(programs.host_seconds)
     log.info(f"jaxsim: host work between compiled calls: checkpoints "

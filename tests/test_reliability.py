@@ -188,6 +188,18 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_retrained(done, tmp_path, 
     assert (copy / "runs.csv").read_text() == (done / "runs.csv").read_text()
 
 
+def test_a_saved_config_the_rules_now_refuse_is_named_not_called_damaged(done, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(done, copy)
+    raw = yaml.safe_load((copy / "config.yaml").read_text())
+    raw["train"]["lr"] = -1.0
+    (copy / "config.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(results.cfglib.ConfigError) as e:
+        results.read_runs(copy)
+    assert "config.yaml does not validate" in str(e.value) and "train.lr" in str(e.value)
+    assert "runs.csv is damaged" not in str(e.value)
+
+
 def test_damaged_result_files_are_named_then_rebuilt(done, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(done, copy)

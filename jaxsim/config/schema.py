@@ -113,7 +113,8 @@ class ModelConfig:
     beta_end: float = field(0.02, min=0.0, min_exclusive=True, max=1.0,
                             doc="diffusion (unet), linear schedule: beta of the last step "
                                 "(> beta_start)")
-    sample_steps: int = field(50, min=1, doc="diffusion (unet): DDIM sampling steps (at most "
+    sample_steps: int = field(50, min=1, doc="diffusion (unet): sampling steps of the analysis "
+                              "(DDPM ancestral over that many respaced noise levels; at most "
                               "model.timesteps)")
 
 

@@ -71,16 +71,26 @@ def read_runs(out: Path) -> list[dict[str, str]]:
             rows = list(csv.DictReader(f))
         if not rows:
             raise ValueError("no rows")
-        axes = cfglib.axis_keys(cfglib.load(out / CONFIG)) if (out / CONFIG).is_file() else []
+        try:
+            axes = cfglib.axis_keys(cfglib.load(out / CONFIG)) if (out / CONFIG).is_file() else []
+        except cfglib.ConfigError as e:   # not runs.csv's fault: say which file and why
+            raise _Invalid(f"{out / CONFIG} does not validate under this version of jaxsim: "
+                           f"{e}") from None
         for row in rows:
             for column in PLACED:
                 int(row[column]) if column != "status" else row[column].strip()
             for column in axes:
                 row[column].strip()
+    except _Invalid as e:
+        raise cfglib.ConfigError(str(e)) from None
     except (KeyError, ValueError, TypeError, AttributeError, csv.Error, UnicodeDecodeError) as e:
         raise cfglib.ConfigError(f"{path} is damaged ({type(e).__name__}: {e}); `jaxsim resume "
                                  f"{out}` rewrites it from plan.json") from None
     return rows
+
+
+class _Invalid(Exception):
+    """A results directory's config.yaml that the current rules refuse (not a damaged file)."""
 
 
 def read_analysis(out: Path) -> dict | None:
